@@ -1,0 +1,1 @@
+//! pupil-augment: the paper's augmentation ladder (built in the augmentation issue).

@@ -1,0 +1,1 @@
+//! COCO bbox evaluation.

@@ -1,0 +1,386 @@
+//! COCO instances and results JSON: reading (with validation that names the file and the
+//! item), writing, the contiguous <-> COCO category id mapping, and a [`Dataset`] view.
+pub mod eval;
+pub mod mask;
+
+use crate::dataset::Dataset;
+use crate::error::{Error, Result};
+use crate::io;
+use crate::sample::{Plane, Sample};
+use mask::Rle;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct CocoImage {
+    pub id: u64,
+    pub file_name: String,
+    pub width: usize,
+    pub height: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct CocoCategory {
+    pub id: u64,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supercategory: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum RleCounts {
+    Uncompressed(Vec<u32>),
+    Compressed(String),
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum Segmentation {
+    Polygons(Vec<Vec<f64>>),
+    Rle { counts: RleCounts, size: [usize; 2] },
+}
+
+/// `iscrowd` appears as 0/1 and, in some exporters, as a boolean.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Default)]
+#[serde(untagged)]
+pub enum Flag {
+    Int(i64),
+    Bool(bool),
+    #[default]
+    #[serde(skip)]
+    Unset,
+}
+
+impl Flag {
+    pub fn is_set(&self) -> bool {
+        match *self {
+            Flag::Int(v) => v != 0,
+            Flag::Bool(b) => b,
+            Flag::Unset => false,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct CocoAnnotation {
+    pub id: u64,
+    pub image_id: u64,
+    pub category_id: u64,
+    pub bbox: [f64; 4],
+    /// Taken as given: COCO's `area` is the mask area and need not equal w*h.
+    #[serde(default)]
+    pub area: f64,
+    #[serde(default, skip_serializing_if = "is_unset")]
+    pub iscrowd: Flag,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segmentation: Option<Segmentation>,
+}
+
+fn is_unset(f: &Flag) -> bool {
+    matches!(f, Flag::Unset)
+}
+
+/// A COCO instances file.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+pub struct CocoFile {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub licenses: Option<serde_json::Value>,
+    pub images: Vec<CocoImage>,
+    #[serde(default)]
+    pub annotations: Vec<CocoAnnotation>,
+    pub categories: Vec<CocoCategory>,
+}
+
+impl CocoFile {
+    /// Reads and validates: unique image and category ids, annotations pointing at known
+    /// images and categories, finite boxes of non-negative size.
+    pub fn read(path: impl AsRef<Path>) -> Result<CocoFile> {
+        let path = path.as_ref();
+        let f: CocoFile = io::read_json(path)?;
+        f.validate(path)?;
+        Ok(f)
+    }
+
+    pub fn validate(&self, path: &Path) -> Result<()> {
+        let mut images = HashMap::new();
+        for im in &self.images {
+            if images.insert(im.id, im).is_some() {
+                return Err(Error::invalid(path, format!("image id {}", im.id), "duplicate image id"));
+            }
+        }
+        let mut cats = HashMap::new();
+        for c in &self.categories {
+            if cats.insert(c.id, c).is_some() {
+                return Err(Error::invalid(path, format!("category id {}", c.id), "duplicate category id"));
+            }
+        }
+        for a in &self.annotations {
+            let item = || format!("annotation id {}", a.id);
+            if !images.contains_key(&a.image_id) {
+                return Err(Error::invalid(path, item(), format!("unknown image id {}", a.image_id)));
+            }
+            if !cats.contains_key(&a.category_id) {
+                return Err(Error::invalid(path, item(), format!("unknown category id {}", a.category_id)));
+            }
+            let [_, _, w, h] = a.bbox;
+            if a.bbox.iter().any(|v| !v.is_finite()) {
+                return Err(Error::invalid(path, item(), format!("bbox {:?} is not finite", a.bbox)));
+            }
+            if w < 0.0 || h < 0.0 {
+                return Err(Error::invalid(
+                    path,
+                    item(),
+                    format!("bbox {:?} has negative size", a.bbox),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the file atomically.
+    pub fn write(&self, path: impl AsRef<Path>) -> Result<()> {
+        io::write_json_atomic(path, self)
+    }
+
+    /// COCO category ids in ascending order; the position is the contiguous train id.
+    pub fn category_ids(&self) -> Vec<u64> {
+        let mut ids: Vec<u64> = self.categories.iter().map(|c| c.id).collect();
+        ids.sort_unstable();
+        ids
+    }
+}
+
+/// Contiguous train ids (0..K) <-> COCO category ids, ordered by COCO id as detectron2 does.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CategoryMap {
+    pub coco_ids: Vec<u64>,
+    pub names: Vec<String>,
+    index: HashMap<u64, u32>,
+}
+
+impl CategoryMap {
+    pub fn new(categories: &[CocoCategory]) -> Self {
+        let mut cats: Vec<&CocoCategory> = categories.iter().collect();
+        cats.sort_by_key(|c| c.id);
+        let coco_ids: Vec<u64> = cats.iter().map(|c| c.id).collect();
+        let names = cats.iter().map(|c| c.name.clone()).collect();
+        let index = coco_ids.iter().enumerate().map(|(i, &id)| (id, i as u32)).collect();
+        CategoryMap { coco_ids, names, index }
+    }
+    pub fn to_train(&self, coco_id: u64) -> Option<u32> {
+        self.index.get(&coco_id).copied()
+    }
+    pub fn to_coco(&self, train_id: u32) -> Option<u64> {
+        self.coco_ids.get(train_id as usize).copied()
+    }
+    pub fn len(&self) -> usize {
+        self.coco_ids.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.coco_ids.is_empty()
+    }
+}
+
+/// Decodes an annotation's segmentation to a 0/1 mask of the image size.
+pub fn decode_segmentation(seg: &Segmentation, height: usize, width: usize) -> std::result::Result<Plane, String> {
+    match seg {
+        Segmentation::Polygons(polys) => {
+            for p in polys {
+                if p.len() < 6 || p.len() % 2 != 0 {
+                    return Err(format!("a polygon needs an even number (>= 6) of coordinates, found {}", p.len()));
+                }
+                if p.iter().any(|v| !v.is_finite()) {
+                    return Err("a polygon has a non-finite coordinate".into());
+                }
+            }
+            let planes: std::result::Result<Vec<Plane>, String> = polys
+                .iter()
+                .map(|p| Rle::from_polygon(p, height, width).to_plane())
+                .collect();
+            Ok(mask::union(planes?).unwrap_or_else(|| Plane::new(width, height, 0)))
+        }
+        Segmentation::Rle { counts, size } => {
+            let [h, w] = *size;
+            if (h, w) != (height, width) {
+                return Err(format!("RLE size {h}x{w} differs from the image size {height}x{width}"));
+            }
+            let rle = match counts {
+                RleCounts::Uncompressed(c) => Rle {
+                    height: h,
+                    width: w,
+                    counts: c.clone(),
+                },
+                RleCounts::Compressed(s) => Rle::from_compressed(s, h, w)?,
+            };
+            rle.to_plane()
+        }
+    }
+}
+
+/// A COCO instances file with its image folder, as a [`Dataset`].
+pub struct CocoDataset {
+    pub path: PathBuf,
+    pub image_root: PathBuf,
+    pub file: CocoFile,
+    pub categories: CategoryMap,
+    /// Annotation indices per image, in file order.
+    per_image: Vec<Vec<usize>>,
+    /// Decode instance masks too (slower).
+    pub load_masks: bool,
+}
+
+impl CocoDataset {
+    pub fn open(path: impl AsRef<Path>, image_root: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let file = CocoFile::read(&path)?;
+        let categories = CategoryMap::new(&file.categories);
+        let pos: HashMap<u64, usize> = file.images.iter().enumerate().map(|(i, im)| (im.id, i)).collect();
+        let mut per_image = vec![Vec::new(); file.images.len()];
+        for (k, a) in file.annotations.iter().enumerate() {
+            per_image[pos[&a.image_id]].push(k);
+        }
+        Ok(CocoDataset {
+            path,
+            image_root: image_root.as_ref().to_path_buf(),
+            file,
+            categories,
+            per_image,
+            load_masks: false,
+        })
+    }
+
+    pub fn with_masks(mut self, on: bool) -> Self {
+        self.load_masks = on;
+        self
+    }
+
+    /// Boxes, classes, crowd flags and (optionally) masks of one image, without reading it.
+    pub fn targets(&self, index: usize, sample: &mut Sample) -> Result<()> {
+        let im = &self.file.images[index];
+        let mut masks = Vec::new();
+        for &k in &self.per_image[index] {
+            let a = &self.file.annotations[k];
+            let [x, y, w, h] = a.bbox;
+            sample.boxes.push([x as f32, y as f32, (x + w) as f32, (y + h) as f32]);
+            sample.classes.push(self.categories.to_train(a.category_id).expect("validated"));
+            sample.crowd.push(a.iscrowd.is_set());
+            if self.load_masks {
+                let m = match &a.segmentation {
+                    Some(seg) => decode_segmentation(seg, im.height, im.width)
+                        .map_err(|e| Error::invalid(&self.path, format!("annotation id {}", a.id), e))?,
+                    None => {
+                        // No segmentation: the box is the mask.
+                        let mut p = Plane::new(im.width, im.height, 0);
+                        let (x0, y0) = (x.max(0.0) as usize, y.max(0.0) as usize);
+                        let (x1, y1) = (((x + w).ceil() as usize).min(im.width), ((y + h).ceil() as usize).min(im.height));
+                        for yy in y0..y1 {
+                            p.data[yy * im.width + x0..yy * im.width + x1.max(x0)].fill(1);
+                        }
+                        p
+                    }
+                };
+                masks.push(m);
+            }
+        }
+        if self.load_masks {
+            sample.masks = Some(masks);
+        }
+        Ok(())
+    }
+}
+
+impl Dataset for CocoDataset {
+    fn len(&self) -> usize {
+        self.file.images.len()
+    }
+
+    fn get(&self, index: usize) -> Result<Sample> {
+        let im = &self.file.images[index];
+        let img_path = self.image_root.join(&im.file_name);
+        let image = io::read_image(&img_path)?;
+        if (image.width, image.height) != (im.width, im.height) {
+            return Err(Error::invalid(
+                &img_path,
+                format!("image id {}", im.id),
+                format!(
+                    "is {}x{} but {} declares {}x{}",
+                    image.width,
+                    image.height,
+                    self.path.display(),
+                    im.width,
+                    im.height
+                ),
+            ));
+        }
+        let mut s = Sample::new(image);
+        s.image_id = im.id;
+        s.source = Some(img_path);
+        self.targets(index, &mut s)?;
+        Ok(s)
+    }
+
+    fn class_names(&self) -> Vec<String> {
+        self.categories.names.clone()
+    }
+}
+
+/// One detection of a COCO results file.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct CocoDetection {
+    pub image_id: u64,
+    pub category_id: u64,
+    pub bbox: [f64; 4],
+    pub score: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segmentation: Option<Segmentation>,
+}
+
+/// Reads a COCO results file (a JSON array of detections).
+pub fn read_results(path: impl AsRef<Path>) -> Result<Vec<CocoDetection>> {
+    let path = path.as_ref();
+    let dets: Vec<CocoDetection> = io::read_json(path)?;
+    for (i, d) in dets.iter().enumerate() {
+        if d.bbox.iter().any(|v| !v.is_finite()) || !d.score.is_finite() {
+            return Err(Error::invalid(path, format!("detection {i}"), "non-finite bbox or score"));
+        }
+        if d.bbox[2] < 0.0 || d.bbox[3] < 0.0 {
+            return Err(Error::invalid(
+                path,
+                format!("detection {i}"),
+                format!("bbox {:?} has negative size", d.bbox),
+            ));
+        }
+    }
+    Ok(dets)
+}
+
+/// Writes a COCO results file atomically.
+pub fn write_results(path: impl AsRef<Path>, dets: &[CocoDetection]) -> Result<()> {
+    // Compact: results files are large.
+    let bytes = serde_json::to_vec(dets).map_err(|e| Error::Other(format!("cannot serialise results: {e}")))?;
+    io::write_atomic(path, &bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn category_map_is_sorted_by_coco_id() {
+        let cats = vec![
+            CocoCategory { id: 76, name: "b".into(), supercategory: None },
+            CocoCategory { id: 3, name: "a".into(), supercategory: None },
+            CocoCategory { id: 90, name: "c".into(), supercategory: None },
+        ];
+        let m = CategoryMap::new(&cats);
+        assert_eq!(m.to_train(3), Some(0));
+        assert_eq!(m.to_train(76), Some(1));
+        assert_eq!(m.to_coco(2), Some(90));
+        assert_eq!(m.to_train(4), None);
+        assert_eq!(m.names, vec!["a", "b", "c"]);
+    }
+}

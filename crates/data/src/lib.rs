@@ -1,0 +1,16 @@
+//! pupil-data: the data model ([`Sample`]), readers and writers for COCO and PASCAL VOC, an
+//! unlabeled image folder source, the embedded digit-scene dataset, a deterministic parallel
+//! loader, batching into candle tensors (feature `tensor`), and COCO mAP / mIoU evaluation.
+#[cfg(feature = "tensor")]
+pub mod batch;
+pub mod coco;
+pub mod dataset;
+pub mod error;
+pub mod io;
+pub mod rng;
+pub mod sample;
+
+pub use dataset::{Dataset, InMemory, Loader, LoaderConfig};
+pub use error::{Error, Result};
+pub use rng::Rng;
+pub use sample::{Image, Meta, Plane, Sample, IGNORE};
