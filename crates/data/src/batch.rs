@@ -165,7 +165,7 @@ mod tests {
         assert!((v[0] - white_r).abs() < 1e-5);
         assert_eq!(v[3], 0.0, "padding is zero");
         let black_g = -0.456 / 0.224;
-        let second_g = 2 * 3 * 32 + 32;
+        let second_g = (3 + 1) * 32;
         assert!((v[second_g] - black_g).abs() < 1e-5);
         assert_eq!(batch.classes.to_vec2::<i64>().unwrap(), vec![vec![4], vec![-1]]);
         assert_eq!(batch.crowd.to_vec2::<u8>().unwrap(), vec![vec![1], vec![0]]);

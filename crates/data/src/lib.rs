@@ -5,10 +5,14 @@
 pub mod batch;
 pub mod coco;
 pub mod dataset;
+pub mod digits;
+pub mod draw;
 pub mod error;
+pub mod folder;
 pub mod io;
 pub mod rng;
 pub mod sample;
+pub mod voc;
 
 pub use dataset::{Dataset, InMemory, Loader, LoaderConfig};
 pub use error::{Error, Result};
