@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 mod cmd_augment;
 mod cmd_data;
 mod cmd_eval;
+mod source;
 
 #[derive(Parser)]
 #[command(name = "pupil", version, about = "Pre-training vs self-training for detection and segmentation")]
