@@ -1,11 +1,51 @@
-//! pupil-backbones: feature extractors for detection and segmentation.
+//! pupil-backbones: feature extractors for detection and segmentation on candle.
 //!
-//! Planned public surface (built in the backbones issue):
-//! - `trait Backbone { fn forward_t(&self, x: &Tensor, train: bool) -> Result<FeatureMaps>;
-//!   fn levels(&self) -> Vec<LevelInfo>; }` where `FeatureMaps` maps a pyramid level
-//!   (2..=7, stride 2^level) to an NCHW tensor and `LevelInfo` gives its stride and channels.
-//! - EfficientNet B0-B7/L2 (timm names, PyTorch or TF 'same' padding), SpineNet-49S..190,
-//!   ResNet-50/101 (torchvision names), constructed by name (`efficientnet-b7`,
-//!   `tf-efficientnet-b0`, `spinenet-49`, `resnet-50`).
-//! - Checkpoint loading from safetensors files and the Hugging Face Hub with strict name and
-//!   shape checks.
+//! Every backbone implements [`Backbone`]: a forward pass in train or eval mode returning
+//! feature maps by pyramid level (stride `2^level`), and the list of levels with their
+//! strides and channels. Heads depend on this trait only. Parameters live in a
+//! [`params::ParamStore`] under the names of the reference implementations (timm,
+//! torchvision), so their checkpoints load unchanged.
+pub mod efficientnet;
+pub mod fused;
+pub mod hub;
+pub mod nn;
+pub mod params;
+pub mod resnet;
+pub mod spinenet;
+pub mod zoo;
+
+use candle_core::{Result, Tensor};
+use std::collections::BTreeMap;
+
+/// A feature map's place in the pyramid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LevelInfo {
+    pub level: usize,
+    pub stride: usize,
+    pub channels: usize,
+}
+
+/// Feature maps by pyramid level (NCHW).
+#[derive(Clone, Debug, Default)]
+pub struct FeatureMaps {
+    pub maps: BTreeMap<usize, Tensor>,
+}
+
+impl FeatureMaps {
+    pub fn get(&self, level: usize) -> Result<&Tensor> {
+        self.maps
+            .get(&level)
+            .ok_or_else(|| candle_core::Error::Msg(format!("no feature map at level {level}")))
+    }
+}
+
+pub trait Backbone: Send + Sync {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<FeatureMaps>;
+    fn levels(&self) -> Vec<LevelInfo>;
+}
+
+/// A backbone with a classification head (for pre-training and ImageNet checkpoints).
+pub trait Classifier: Send + Sync {
+    fn logits_t(&self, x: &Tensor, train: bool) -> Result<Tensor>;
+    fn num_classes(&self) -> usize;
+}

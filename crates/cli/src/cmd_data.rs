@@ -1,8 +1,7 @@
 //! `pupil data export|preview`.
 use crate::source::SourceArgs;
 use anyhow::{bail, Context, Result};
-use pupil_data::coco::mask::Rle;
-use pupil_data::coco::{CocoAnnotation, CocoCategory, CocoFile, CocoImage, Flag, RleCounts, Segmentation};
+use pupil_data::coco::CocoFile;
 use pupil_data::voc::{VocAnnotation, VocObject};
 use pupil_data::{draw, io};
 use std::path::{Path, PathBuf};
@@ -66,41 +65,25 @@ fn export(source: &SourceArgs, out: &Path) -> Result<()> {
     let split = source.split.as_str();
     let coco_dir = out.join("coco");
     let voc_dir = out.join("voc");
-    let mut file = CocoFile {
-        categories: names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| CocoCategory { id: i as u64 + 1, name: n.clone(), supercategory: None })
-            .collect(),
-        ..Default::default()
-    };
     let mut ids = Vec::new();
     let mut with_labels = false;
+    let mut file = CocoFile::default();
     for i in 0..ds.len() {
-        let s = ds.get(i).with_context(|| format!("sample {i}"))?;
+        let mut s = ds.get(i).with_context(|| format!("sample {i}"))?;
         let stem = format!("{:06}", s.image_id);
         let file_name = format!("{stem}.png");
         io::write_png(coco_dir.join("images").join(&file_name), &s.image)?;
-        file.images.push(CocoImage { id: s.image_id, file_name, width: s.width(), height: s.height() });
+        s.source = Some(file_name.into());
+        let one = CocoFile::from_samples(std::slice::from_ref(&s), &names);
+        file.categories = one.categories;
+        file.images.extend(one.images);
+        let first_id = file.annotations.len() as u64;
+        file.annotations.extend(one.annotations.into_iter().map(|mut a| {
+            a.id += first_id;
+            a
+        }));
         let mut objects = Vec::new();
         for (k, b) in s.boxes.iter().enumerate() {
-            let mask = s.masks.as_ref().map(|m| Rle::from_plane(&m[k]));
-            let area = match &mask {
-                Some(r) => r.area() as f64,
-                None => ((b[2] - b[0]) * (b[3] - b[1])) as f64,
-            };
-            file.annotations.push(CocoAnnotation {
-                id: file.annotations.len() as u64 + 1,
-                image_id: s.image_id,
-                category_id: s.classes[k] as u64 + 1,
-                bbox: [b[0] as f64, b[1] as f64, (b[2] - b[0]) as f64, (b[3] - b[1]) as f64],
-                area,
-                iscrowd: Flag::Int(s.crowd[k] as i64),
-                segmentation: mask.map(|r| Segmentation::Rle {
-                    counts: RleCounts::Compressed(r.to_compressed()),
-                    size: [r.height, r.width],
-                }),
-            });
             objects.push(VocObject {
                 name: names[s.classes[k] as usize].clone(),
                 // VOC boxes are 1-based and inclusive.

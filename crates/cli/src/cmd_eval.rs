@@ -1,7 +1,118 @@
-//! `pupil eval detection|segmentation` (written in the evaluation work).
-#[derive(clap::Args)]
-pub struct EvalArgs {}
+//! `pupil eval detection|segmentation`: COCO bbox mAP (pycocotools' numbers) and mIoU.
+use anyhow::Context;
+use pupil_data::coco::eval::{evaluate_files, EvalParams};
+use pupil_data::metrics::evaluate_label_dirs;
+use std::path::PathBuf;
 
-pub fn run(_a: EvalArgs) -> anyhow::Result<()> {
-    anyhow::bail!("eval is being written")
+#[derive(clap::Args)]
+pub struct EvalArgs {
+    #[command(subcommand)]
+    pub command: EvalCommand,
+}
+
+#[derive(clap::Subcommand)]
+pub enum EvalCommand {
+    /// COCO bbox evaluation, identical to pycocotools' COCOeval(iouType='bbox').
+    ///
+    /// With --json prints one object: AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs,
+    /// ARm, ARl (-1 where undefined) and per_category, a list of {id, name, AP} by ascending id
+    /// (AP -1 for a category without GT).
+    Detection(DetectionArgs),
+    /// mIoU of label-map PNGs (8-bit gray or palette) matched by file name.
+    ///
+    /// With --json prints {"mIoU", "per_class_iou", "pixel_accuracy"}; null for classes absent
+    /// from both GT and prediction on non-ignored pixels (they are left out of the mean).
+    Segmentation(SegmentationArgs),
+}
+
+#[derive(clap::Args)]
+pub struct DetectionArgs {
+    /// Ground truth: a COCO instances JSON file.
+    #[arg(long)]
+    pub gt: PathBuf,
+    /// Detections: a COCO results JSON file (a list of {image_id, category_id, bbox, score}).
+    #[arg(long)]
+    pub dt: PathBuf,
+    /// Print one JSON object instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::Args)]
+pub struct SegmentationArgs {
+    /// Folder of ground-truth label maps.
+    #[arg(long)]
+    pub gt: PathBuf,
+    /// Folder of predicted label maps, with the same file names.
+    #[arg(long)]
+    pub pred: PathBuf,
+    /// Number of classes; values at or above it are errors (except the ignore index in GT).
+    #[arg(long)]
+    pub num_classes: usize,
+    /// GT value that is not counted.
+    #[arg(long, default_value_t = 255)]
+    pub ignore_index: u8,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(a: EvalArgs) -> anyhow::Result<()> {
+    match a.command {
+        EvalCommand::Detection(d) => detection(d),
+        EvalCommand::Segmentation(s) => segmentation(s),
+    }
+}
+
+fn print_json(v: &serde_json::Value) -> anyhow::Result<()> {
+    println!(
+        "{}",
+        serde_json::to_string(v).context("cannot serialise the result")?
+    );
+    Ok(())
+}
+
+fn detection(a: DetectionArgs) -> anyhow::Result<()> {
+    let params = EvalParams::default();
+    let r = evaluate_files(&a.gt, &a.dt, &params)?;
+    if a.json {
+        return print_json(&r.to_json());
+    }
+    for line in r.summary_lines(&params) {
+        println!("{line}");
+    }
+    println!();
+    let width = r
+        .per_category
+        .iter()
+        .map(|c| c.1.chars().count())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    println!("{:>8}  {:<width$}  {:>6}", "id", "name", "AP");
+    for (id, name, ap) in &r.per_category {
+        let v = if *ap < 0.0 {
+            "-".to_string()
+        } else {
+            format!("{ap:.3}")
+        };
+        println!("{id:>8}  {name:<width$}  {v:>6}");
+    }
+    Ok(())
+}
+
+fn segmentation(a: SegmentationArgs) -> anyhow::Result<()> {
+    let cm = evaluate_label_dirs(&a.gt, &a.pred, a.num_classes, Some(a.ignore_index))?;
+    if a.json {
+        return print_json(&cm.to_json());
+    }
+    let fmt = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.4}"));
+    println!("mIoU            {}", fmt(cm.mean_iou()));
+    println!("pixel accuracy  {}", fmt(cm.pixel_accuracy()));
+    println!();
+    println!("{:>5}  {:>7}", "class", "IoU");
+    for (c, v) in cm.per_class_iou().into_iter().enumerate() {
+        println!("{c:>5}  {:>7}", fmt(v));
+    }
+    Ok(())
 }

@@ -10,6 +10,7 @@ pub mod draw;
 pub mod error;
 pub mod folder;
 pub mod io;
+pub mod metrics;
 pub mod rng;
 pub mod sample;
 pub mod voc;

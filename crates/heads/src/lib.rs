@@ -1,10 +1,21 @@
-//! pupil-heads: detection and segmentation heads over any backbone.
+//! pupil-heads: detection and segmentation over any [`pupil_backbones::Backbone`].
 //!
-//! Planned public surface (built in the heads issue):
-//! - necks: FPN (levels 3-7, BN on every output) and NAS-FPN (the paper's cell).
-//! - RetinaNet: anchors, arg-max matcher, box coder, focal and Huber losses, NMS / soft-NMS
-//!   post-processing to COCO results.
-//! - Segmentation: DeepLabv3+ (ASPP + decoder) and the NAS-FPN segmentation head, softmax
-//!   cross-entropy with ignore index 255.
-//! - `Detector` / `Segmenter` composed from a `Backbone`, with a task-model trait the
-//!   trainer drives: loss on a batch in train mode, predictions in eval mode.
+//! - [`neck`]: FPN (levels 3-7, BN on every output), NAS-FPN (the paper's cell) and identity.
+//! - RetinaNet pieces, each usable alone: [`anchors`] (the paper's layout and torchvision's),
+//!   [`matcher`] (arg-max, forced best match, crowd ignored), [`coder`], [`losses`] (focal,
+//!   Huber, softmax cross-entropy with ignore), [`boxes`] (IoU, NMS, batched NMS, soft-NMS).
+//! - [`retinanet::RetinaNet`] and [`seg::Segmenter`] (DeepLabv3+ or the NAS-FPN head).
+//!
+//! Parameter groups for weight decay come from the model's
+//! [`pupil_backbones::params::ParamStore`]: `ParamKind::Kernel` tensors are the ones the paper
+//! decays.
+pub mod anchors;
+pub mod boxes;
+pub mod coder;
+pub mod losses;
+pub mod matcher;
+pub mod neck;
+pub mod retinanet;
+pub mod seg;
+
+pub use pupil_backbones::nn::sigmoid;

@@ -146,6 +146,46 @@ impl CocoFile {
         io::write_json_atomic(path, self)
     }
 
+    /// Ground truth for a set of samples: category `i + 1` for train id `i`, RLE masks when
+    /// the samples carry them (area = mask area), else box areas.
+    pub fn from_samples(samples: &[Sample], class_names: &[String]) -> CocoFile {
+        let mut f = CocoFile {
+            categories: class_names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| CocoCategory { id: i as u64 + 1, name: n.clone(), supercategory: None })
+                .collect(),
+            ..Default::default()
+        };
+        for s in samples {
+            let file_name = match &s.source {
+                Some(p) => p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+                None => format!("{:06}.png", s.image_id),
+            };
+            f.images.push(CocoImage { id: s.image_id, file_name, width: s.width(), height: s.height() });
+            for (j, b) in s.boxes.iter().enumerate() {
+                let rle = s.masks.as_ref().map(|m| Rle::from_plane(&m[j]));
+                let area = match &rle {
+                    Some(r) => r.area() as f64,
+                    None => ((b[2] - b[0]) * (b[3] - b[1])) as f64,
+                };
+                f.annotations.push(CocoAnnotation {
+                    id: f.annotations.len() as u64 + 1,
+                    image_id: s.image_id,
+                    category_id: s.classes[j] as u64 + 1,
+                    bbox: [b[0] as f64, b[1] as f64, (b[2] - b[0]) as f64, (b[3] - b[1]) as f64],
+                    area,
+                    iscrowd: Flag::Int(s.crowd[j] as i64),
+                    segmentation: rle.map(|r| Segmentation::Rle {
+                        size: [r.height, r.width],
+                        counts: RleCounts::Compressed(r.to_compressed()),
+                    }),
+                });
+            }
+        }
+        f
+    }
+
     /// COCO category ids in ascending order; the position is the contiguous train id.
     pub fn category_ids(&self) -> Vec<u64> {
         let mut ids: Vec<u64> = self.categories.iter().map(|c| c.id).collect();

@@ -1,0 +1,325 @@
+//! Fused CPU kernels for the two hottest element-wise pieces of training: batch norm with
+//! batch statistics (forward and backward in one pass each, instead of a dozen candle ops)
+//! and SiLU. Other devices use the composed candle ops.
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use candle_core::backend::BackendStorage;
+use rayon::prelude::*;
+
+fn slice<'a, T: candle_core::WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&s.as_slice::<T>()?[a..b]),
+        None => candle_core::bail!("fused op: input is not contiguous"),
+    }
+}
+
+/// Numeric type the kernels run on.
+trait Real: candle_core::WithDType + Copy + Send + Sync + std::ops::Add<Output = Self> + std::ops::Sub<Output = Self> + std::ops::Mul<Output = Self> + std::ops::Div<Output = Self> {
+    fn f(v: f64) -> Self;
+    fn to(self) -> f64;
+    fn exp_(self) -> Self;
+}
+impl Real for f32 {
+    fn f(v: f64) -> Self {
+        v as f32
+    }
+    fn to(self) -> f64 {
+        self as f64
+    }
+    fn exp_(self) -> Self {
+        self.exp()
+    }
+}
+impl Real for f64 {
+    fn f(v: f64) -> Self {
+        v
+    }
+    fn to(self) -> f64 {
+        self
+    }
+    fn exp_(self) -> Self {
+        self.exp()
+    }
+}
+
+/// Per-channel (mean, 1/sqrt(var + eps)) of an NCHW buffer, variance biased.
+fn stats<T: Real>(x: &[T], n: usize, c: usize, hw: usize, eps: f64) -> Vec<(f64, f64)> {
+    (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let (mut s, mut ss) = (0f64, 0f64);
+            for b in 0..n {
+                let row = &x[(b * c + ch) * hw..(b * c + ch + 1) * hw];
+                let (mut a, mut q) = (0f64, 0f64);
+                for &v in row {
+                    let v = v.to();
+                    a += v;
+                    q += v * v;
+                }
+                s += a;
+                ss += q;
+            }
+            let m = (n * hw) as f64;
+            let mean = s / m;
+            let var = (ss / m - mean * mean).max(0.0);
+            (mean, 1.0 / (var + eps).sqrt())
+        })
+        .collect()
+}
+
+/// Batch mean and biased variance per channel (for the running statistics).
+pub fn channel_mean_var(x: &Tensor) -> Result<(Vec<f64>, Vec<f64>)> {
+    let (n, c, h, w) = x.dims4()?;
+    let x = x.contiguous()?;
+    let (st, eps) = match x.dtype() {
+        DType::F64 => (stats(&x.flatten_all()?.to_vec1::<f64>()?, n, c, h * w, 0.0), 0.0),
+        _ => (stats(&x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?, n, c, h * w, 0.0), 0.0),
+    };
+    let _ = eps;
+    let means = st.iter().map(|s| s.0).collect();
+    let vars = st.iter().map(|s| if s.1.is_finite() { 1.0 / (s.1 * s.1) } else { 0.0 }).collect();
+    Ok((means, vars))
+}
+
+/// y = (x - mean) * invstd * gamma + beta with batch statistics; inputs x [N,C,H,W],
+/// gamma [C], beta [C].
+struct BnTrain {
+    eps: f64,
+}
+
+fn bn_fwd<T: Real>(x: &[T], g: &[T], b: &[T], n: usize, c: usize, hw: usize, eps: f64) -> Vec<T> {
+    let st = stats(x, n, c, hw, eps);
+    let mut y = vec![T::f(0.0); x.len()];
+    y.par_chunks_mut(hw).enumerate().for_each(|(row, out)| {
+        let ch = row % c;
+        let (mean, inv) = st[ch];
+        let scale = inv * g[ch].to();
+        let shift = b[ch].to() - mean * scale;
+        let (scale, shift) = (T::f(scale), T::f(shift));
+        for (o, &v) in out.iter_mut().zip(&x[row * hw..(row + 1) * hw]) {
+            *o = v * scale + shift;
+        }
+    });
+    y
+}
+
+impl CustomOp3 for BnTrain {
+    fn name(&self) -> &'static str {
+        "pupil-bn-train"
+    }
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = l1.shape().dims4()?;
+        let out = match s1.dtype() {
+            DType::F32 => CpuStorage::F32(bn_fwd(slice::<f32>(s1, l1)?, slice::<f32>(s2, l2)?, slice::<f32>(s3, l3)?, n, c, h * w, self.eps)),
+            DType::F64 => CpuStorage::F64(bn_fwd(slice::<f64>(s1, l1)?, slice::<f64>(s2, l2)?, slice::<f64>(s3, l3)?, n, c, h * w, self.eps)),
+            d => candle_core::bail!("batch norm: unsupported dtype {d:?}"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+    fn bwd(&self, x: &Tensor, g: &Tensor, _b: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let c = x.dim(1)?;
+        let packed = x.apply_op3(&g.contiguous()?, &dy.contiguous()?, BnBackward { eps: self.eps })?;
+        let dx = packed.narrow(0, 0, x.elem_count())?.reshape(x.shape())?;
+        let dg = packed.narrow(0, x.elem_count(), c)?;
+        let db = packed.narrow(0, x.elem_count() + c, c)?;
+        Ok((Some(dx), Some(dg), Some(db)))
+    }
+}
+
+/// Gradients of [`BnTrain`], packed as [dx (flat), dgamma, dbeta].
+struct BnBackward {
+    eps: f64,
+}
+
+fn bn_bwd<T: Real>(x: &[T], g: &[T], dy: &[T], n: usize, c: usize, hw: usize, eps: f64) -> Vec<T> {
+    let st = stats(x, n, c, hw, eps);
+    let m = (n * hw) as f64;
+    // per channel: sum(dy), sum(dy * xhat)
+    let sums: Vec<(f64, f64)> = (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let (mean, inv) = st[ch];
+            let (mut sd, mut sdx) = (0f64, 0f64);
+            for b in 0..n {
+                let o = (b * c + ch) * hw;
+                for k in 0..hw {
+                    let d = dy[o + k].to();
+                    sd += d;
+                    sdx += d * (x[o + k].to() - mean) * inv;
+                }
+            }
+            (sd, sdx)
+        })
+        .collect();
+    let mut out = vec![T::f(0.0); x.len() + 2 * c];
+    let (dx, rest) = out.split_at_mut(x.len());
+    dx.par_chunks_mut(hw).enumerate().for_each(|(row, o)| {
+        let ch = row % c;
+        let (mean, inv) = st[ch];
+        let (sd, sdx) = sums[ch];
+        let k = g[ch].to() * inv;
+        let a = sd / m;
+        let bcoef = sdx / m;
+        let base = row * hw;
+        for (j, v) in o.iter_mut().enumerate() {
+            let xhat = (x[base + j].to() - mean) * inv;
+            *v = T::f(k * (dy[base + j].to() - a - xhat * bcoef));
+        }
+    });
+    for ch in 0..c {
+        rest[ch] = T::f(sums[ch].1);
+        rest[c + ch] = T::f(sums[ch].0);
+    }
+    out
+}
+
+impl CustomOp3 for BnBackward {
+    fn name(&self) -> &'static str {
+        "pupil-bn-train-backward"
+    }
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = l1.shape().dims4()?;
+        let len = n * c * h * w + 2 * c;
+        let out = match s1.dtype() {
+            DType::F32 => CpuStorage::F32(bn_bwd(slice::<f32>(s1, l1)?, slice::<f32>(s2, l2)?, slice::<f32>(s3, l3)?, n, c, h * w, self.eps)),
+            DType::F64 => CpuStorage::F64(bn_bwd(slice::<f64>(s1, l1)?, slice::<f64>(s2, l2)?, slice::<f64>(s3, l3)?, n, c, h * w, self.eps)),
+            d => candle_core::bail!("batch norm backward: unsupported dtype {d:?}"),
+        };
+        Ok((out, Shape::from(len)))
+    }
+}
+
+/// Batch norm with batch statistics; fused on CPU.
+pub fn batch_norm_train(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result<Tensor> {
+    let x = x.contiguous()?;
+    x.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, BnTrain { eps })
+}
+
+struct Silu;
+struct SiluBackward;
+
+fn sig<T: Real>(v: T) -> T {
+    T::f(1.0) / (T::f(1.0) + T::f(-v.to()).exp_())
+}
+
+impl CustomOp1 for Silu {
+    fn name(&self) -> &'static str {
+        "pupil-silu"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        fn go<T: Real>(x: &[T]) -> Vec<T> {
+            let mut y = vec![T::f(0.0); x.len()];
+            y.par_chunks_mut(4096).zip(x.par_chunks(4096)).for_each(|(o, i)| {
+                for (a, &b) in o.iter_mut().zip(i) {
+                    *a = b * sig(b);
+                }
+            });
+            y
+        }
+        let out = match s.dtype() {
+            DType::F32 => CpuStorage::F32(go(slice::<f32>(s, l)?)),
+            DType::F64 => CpuStorage::F64(go(slice::<f64>(s, l)?)),
+            d => candle_core::bail!("silu: unsupported dtype {d:?}"),
+        };
+        Ok((out, l.shape().clone()))
+    }
+    fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(x.apply_op2(&dy.contiguous()?, SiluBackward)?))
+    }
+}
+
+impl CustomOp2 for SiluBackward {
+    fn name(&self) -> &'static str {
+        "pupil-silu-backward"
+    }
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        fn go<T: Real>(x: &[T], dy: &[T]) -> Vec<T> {
+            let mut out = vec![T::f(0.0); x.len()];
+            out.par_chunks_mut(4096).zip(x.par_chunks(4096).zip(dy.par_chunks(4096))).for_each(|(o, (xs, ds))| {
+                for ((a, &v), &d) in o.iter_mut().zip(xs).zip(ds) {
+                    let s = sig(v);
+                    *a = d * (s + v * s * (T::f(1.0) - s));
+                }
+            });
+            out
+        }
+        let out = match s1.dtype() {
+            DType::F32 => CpuStorage::F32(go(slice::<f32>(s1, l1)?, slice::<f32>(s2, l2)?)),
+            DType::F64 => CpuStorage::F64(go(slice::<f64>(s1, l1)?, slice::<f64>(s2, l2)?)),
+            d => candle_core::bail!("silu backward: unsupported dtype {d:?}"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+}
+
+/// x * sigmoid(x); fused on CPU.
+pub fn silu(x: &Tensor) -> Result<Tensor> {
+    if x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) {
+        x.contiguous()?.apply_op1(Silu)
+    } else {
+        x.silu()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn fd_check(f: &dyn Fn(&Tensor) -> Result<Tensor>, x: &Tensor, tol: f64) {
+        let v = Var::from_tensor(x).unwrap();
+        let g = f(v.as_tensor()).unwrap().backward().unwrap();
+        let ga: Vec<f64> = g.get(v.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let base: Vec<f64> = x.flatten_all().unwrap().to_vec1().unwrap();
+        let eps = 1e-6;
+        for i in (0..base.len()).step_by(7) {
+            let mut p = base.clone();
+            p[i] += eps;
+            let fp = f(&Tensor::from_vec(p.clone(), x.shape(), x.device()).unwrap()).unwrap().to_scalar::<f64>().unwrap();
+            p[i] -= 2.0 * eps;
+            let fm = f(&Tensor::from_vec(p, x.shape(), x.device()).unwrap()).unwrap().to_scalar::<f64>().unwrap();
+            let num = (fp - fm) / (2.0 * eps);
+            assert!((num - ga[i]).abs() <= tol * (1.0 + num.abs()), "element {i}: analytic {} numeric {num}", ga[i]);
+        }
+    }
+
+    #[test]
+    fn bn_train_matches_composed_ops_and_finite_differences() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f64, 2.0, (3, 4, 5, 7), &dev).unwrap();
+        let g = Tensor::new(&[1.5f64, 0.5, -1.0, 2.0], &dev).unwrap();
+        let b = Tensor::new(&[0.1f64, -0.2, 0.3, 0.0], &dev).unwrap();
+        let y = batch_norm_train(&x, &g, &b, 1e-3).unwrap();
+        let mean = x.mean_keepdim(3).unwrap().mean_keepdim(2).unwrap().mean_keepdim(0).unwrap();
+        let xc = x.broadcast_sub(&mean).unwrap();
+        let var = xc.sqr().unwrap().mean_keepdim(3).unwrap().mean_keepdim(2).unwrap().mean_keepdim(0).unwrap();
+        let want = xc
+            .broadcast_div(&(var + 1e-3).unwrap().sqrt().unwrap())
+            .unwrap()
+            .broadcast_mul(&g.reshape((1, 4, 1, 1)).unwrap())
+            .unwrap()
+            .broadcast_add(&b.reshape((1, 4, 1, 1)).unwrap())
+            .unwrap();
+        let d = (y - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
+        assert!(d < 1e-10, "{d}");
+        // a loss that is not symmetric in the outputs, so dx is non-trivial
+        let w = Tensor::randn(0f64, 1.0, (3, 4, 5, 7), &dev).unwrap();
+        let gg = g.clone();
+        let bb = b.clone();
+        fd_check(&|x: &Tensor| (batch_norm_train(x, &gg, &bb, 1e-3)?.sqr()? * &w)?.sum_all(), &x, 1e-5);
+        let xx = x.clone();
+        let ww = w.clone();
+        fd_check(&|g: &Tensor| (batch_norm_train(&xx, g, &bb, 1e-3)? * &ww)?.sum_all(), &g, 1e-5);
+        let xx = x.clone();
+        fd_check(&|b: &Tensor| (batch_norm_train(&xx, &g, b, 1e-3)?.sqr()? * &w)?.sum_all(), &b, 1e-5);
+    }
+
+    #[test]
+    fn silu_matches_candle_and_finite_differences() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f64, 3.0, (5, 9), &dev).unwrap();
+        let d = (silu(&x).unwrap() - x.silu().unwrap()).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
+        assert!(d < 1e-12);
+        let w = Tensor::randn(0f64, 1.0, (5, 9), &dev).unwrap();
+        fd_check(&|x: &Tensor| (silu(x)? * &w)?.sum_all(), &x, 1e-6);
+    }
+}

@@ -1,0 +1,312 @@
+//! Layers built on the parameter store: convolution with PyTorch, TF 'SAME' or TF fixed
+//! padding, batch norm with train-mode statistics and running averages, linear, activations,
+//! stochastic depth and dropout.
+use crate::params::{Init, ParamKind, Vb};
+use candle_core::{DType, Module, Result, Tensor, Var, D};
+pub use pupil_ops::Pad2d;
+
+/// How a convolution or pooling pads its input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PadMode {
+    /// timm / PyTorch static symmetric padding `((s - 1) + d * (k - 1)) / 2` on every side.
+    Torch,
+    /// TensorFlow 'SAME': depends on the input size; the odd pixel goes bottom/right.
+    Same,
+    /// TF detection's `conv2d_fixed_padding`: stride > 1 pads `(k-1)/2` before and the rest
+    /// after, independent of the input size; stride 1 is 'SAME'.
+    Fixed,
+    /// Explicit symmetric padding.
+    Sym(usize),
+}
+
+/// TF 'SAME' padding (before, after) along one axis.
+pub fn same_pad(input: usize, k: usize, s: usize, d: usize) -> (usize, usize) {
+    let out = input.div_ceil(s);
+    let total = ((out - 1) * s + (k - 1) * d + 1).saturating_sub(input);
+    (total / 2, total - total / 2)
+}
+
+impl PadMode {
+    pub fn pads(self, h: usize, w: usize, k: (usize, usize), s: (usize, usize), d: (usize, usize)) -> Pad2d {
+        let one = |input: usize, k: usize, s: usize, d: usize| -> (usize, usize) {
+            match self {
+                PadMode::Torch => {
+                    let p = ((s - 1) + d * (k - 1)) / 2;
+                    (p, p)
+                }
+                PadMode::Same => same_pad(input, k, s, d),
+                PadMode::Fixed => {
+                    if s > 1 {
+                        let total = (k - 1) * d;
+                        (total / 2, total - total / 2)
+                    } else {
+                        same_pad(input, k, s, d)
+                    }
+                }
+                PadMode::Sym(p) => (p, p),
+            }
+        };
+        let (top, bottom) = one(h, k.0, s.0, d.0);
+        let (left, right) = one(w, k.1, s.1, d.1);
+        Pad2d { top, bottom, left, right }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Conv2d {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+    pub stride: usize,
+    pub dilation: usize,
+    pub groups: usize,
+    pub kernel: usize,
+    pub pad: PadMode,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct ConvCfg {
+    pub stride: usize,
+    pub dilation: usize,
+    pub groups: usize,
+    pub bias: bool,
+    pub pad: PadMode,
+    pub init: Init,
+}
+
+impl Default for ConvCfg {
+    fn default() -> Self {
+        ConvCfg { stride: 1, dilation: 1, groups: 1, bias: false, pad: PadMode::Torch, init: Init::KaimingFanOut }
+    }
+}
+
+impl Conv2d {
+    /// Weight `[cout, cin / groups, k, k]` named `weight`, bias `[cout]` named `bias`.
+    pub fn new(vb: &Vb, cin: usize, cout: usize, k: usize, cfg: ConvCfg) -> Result<Self> {
+        if cin % cfg.groups != 0 || cout % cfg.groups != 0 {
+            candle_core::bail!("{}: channels {cin}->{cout} not divisible by groups {}", vb.path(), cfg.groups)
+        }
+        let weight = vb.get((cout, cin / cfg.groups, k, k), "weight", cfg.init, ParamKind::Kernel)?;
+        let bias = if cfg.bias { Some(vb.get(cout, "bias", Init::Const(0.0), ParamKind::Bias)?) } else { None };
+        Ok(Conv2d { weight, bias, stride: cfg.stride, dilation: cfg.dilation, groups: cfg.groups, kernel: k, pad: cfg.pad })
+    }
+
+    pub fn out_channels(&self) -> usize {
+        self.weight.dim(0).unwrap_or(0)
+    }
+}
+
+impl Module for Conv2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (_, _, h, w) = x.dims4()?;
+        let k = (self.kernel, self.kernel);
+        let s = (self.stride, self.stride);
+        let d = (self.dilation, self.dilation);
+        let pad = self.pad.pads(h, w, k, s, d);
+        if self.kernel == 1 && self.stride == 1 && self.groups == 1 && pad == Pad2d::default() {
+            // A 1x1 convolution is a matmul over the channel axis; candle's gemm and its
+            // backward are much faster than the convolution path.
+            let (n, cin, _, _) = x.dims4()?;
+            let cout = self.weight.dim(0)?;
+            let wm = self.weight.reshape((cout, cin))?;
+            let y = wm.broadcast_matmul(&x.reshape((n, cin, h * w))?)?.reshape((n, cout, h, w))?;
+            return match &self.bias {
+                Some(b) => y.broadcast_add(&b.reshape((1, cout, 1, 1))?),
+                None => Ok(y),
+            };
+        }
+        pupil_ops::conv2d(x, &self.weight, self.bias.as_ref(), self.stride, pad, self.dilation, self.groups)
+    }
+}
+
+/// 2-D batch norm. `momentum` follows PyTorch: `running = (1 - m) * running + m * batch`.
+#[derive(Clone, Debug)]
+pub struct BatchNorm2d {
+    pub weight: Tensor,
+    pub bias: Tensor,
+    pub running_mean: Var,
+    pub running_var: Var,
+    pub eps: f64,
+    pub momentum: f64,
+}
+
+impl BatchNorm2d {
+    /// Names as PyTorch: `weight`, `bias`, `running_mean`, `running_var`.
+    pub fn new(vb: &Vb, c: usize, eps: f64, momentum: f64) -> Result<Self> {
+        let weight = vb.get(c, "weight", Init::Const(1.0), ParamKind::Norm)?;
+        let bias = vb.get(c, "bias", Init::Const(0.0), ParamKind::Norm)?;
+        vb.get(c, "running_mean", Init::Const(0.0), ParamKind::Buffer)?;
+        vb.get(c, "running_var", Init::Const(1.0), ParamKind::Buffer)?;
+        let store = vb.store();
+        let running_mean = store.var(&vb.name("running_mean")).expect("just created");
+        let running_var = store.var(&vb.name("running_var")).expect("just created");
+        Ok(BatchNorm2d { weight, bias, running_mean, running_var, eps, momentum })
+    }
+
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let c = x.dim(1)?;
+        let shape = (1, c, 1, 1);
+        if !train {
+            // Folded into one scale and shift.
+            let inv = (self.running_var.as_detached_tensor() + self.eps)?.sqrt()?.recip()?;
+            let scale = (&self.weight * &inv)?;
+            let shift = (&self.bias - (self.running_mean.as_detached_tensor() * &scale)?)?;
+            return x.broadcast_mul(&scale.reshape(shape)?)?.broadcast_add(&shift.reshape(shape)?);
+        }
+        let (n, _, h, w) = x.dims4()?;
+        let count = (n * h * w) as f64;
+        let y = if x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) {
+            crate::fused::batch_norm_train(x, &self.weight.to_dtype(x.dtype())?, &self.bias.to_dtype(x.dtype())?, self.eps)?
+        } else {
+            // Statistics in f32 at least (half-precision inputs are upcast).
+            let inner = match x.dtype() {
+                DType::F16 | DType::BF16 => DType::F32,
+                d => d,
+            };
+            let xf = x.to_dtype(inner)?;
+            let mean = xf.mean_keepdim(D::Minus1)?.mean_keepdim(2)?.mean_keepdim(0)?;
+            let centred = xf.broadcast_sub(&mean)?;
+            let var = centred.sqr()?.mean_keepdim(D::Minus1)?.mean_keepdim(2)?.mean_keepdim(0)?;
+            let inv = (&var + self.eps)?.sqrt()?.recip()?;
+            let scale = self.weight.to_dtype(inner)?.reshape(shape)?.broadcast_mul(&inv)?;
+            centred.broadcast_mul(&scale)?.broadcast_add(&self.bias.to_dtype(inner)?.reshape(shape)?)?.to_dtype(x.dtype())?
+        };
+        // Running statistics, outside the graph; the running variance is unbiased as PyTorch's.
+        let (bm, bv) = crate::fused::channel_mean_var(&x.detach())?;
+        let m = self.momentum;
+        let unbias = count / (count - 1.0).max(1.0);
+        let dev = x.device();
+        let bm = Tensor::from_vec(bm, c, dev)?.to_dtype(self.running_mean.dtype())?;
+        let bv = (Tensor::from_vec(bv, c, dev)? * unbias)?.to_dtype(self.running_var.dtype())?;
+        let rm = ((self.running_mean.as_detached_tensor() * (1.0 - m))? + (bm * m)?)?;
+        let rv = ((self.running_var.as_detached_tensor() * (1.0 - m))? + (bv * m)?)?;
+        self.running_mean.set(&rm)?;
+        self.running_var.set(&rv)?;
+        Ok(y)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Linear {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+}
+
+impl Linear {
+    pub fn new(vb: &Vb, cin: usize, cout: usize, bias: bool) -> Result<Self> {
+        let weight = vb.get((cout, cin), "weight", Init::KaimingUniformFanIn, ParamKind::Kernel)?;
+        let bound = 1.0 / (cin as f64).sqrt();
+        let bias = if bias { Some(vb.get(cout, "bias", Init::Uniform { lo: -bound, hi: bound }, ParamKind::Bias)?) } else { None };
+        Ok(Linear { weight, bias })
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = x.matmul(&self.weight.t()?)?;
+        match &self.bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Act {
+    Relu,
+    Silu,
+    None,
+}
+
+impl Act {
+    pub fn apply(self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Act::Relu => x.relu(),
+            Act::Silu => crate::fused::silu(x),
+            Act::None => Ok(x.clone()),
+        }
+    }
+}
+
+pub fn sigmoid(x: &Tensor) -> Result<Tensor> {
+    // 1 / (1 + exp(-x)), differentiable through candle's own ops.
+    (x.neg()?.exp()? + 1.0)?.recip()
+}
+
+/// Stochastic depth: drops whole samples of a residual branch with probability `rate` and
+/// rescales the kept ones by 1 / (1 - rate).
+pub fn drop_path(x: &Tensor, rate: f64, train: bool, vb: &Vb) -> Result<Tensor> {
+    if !train || rate <= 0.0 {
+        return Ok(x.clone());
+    }
+    let keep = 1.0 - rate;
+    let n = x.dim(0)?;
+    let mask: Vec<f32> = {
+        let mut rng = vb.store().noise_rng();
+        (0..n).map(|_| (keep + rng.uniform()).floor() as f32 / keep as f32).collect()
+    };
+    let mut shape = vec![1usize; x.rank()];
+    shape[0] = n;
+    let m = Tensor::from_vec(mask, shape, x.device())?.to_dtype(x.dtype())?;
+    x.broadcast_mul(&m)
+}
+
+/// Element-wise dropout with rescaling.
+pub fn dropout(x: &Tensor, rate: f64, train: bool, vb: &Vb) -> Result<Tensor> {
+    if !train || rate <= 0.0 {
+        return Ok(x.clone());
+    }
+    let keep = 1.0 - rate;
+    let n = x.elem_count();
+    let mask: Vec<f32> = {
+        let mut rng = vb.store().noise_rng();
+        (0..n).map(|_| if rng.uniform() < keep { 1.0 / keep as f32 } else { 0.0 }).collect()
+    };
+    let m = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+    x * m
+}
+
+/// Mean over H and W, keeping [N, C].
+pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
+    x.mean(D::Minus1)?.mean(D::Minus1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::ParamStore;
+    use candle_core::Device;
+
+    #[test]
+    fn same_padding_matches_the_fixture_table() {
+        assert_eq!(same_pad(224, 3, 2, 1), (0, 1));
+        assert_eq!(same_pad(56, 5, 2, 1), (1, 2));
+        assert_eq!(same_pad(7, 3, 1, 1), (1, 1));
+        assert_eq!(same_pad(7, 3, 2, 2), (2, 2));
+        let p = PadMode::Torch.pads(10, 10, (5, 5), (2, 2), (1, 1));
+        assert_eq!((p.top, p.bottom), (2, 2));
+        let p = PadMode::Fixed.pads(9, 9, (3, 3), (2, 2), (1, 1));
+        assert_eq!((p.top, p.bottom), (1, 1));
+    }
+
+    #[test]
+    fn batch_norm_train_normalises_and_updates_running_stats() {
+        let s = ParamStore::new(&Device::Cpu, DType::F32, 0);
+        let bn = BatchNorm2d::new(&s.root().pp("bn"), 2, 1e-5, 0.1).unwrap();
+        let x = Tensor::from_vec((0..16).map(|v| v as f32).collect::<Vec<_>>(), (2, 2, 2, 2), &Device::Cpu).unwrap();
+        let y = bn.forward_t(&x, true).unwrap();
+        let yv: Vec<f32> = y.flatten_all().unwrap().to_vec1().unwrap();
+        // channel 0 holds 0..4 and 8..12: mean 5.5
+        let c0: Vec<f32> = [0, 1, 2, 3, 8, 9, 10, 11].iter().map(|&i| yv[i]).collect();
+        let m: f32 = c0.iter().sum::<f32>() / 8.0;
+        let v: f32 = c0.iter().map(|a| (a - m).powi(2)).sum::<f32>() / 8.0;
+        assert!(m.abs() < 1e-5 && (v - 1.0).abs() < 1e-3, "{m} {v}");
+        let rm: Vec<f32> = bn.running_mean.as_tensor().to_vec1().unwrap();
+        assert!((rm[0] - 0.55).abs() < 1e-5 && (rm[1] - 0.95).abs() < 1e-5, "{rm:?}");
+        // unbiased batch variance of channel 0 = 138 / 7; running = 0.9 + 0.1 * that
+        let rv: Vec<f32> = bn.running_var.as_tensor().to_vec1().unwrap();
+        assert!((rv[0] - (0.9 + 0.1 * 138.0 / 7.0)).abs() < 1e-4, "{rv:?}");
+        // eval uses running stats
+        let e = bn.forward_t(&x, false).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!((e[0] - (0.0 - rm[0]) / (rv[0] + 1e-5).sqrt()).abs() < 1e-5);
+    }
+}

@@ -1,0 +1,143 @@
+//! ResNet-50/101 (v1.5, stride on the 3x3 conv) with torchvision's parameter names.
+use crate::nn::{global_avg_pool, BatchNorm2d, Conv2d, ConvCfg, Linear, PadMode};
+use crate::params::Vb;
+use crate::{Backbone, Classifier, FeatureMaps, LevelInfo};
+use candle_core::{Module, Result, Tensor};
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ResNetConfig {
+    /// Bottleneck blocks per stage.
+    pub layers: [usize; 4],
+    /// Width of the first stage's bottleneck (64 in the standard nets).
+    pub base_width: usize,
+    pub num_classes: usize,
+    pub in_channels: usize,
+    pub bn_eps: f64,
+    pub bn_momentum: f64,
+}
+
+impl ResNetConfig {
+    pub fn depth(d: usize) -> Option<Self> {
+        let layers = match d {
+            50 => [3, 4, 6, 3],
+            101 => [3, 4, 23, 3],
+            152 => [3, 8, 36, 3],
+            _ => return None,
+        };
+        Some(ResNetConfig { layers, base_width: 64, num_classes: 1000, in_channels: 3, bn_eps: 1e-5, bn_momentum: 0.1 })
+    }
+}
+
+struct Bottleneck {
+    conv1: Conv2d,
+    bn1: BatchNorm2d,
+    conv2: Conv2d,
+    bn2: BatchNorm2d,
+    conv3: Conv2d,
+    bn3: BatchNorm2d,
+    downsample: Option<(Conv2d, BatchNorm2d)>,
+}
+
+impl Bottleneck {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let y = self.bn1.forward_t(&self.conv1.forward(x)?, train)?.relu()?;
+        let y = self.bn2.forward_t(&self.conv2.forward(&y)?, train)?.relu()?;
+        let y = self.bn3.forward_t(&self.conv3.forward(&y)?, train)?;
+        let id = match &self.downsample {
+            Some((c, b)) => b.forward_t(&c.forward(x)?, train)?,
+            None => x.clone(),
+        };
+        (y + id)?.relu()
+    }
+}
+
+pub struct ResNet {
+    pub config: ResNetConfig,
+    conv1: Conv2d,
+    bn1: BatchNorm2d,
+    layers: Vec<Vec<Bottleneck>>,
+    fc: Option<Linear>,
+    channels: [usize; 4],
+}
+
+impl ResNet {
+    pub fn new(vb: &Vb, cfg: &ResNetConfig) -> Result<Self> {
+        let bn = |vb: &Vb, c: usize| BatchNorm2d::new(vb, c, cfg.bn_eps, cfg.bn_momentum);
+        let c = |stride: usize, pad: usize| ConvCfg { stride, pad: PadMode::Sym(pad), ..Default::default() };
+        let w0 = cfg.base_width;
+        let conv1 = Conv2d::new(&vb.pp("conv1"), cfg.in_channels, w0, 7, c(2, 3))?;
+        let bn1 = bn(&vb.pp("bn1"), w0)?;
+        let mut cin = w0;
+        let mut layers = Vec::new();
+        let mut channels = [0; 4];
+        for (s, &n) in cfg.layers.iter().enumerate() {
+            let width = w0 << s;
+            let cout = width * 4;
+            let mut blocks = Vec::new();
+            for i in 0..n {
+                let b = vb.pp(format!("layer{}", s + 1)).pp(i);
+                let stride = if i == 0 && s > 0 { 2 } else { 1 };
+                let downsample = if i == 0 && (stride != 1 || cin != cout) {
+                    Some((Conv2d::new(&b.pp("downsample").pp(0), cin, cout, 1, c(stride, 0))?, bn(&b.pp("downsample").pp(1), cout)?))
+                } else {
+                    None
+                };
+                blocks.push(Bottleneck {
+                    conv1: Conv2d::new(&b.pp("conv1"), cin, width, 1, c(1, 0))?,
+                    bn1: bn(&b.pp("bn1"), width)?,
+                    conv2: Conv2d::new(&b.pp("conv2"), width, width, 3, c(stride, 1))?,
+                    bn2: bn(&b.pp("bn2"), width)?,
+                    conv3: Conv2d::new(&b.pp("conv3"), width, cout, 1, c(1, 0))?,
+                    bn3: bn(&b.pp("bn3"), cout)?,
+                    downsample,
+                });
+                cin = cout;
+            }
+            layers.push(blocks);
+            channels[s] = cout;
+        }
+        let fc = if cfg.num_classes > 0 { Some(Linear::new(&vb.pp("fc"), cin, cfg.num_classes, true)?) } else { None };
+        Ok(ResNet { config: cfg.clone(), conv1, bn1, layers, fc, channels })
+    }
+
+    /// Outputs of layer1..layer4 (strides 4, 8, 16, 32).
+    pub fn stages_t(&self, x: &Tensor, train: bool) -> Result<Vec<Tensor>> {
+        let x = self.bn1.forward_t(&self.conv1.forward(x)?, train)?.relu()?;
+        let mut x = pupil_ops::max_pool2d(&x, (3, 3), (2, 2), pupil_ops::Pad2d { top: 1, bottom: 1, left: 1, right: 1 })?;
+        let mut outs = Vec::new();
+        for layer in &self.layers {
+            for b in layer {
+                x = b.forward_t(&x, train)?;
+            }
+            outs.push(x.clone());
+        }
+        Ok(outs)
+    }
+
+    pub fn pooled_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        global_avg_pool(self.stages_t(x, train)?.last().expect("4 stages"))
+    }
+}
+
+impl Backbone for ResNet {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<FeatureMaps> {
+        let mut f = FeatureMaps::default();
+        for (i, t) in self.stages_t(x, train)?.into_iter().enumerate() {
+            f.maps.insert(i + 2, t);
+        }
+        Ok(f)
+    }
+    fn levels(&self) -> Vec<LevelInfo> {
+        (0..4).map(|i| LevelInfo { level: i + 2, stride: 4 << i, channels: self.channels[i] }).collect()
+    }
+}
+
+impl Classifier for ResNet {
+    fn logits_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let fc = self.fc.as_ref().ok_or_else(|| candle_core::Error::Msg("this ResNet has no head".into()))?;
+        fc.forward(&self.pooled_t(x, train)?)
+    }
+    fn num_classes(&self) -> usize {
+        self.config.num_classes
+    }
+}

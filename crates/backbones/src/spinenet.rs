@@ -1,0 +1,334 @@
+//! SpineNet-49S/49/96/143/190: a scale-permuted backbone built from the block specs, the
+//! filter scaling map, the cross-scale resampling and the drop-connect rule of the TPU
+//! reference, with outputs at levels 3-7.
+use crate::nn::{drop_path, Act, BatchNorm2d, Conv2d, ConvCfg, PadMode};
+use crate::params::Vb;
+use crate::{Backbone, FeatureMaps, LevelInfo};
+use candle_core::{Module, Result, Tensor};
+use std::collections::BTreeMap;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum BlockFn {
+    Residual,
+    Bottleneck,
+}
+
+impl BlockFn {
+    fn expansion(self) -> usize {
+        match self {
+            BlockFn::Residual => 1,
+            BlockFn::Bottleneck => 4,
+        }
+    }
+}
+
+/// (level, block, input feats, is output); feats 0 and 1 are the two stem groups.
+pub const SPINENET_BLOCK_SPECS: [(usize, BlockFn, (usize, usize), bool); 15] = [
+    (2, BlockFn::Bottleneck, (0, 1), false),
+    (4, BlockFn::Residual, (0, 1), false),
+    (3, BlockFn::Bottleneck, (2, 3), false),
+    (4, BlockFn::Bottleneck, (2, 4), false),
+    (6, BlockFn::Residual, (3, 5), false),
+    (4, BlockFn::Bottleneck, (3, 5), false),
+    (5, BlockFn::Residual, (6, 7), false),
+    (7, BlockFn::Residual, (6, 8), false),
+    (5, BlockFn::Bottleneck, (8, 9), false),
+    (5, BlockFn::Bottleneck, (8, 10), false),
+    (4, BlockFn::Bottleneck, (5, 10), true),
+    (3, BlockFn::Bottleneck, (4, 10), true),
+    (5, BlockFn::Bottleneck, (7, 12), true),
+    (7, BlockFn::Bottleneck, (5, 14), true),
+    (6, BlockFn::Bottleneck, (12, 14), true),
+];
+
+/// Block filters per level before scaling.
+fn filter_size(level: usize) -> usize {
+    match level {
+        1 => 32,
+        2 => 64,
+        3 => 128,
+        4 => 256,
+        _ => 256,
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SpineNetConfig {
+    pub endpoints_num_filters: usize,
+    pub filter_size_scale: f64,
+    pub resample_alpha: f64,
+    pub block_repeats: usize,
+    /// Drop-connect rate of the last block (0 disables).
+    pub init_drop_connect_rate: f64,
+    pub swish: bool,
+    pub bn_eps: f64,
+    pub bn_momentum: f64,
+    pub in_channels: usize,
+}
+
+impl SpineNetConfig {
+    /// `49s`, `49`, `96`, `143`, `190`.
+    pub fn variant(v: &str) -> Option<Self> {
+        let (e, f, a, r) = match v {
+            "49s" | "49S" => (128, 0.65, 0.5, 1),
+            "49" => (256, 1.0, 0.5, 1),
+            "96" => (256, 1.0, 0.5, 2),
+            "143" => (256, 1.0, 1.0, 3),
+            "190" => (512, 1.3, 1.0, 4),
+            _ => return None,
+        };
+        Some(SpineNetConfig {
+            endpoints_num_filters: e,
+            filter_size_scale: f,
+            resample_alpha: a,
+            block_repeats: r,
+            init_drop_connect_rate: 0.0,
+            swish: true,
+            bn_eps: 1e-3,
+            bn_momentum: 0.003,
+            in_channels: 3,
+        })
+    }
+
+    fn filters(&self, level: usize) -> usize {
+        (filter_size(level) as f64 * self.filter_size_scale) as usize
+    }
+
+    fn act(&self) -> Act {
+        if self.swish {
+            Act::Silu
+        } else {
+            Act::Relu
+        }
+    }
+}
+
+struct ConvBn {
+    conv: Conv2d,
+    bn: BatchNorm2d,
+}
+
+impl ConvBn {
+    fn new(vb: &Vb, cfg: &SpineNetConfig, cin: usize, cout: usize, k: usize, stride: usize) -> Result<Self> {
+        let c = ConvCfg { stride, pad: PadMode::Fixed, ..Default::default() };
+        Ok(ConvBn {
+            conv: Conv2d::new(&vb.pp("conv"), cin, cout, k, c)?,
+            bn: BatchNorm2d::new(&vb.pp("bn"), cout, cfg.bn_eps, cfg.bn_momentum)?,
+        })
+    }
+    fn forward_t(&self, x: &Tensor, train: bool, act: Act) -> Result<Tensor> {
+        act.apply(&self.bn.forward_t(&self.conv.forward(x)?, train)?)
+    }
+}
+
+struct Block {
+    layers: Vec<ConvBn>,
+    projection: Option<ConvBn>,
+}
+
+impl Block {
+    fn new(vb: &Vb, cfg: &SpineNetConfig, kind: BlockFn, cin: usize, filters: usize, stride: usize) -> Result<Self> {
+        let cout = filters * kind.expansion();
+        let projection = if cin != cout || stride != 1 { Some(ConvBn::new(&vb.pp("projection"), cfg, cin, cout, 1, stride)?) } else { None };
+        let layers = match kind {
+            BlockFn::Bottleneck => vec![
+                ConvBn::new(&vb.pp("conv1"), cfg, cin, filters, 1, 1)?,
+                ConvBn::new(&vb.pp("conv2"), cfg, filters, filters, 3, stride)?,
+                ConvBn::new(&vb.pp("conv3"), cfg, filters, cout, 1, 1)?,
+            ],
+            BlockFn::Residual => vec![
+                ConvBn::new(&vb.pp("conv1"), cfg, cin, filters, 3, stride)?,
+                ConvBn::new(&vb.pp("conv2"), cfg, filters, filters, 3, 1)?,
+            ],
+        };
+        Ok(Block { layers, projection })
+    }
+
+    fn forward_t(&self, x: &Tensor, train: bool, act: Act, drop: f64, vb: &Vb) -> Result<Tensor> {
+        let shortcut = match &self.projection {
+            Some(p) => p.forward_t(x, train, Act::None)?,
+            None => x.clone(),
+        };
+        let mut y = x.clone();
+        let last = self.layers.len() - 1;
+        for (i, l) in self.layers.iter().enumerate() {
+            y = l.forward_t(&y, train, if i == last { Act::None } else { act })?;
+        }
+        act.apply(&(drop_path(&y, drop, train, vb)? + shortcut)?)
+    }
+}
+
+/// `repeats` blocks at one level; the first may project.
+struct Group {
+    blocks: Vec<Block>,
+    drop: f64,
+    vb: Vb,
+}
+
+impl Group {
+    fn new(vb: &Vb, cfg: &SpineNetConfig, kind: BlockFn, cin: usize, filters: usize, drop: f64) -> Result<Self> {
+        let mut blocks = Vec::new();
+        let mut c = cin;
+        for i in 0..cfg.block_repeats {
+            blocks.push(Block::new(&vb.pp(i), cfg, kind, c, filters, 1)?);
+            c = filters * kind.expansion();
+        }
+        Ok(Group { blocks, drop, vb: vb.clone() })
+    }
+    fn forward_t(&self, x: &Tensor, train: bool, act: Act) -> Result<Tensor> {
+        let mut y = x.clone();
+        for b in &self.blocks {
+            y = b.forward_t(&y, train, act, self.drop, &self.vb)?;
+        }
+        Ok(y)
+    }
+}
+
+/// Cross-scale connection from a parent feature to a block's level and width.
+struct Resample {
+    reduce: ConvBn,
+    down: Option<ConvBn>,
+    expand: ConvBn,
+    from_level: usize,
+    to_level: usize,
+}
+
+impl Resample {
+    fn new(vb: &Vb, cfg: &SpineNetConfig, parent_ch: usize, parent_fn: BlockFn, from: usize, to: usize, target: BlockFn) -> Result<Self> {
+        let base = parent_ch / parent_fn.expansion();
+        let mid = (base as f64 * cfg.resample_alpha) as usize;
+        let out = cfg.filters(to) * target.expansion();
+        Ok(Resample {
+            reduce: ConvBn::new(&vb.pp("reduce"), cfg, parent_ch, mid, 1, 1)?,
+            down: if from < to { Some(ConvBn::new(&vb.pp("down"), cfg, mid, mid, 3, 2)?) } else { None },
+            expand: ConvBn::new(&vb.pp("expand"), cfg, mid, out, 1, 1)?,
+            from_level: from,
+            to_level: to,
+        })
+    }
+
+    fn forward_t(&self, x: &Tensor, size: (usize, usize), train: bool, act: Act) -> Result<Tensor> {
+        let mut y = self.reduce.forward_t(x, train, act)?;
+        if let Some(d) = &self.down {
+            y = d.forward_t(&y, train, act)?;
+            let ratio = 1usize << (self.to_level - self.from_level);
+            if ratio > 2 {
+                // One more pooling covers the rest of the reduction (TPU reference).
+                let stride = ratio / 2;
+                let k = if ratio <= 4 { 3 } else { 5 };
+                let (_, _, h, w) = y.dims4()?;
+                let pad = PadMode::Same.pads(h, w, (k, k), (stride, stride), (1, 1));
+                y = pupil_ops::max_pool2d(&y, (k, k), (stride, stride), pad)?;
+            }
+        }
+        let (_, _, h, w) = y.dims4()?;
+        if (h, w) != size {
+            y = pupil_ops::resize_nearest(&y, size.0, size.1)?;
+        }
+        self.expand.forward_t(&y, train, Act::None)
+    }
+}
+
+struct Node {
+    level: usize,
+    inputs: (usize, usize),
+    resample: (Resample, Resample),
+    group: Group,
+}
+
+pub struct SpineNet {
+    pub config: SpineNetConfig,
+    stem: ConvBn,
+    stem_groups: [Group; 2],
+    nodes: Vec<Node>,
+    /// For each node: earlier feats with no outgoing connection that an output node adds.
+    extra_inputs: Vec<Vec<usize>>,
+    endpoints: BTreeMap<usize, (usize, ConvBn)>,
+}
+
+impl SpineNet {
+    pub fn new(vb: &Vb, cfg: &SpineNetConfig) -> Result<Self> {
+        let stem = ConvBn::new(&vb.pp("stem"), cfg, cfg.in_channels, 64, 7, 2)?;
+        let f2 = cfg.filters(2);
+        let g0 = Group::new(&vb.pp("stem_groups").pp(0), cfg, BlockFn::Bottleneck, 64, f2, 0.0)?;
+        let g1 = Group::new(&vb.pp("stem_groups").pp(1), cfg, BlockFn::Bottleneck, f2 * 4, f2, 0.0)?;
+        // (level, block fn, channels) of every feat, in creation order.
+        let mut feats: Vec<(usize, BlockFn, usize)> = vec![(2, BlockFn::Bottleneck, f2 * 4), (2, BlockFn::Bottleneck, f2 * 4)];
+        let mut outgoing = vec![0usize; 2];
+        let mut nodes = Vec::new();
+        let mut extra_inputs = Vec::new();
+        let n = SPINENET_BLOCK_SPECS.len();
+        for (i, &(level, kind, (a, b), is_output)) in SPINENET_BLOCK_SPECS.iter().enumerate() {
+            let nvb = vb.pp("blocks").pp(i);
+            let out_ch = cfg.filters(level) * kind.expansion();
+            let r0 = Resample::new(&nvb.pp("resample0"), cfg, feats[a].2, feats[a].1, feats[a].0, level, kind)?;
+            let r1 = Resample::new(&nvb.pp("resample1"), cfg, feats[b].2, feats[b].1, feats[b].0, level, kind)?;
+            outgoing[a] += 1;
+            outgoing[b] += 1;
+            let mut extra = Vec::new();
+            if is_output {
+                for (j, f) in feats.iter().enumerate() {
+                    if outgoing[j] == 0 && f.0 == level && f.2 == out_ch {
+                        extra.push(j);
+                        outgoing[j] += 1;
+                    }
+                }
+            }
+            let drop = if cfg.init_drop_connect_rate > 0.0 && cfg.init_drop_connect_rate < 1.0 {
+                cfg.init_drop_connect_rate * (i + 1) as f64 / n as f64
+            } else {
+                0.0
+            };
+            let group = Group::new(&nvb.pp("group"), cfg, kind, out_ch, cfg.filters(level), drop)?;
+            nodes.push(Node { level, inputs: (a, b), resample: (r0, r1), group });
+            extra_inputs.push(extra);
+            feats.push((level, kind, out_ch));
+            outgoing.push(0);
+        }
+        let mut endpoints = BTreeMap::new();
+        for (i, &(level, _, _, is_output)) in SPINENET_BLOCK_SPECS.iter().enumerate() {
+            if is_output {
+                let ch = feats[i + 2].2;
+                endpoints.insert(level, (i + 2, ConvBn::new(&vb.pp("endpoints").pp(level), cfg, ch, cfg.endpoints_num_filters, 1, 1)?));
+            }
+        }
+        Ok(SpineNet { config: cfg.clone(), stem, stem_groups: [g0, g1], nodes, extra_inputs, endpoints })
+    }
+}
+
+impl Backbone for SpineNet {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<FeatureMaps> {
+        let act = self.config.act();
+        let (_, _, h, w) = x.dims4()?;
+        let size = |level: usize| (h.div_ceil(1 << level), w.div_ceil(1 << level));
+        let y = self.stem.forward_t(x, train, act)?;
+        let (_, _, sh, sw) = y.dims4()?;
+        let pad = PadMode::Same.pads(sh, sw, (3, 3), (2, 2), (1, 1));
+        let y = pupil_ops::max_pool2d(&y, (3, 3), (2, 2), pad)?;
+        let f0 = self.stem_groups[0].forward_t(&y, train, act)?;
+        let f1 = self.stem_groups[1].forward_t(&f0, train, act)?;
+        let mut feats = vec![f0, f1];
+        for (node, extra) in self.nodes.iter().zip(&self.extra_inputs) {
+            let s = size(node.level);
+            let mut y = (node.resample.0.forward_t(&feats[node.inputs.0], s, train, act)?
+                + node.resample.1.forward_t(&feats[node.inputs.1], s, train, act)?)?;
+            for &j in extra {
+                y = (y + &feats[j])?;
+            }
+            let y = node.group.forward_t(&act.apply(&y)?, train, act)?;
+            feats.push(y);
+        }
+        let mut out = FeatureMaps::default();
+        for (&level, (idx, conv)) in &self.endpoints {
+            out.maps.insert(level, conv.forward_t(&feats[*idx], train, act)?);
+        }
+        Ok(out)
+    }
+
+    fn levels(&self) -> Vec<LevelInfo> {
+        self.endpoints
+            .keys()
+            .map(|&level| LevelInfo { level, stride: 1 << level, channels: self.config.endpoints_num_filters })
+            .collect()
+    }
+}

@@ -1,0 +1,54 @@
+//! Losses: sigmoid focal loss and Huber loss (the paper's RetinaNet), and softmax
+//! cross-entropy with an ignore label for segmentation.
+use candle_core::{DType, Result, Tensor, D};
+
+/// Sigmoid focal loss summed over all elements (torchvision's `sigmoid_focal_loss`,
+/// reduction "sum"), in the numerically stable form.
+pub fn sigmoid_focal_loss(logits: &Tensor, targets: &Tensor, alpha: f64, gamma: f64) -> Result<Tensor> {
+    focal_elements(logits, targets, alpha, gamma)?.sum_all()
+}
+
+/// Per-element focal loss.
+pub fn focal_elements(logits: &Tensor, targets: &Tensor, alpha: f64, gamma: f64) -> Result<Tensor> {
+    let x = logits;
+    let t = targets;
+    // BCE with logits: max(x, 0) - x t + ln(1 + exp(-|x|))
+    let ce = ((x.relu()? - (x * t)?)? + (x.abs()?.neg()?.exp()? + 1.0)?.log()?)?;
+    let p = crate::sigmoid(x)?;
+    let one_minus_t = (t.neg()? + 1.0)?;
+    let p_t = ((&p * t)? + ((p.neg()? + 1.0)? * &one_minus_t)?)?;
+    let modulator = (p_t.neg()? + 1.0)?.relu()?.powf(gamma)?;
+    let alpha_t = ((t * alpha)? + (one_minus_t * (1.0 - alpha))?)?;
+    (ce * modulator)? * alpha_t
+}
+
+/// Huber loss summed: `0.5 d^2` for |d| < delta, else `delta (|d| - delta / 2)`.
+pub fn huber_loss(pred: &Tensor, target: &Tensor, delta: f64) -> Result<Tensor> {
+    huber_elements(pred, target, delta)?.sum_all()
+}
+
+pub fn huber_elements(pred: &Tensor, target: &Tensor, delta: f64) -> Result<Tensor> {
+    let a = (pred - target)?.abs()?;
+    let q = a.minimum(delta)?;
+    (q.sqr()? * 0.5)? + ((a - &q)? * delta)?
+}
+
+/// Mean softmax cross-entropy over the pixels whose label is not `ignore`.
+/// `logits` [B, K, H, W], `labels` [B, H, W] (u8 or integer). Returns 0 when every pixel is
+/// ignored.
+pub fn softmax_cross_entropy(logits: &Tensor, labels: &Tensor, ignore: u32) -> Result<Tensor> {
+    let (b, k, h, w) = logits.dims4()?;
+    let lp = pupil_ops::log_softmax_last_dim(&logits.permute((0, 2, 3, 1))?.contiguous()?.reshape((b * h * w, k))?)?;
+    let lab: Vec<u32> = labels.flatten_all()?.to_dtype(DType::U32)?.to_vec1()?;
+    let valid: Vec<f32> = lab.iter().map(|&l| if l == ignore { 0.0 } else { 1.0 }).collect();
+    if let Some(&bad) = lab.iter().find(|&&l| l != ignore && l as usize >= k) {
+        candle_core::bail!("label {bad} out of range for {k} classes")
+    }
+    let n_valid: f32 = valid.iter().sum();
+    let idx: Vec<u32> = lab.iter().map(|&l| if l == ignore { 0 } else { l }).collect();
+    let dev = logits.device();
+    let idx = Tensor::from_vec(idx, (b * h * w, 1), dev)?;
+    let picked = lp.gather(&idx, D::Minus1)?.squeeze(D::Minus1)?;
+    let mask = Tensor::from_vec(valid, b * h * w, dev)?.to_dtype(picked.dtype())?;
+    (picked * mask)?.sum_all()?.neg()? / (n_valid.max(1.0) as f64)
+}

@@ -1,0 +1,236 @@
+//! Semantic segmentation: DeepLabv3+ (ASPP + decoder on stride-4 features) and the paper's
+//! NAS-FPN head (NAS-FPN levels 3-7 fused at stride 4, three convs, logits), trained with
+//! softmax cross-entropy (ignore label 255) on logits upsampled to the label size.
+use crate::losses::softmax_cross_entropy;
+use crate::neck::{ActKind, Neck, NeckConfig, NeckKind, HEAD_INIT};
+use candle_core::{DType, Module, Result, Tensor, D};
+use pupil_backbones::nn::{global_avg_pool, BatchNorm2d, Conv2d, ConvCfg, PadMode};
+use pupil_backbones::params::Vb;
+use pupil_backbones::zoo::{self, AnyBackbone, BackboneConfig};
+use pupil_backbones::Backbone;
+use pupil_data::batch::ImageInfo;
+use pupil_data::Plane;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SegHeadKind {
+    DeeplabV3Plus,
+    NasFpn,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SegmenterConfig {
+    pub num_classes: usize,
+    pub head: SegHeadKind,
+    /// DeepLabv3+: 16 (ASPP on level 4, rates 6/12/18) or 8 (level 3, rates doubled).
+    pub output_stride: usize,
+    pub aspp_channels: usize,
+    pub decoder_low_channels: usize,
+    /// NAS-FPN head: the neck and the number of 3x3 convs after fusion.
+    pub neck: NeckConfig,
+    pub head_convs: usize,
+    pub head_channels: usize,
+    pub ignore_index: u32,
+    pub bn_eps: f64,
+    pub bn_momentum: f64,
+}
+
+impl Default for SegmenterConfig {
+    fn default() -> Self {
+        SegmenterConfig {
+            num_classes: 21,
+            head: SegHeadKind::NasFpn,
+            output_stride: 16,
+            aspp_channels: 256,
+            decoder_low_channels: 48,
+            neck: NeckConfig { kind: NeckKind::NasFpn, repeats: 7, separable: true, act: ActKind::Relu, ..NeckConfig::default() },
+            head_convs: 3,
+            head_channels: 256,
+            ignore_index: 255,
+            bn_eps: 1e-3,
+            bn_momentum: 0.003,
+        }
+    }
+}
+
+struct ConvBnRelu {
+    conv: Conv2d,
+    bn: BatchNorm2d,
+}
+
+impl ConvBnRelu {
+    fn new(vb: &Vb, cfg: &SegmenterConfig, cin: usize, cout: usize, k: usize, dilation: usize, bias: bool) -> Result<Self> {
+        let c = ConvCfg { dilation, bias, pad: PadMode::Torch, init: if bias { HEAD_INIT } else { pupil_backbones::params::Init::KaimingFanOut }, ..Default::default() };
+        Ok(ConvBnRelu { conv: Conv2d::new(&vb.pp("conv"), cin, cout, k, c)?, bn: BatchNorm2d::new(&vb.pp("bn"), cout, cfg.bn_eps, cfg.bn_momentum)? })
+    }
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.bn.forward_t(&self.conv.forward(x)?, train)?.relu()
+    }
+}
+
+struct DeepLab {
+    level: usize,
+    branches: Vec<ConvBnRelu>,
+    pool: ConvBnRelu,
+    project: ConvBnRelu,
+    low: ConvBnRelu,
+    decoder: Vec<ConvBnRelu>,
+}
+
+struct NasHead {
+    neck: Neck,
+    convs: Vec<ConvBnRelu>,
+}
+
+enum Head {
+    DeepLab(DeepLab),
+    NasFpn(NasHead),
+}
+
+pub struct Segmenter {
+    pub config: SegmenterConfig,
+    pub backbone: AnyBackbone,
+    head: Head,
+    classifier: Conv2d,
+}
+
+impl Segmenter {
+    pub fn new(vb: &Vb, backbone: &BackboneConfig, cfg: &SegmenterConfig) -> Result<Self> {
+        let bb = zoo::build(&vb.pp("backbone"), backbone)?;
+        let levels = bb.levels();
+        let ch_at = |l: usize| {
+            levels
+                .iter()
+                .find(|i| i.level == l)
+                .map(|i| i.channels)
+                .ok_or_else(|| candle_core::Error::Msg(format!("the backbone has no level {l}")))
+        };
+        let hvb = vb.pp("head");
+        let (head, last) = match cfg.head {
+            SegHeadKind::DeeplabV3Plus => {
+                let (level, rates) = match cfg.output_stride {
+                    16 => (4, [6, 12, 18]),
+                    8 => (3, [12, 24, 36]),
+                    o => candle_core::bail!("output_stride must be 8 or 16, got {o}"),
+                };
+                let cin = ch_at(level)?;
+                let a = cfg.aspp_channels;
+                let mut branches = vec![ConvBnRelu::new(&hvb.pp("aspp").pp(0), cfg, cin, a, 1, 1, false)?];
+                for (i, r) in rates.iter().enumerate() {
+                    branches.push(ConvBnRelu::new(&hvb.pp("aspp").pp(i + 1), cfg, cin, a, 3, *r, false)?);
+                }
+                let pool = ConvBnRelu::new(&hvb.pp("aspp_pool"), cfg, cin, a, 1, 1, false)?;
+                let project = ConvBnRelu::new(&hvb.pp("aspp_project"), cfg, 5 * a, a, 1, 1, false)?;
+                let low = ConvBnRelu::new(&hvb.pp("low"), cfg, ch_at(2)?, cfg.decoder_low_channels, 1, 1, false)?;
+                let decoder = vec![
+                    ConvBnRelu::new(&hvb.pp("decoder").pp(0), cfg, a + cfg.decoder_low_channels, a, 3, 1, false)?,
+                    ConvBnRelu::new(&hvb.pp("decoder").pp(1), cfg, a, a, 3, 1, false)?,
+                ];
+                (Head::DeepLab(DeepLab { level, branches, pool, project, low, decoder }), a)
+            }
+            SegHeadKind::NasFpn => {
+                let neck = Neck::new(&hvb.pp("neck"), &cfg.neck, &levels)?;
+                let mut convs = Vec::new();
+                let mut c = cfg.neck.channels;
+                for i in 0..cfg.head_convs {
+                    convs.push(ConvBnRelu::new(&hvb.pp("convs").pp(i), cfg, c, cfg.head_channels, 3, 1, true)?);
+                    c = cfg.head_channels;
+                }
+                (Head::NasFpn(NasHead { neck, convs }), c)
+            }
+        };
+        let classifier = Conv2d::new(&hvb.pp("classifier"), last, cfg.num_classes, 1, ConvCfg { bias: true, init: HEAD_INIT, ..Default::default() })?;
+        Ok(Segmenter { config: cfg.clone(), backbone: bb, head, classifier })
+    }
+
+    /// Logits at stride 4: [B, K, ceil(H/4), ceil(W/4)].
+    pub fn forward_t(&self, images: &Tensor, train: bool) -> Result<Tensor> {
+        let (_, _, h, w) = images.dims4()?;
+        let size4 = (h.div_ceil(4), w.div_ceil(4));
+        let feats = self.backbone.forward_t(images, train)?;
+        let x = match &self.head {
+            Head::DeepLab(d) => {
+                let f = feats.get(d.level)?;
+                let (_, _, fh, fw) = f.dims4()?;
+                let mut outs: Vec<Tensor> = d.branches.iter().map(|b| b.forward_t(f, train)).collect::<Result<_>>()?;
+                let pooled = global_avg_pool(f)?.unsqueeze(2)?.unsqueeze(3)?;
+                outs.push(d.pool.forward_t(&pooled, train)?.broadcast_as((f.dim(0)?, self.config.aspp_channels, fh, fw))?.contiguous()?);
+                let aspp = d.project.forward_t(&Tensor::cat(&outs, 1)?, train)?;
+                let low = d.low.forward_t(feats.get(2)?, train)?;
+                let (_, _, lh, lw) = low.dims4()?;
+                let up = pupil_ops::resize_bilinear(&aspp, lh, lw, false)?;
+                let mut y = Tensor::cat(&[up, low], 1)?;
+                for c in &d.decoder {
+                    y = c.forward_t(&y, train)?;
+                }
+                if (lh, lw) != size4 {
+                    y = pupil_ops::resize_bilinear(&y, size4.0, size4.1, false)?;
+                }
+                y
+            }
+            Head::NasFpn(n) => {
+                let levels = n.neck.forward_t(&feats, train)?;
+                let mut fused: Option<Tensor> = None;
+                for l in &levels {
+                    let u = pupil_ops::resize_bilinear(l, size4.0, size4.1, false)?;
+                    fused = Some(match fused {
+                        Some(f) => (f + u)?,
+                        None => u,
+                    });
+                }
+                let mut y = fused.expect("five levels");
+                for c in &n.convs {
+                    y = c.forward_t(&y, train)?;
+                }
+                y
+            }
+        };
+        self.classifier.forward(&x)
+    }
+
+    /// Cross-entropy of logits upsampled (bilinear) to the label size; 255 is ignored.
+    pub fn loss(&self, images: &Tensor, labels: &Tensor, train: bool) -> Result<Tensor> {
+        let logits = self.forward_t(images, train)?;
+        let (_, lh, lw) = labels.dims3()?;
+        let up = pupil_ops::resize_bilinear(&logits.to_dtype(DType::F32)?, lh, lw, false)?;
+        softmax_cross_entropy(&up, labels, self.config.ignore_index)
+    }
+
+    /// Per-pixel class and confidence (max softmax probability) for each image, cropped to
+    /// its unpadded size and resized (nearest) to its original size.
+    pub fn predict(&self, images: &Tensor, info: &[ImageInfo]) -> Result<Vec<(Plane, Vec<f32>)>> {
+        let (_, _, h, w) = images.dims4()?;
+        let logits = self.forward_t(images, false)?;
+        let up = pupil_ops::resize_bilinear(&logits.to_dtype(DType::F32)?, h, w, false)?;
+        let probs = pupil_ops::softmax_last_dim(&up.permute((0, 2, 3, 1))?.contiguous()?)?;
+        let conf = probs.max(D::Minus1)?;
+        let cls = probs.argmax(D::Minus1)?.to_dtype(DType::U8)?;
+        let mut out = Vec::new();
+        for (i, inf) in info.iter().enumerate() {
+            let (ch, cw) = inf.size;
+            let c: Vec<Vec<u8>> = cls.get(i)?.to_vec2()?;
+            let p: Vec<Vec<f32>> = conf.get(i)?.to_vec2()?;
+            let (oh, ow) = inf.meta.original_size;
+            let (sy, sx) = inf.meta.scale;
+            let (oy, ox) = inf.meta.offset;
+            // original pixel -> current pixel (nearest), inverse of the recorded transform
+            let mut plane = Plane::new(ow, oh, 255);
+            let mut cf = vec![0f32; ow * oh];
+            for y in 0..oh {
+                let yc = ((y as f32 + 0.5) * sy - oy - 0.5).round();
+                for x in 0..ow {
+                    let xo = if inf.meta.flipped { ow as f32 - 1.0 - x as f32 } else { x as f32 };
+                    let xc = ((xo + 0.5) * sx - ox - 0.5).round();
+                    if yc >= 0.0 && xc >= 0.0 && (yc as usize) < ch && (xc as usize) < cw {
+                        plane.set(x, y, c[yc as usize][xc as usize]);
+                        cf[y * ow + x] = p[yc as usize][xc as usize];
+                    }
+                }
+            }
+            out.push((plane, cf));
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,106 @@
+//! Kernels candle 0.11.1 lacks or gets wrong on CPU, as differentiable ops on
+//! `candle_core::Tensor` (NCHW, f32 and f64).
+//!
+//! Layout: `cpu/` holds plain slice kernels generic over the element type;
+//! each op module wraps them in a candle `CustomOp` (`cpu_fwd` + `bwd`). A
+//! later `cuda` feature adds `cuda_fwd` to the same op structs and its kernels
+//! beside `cpu/`, leaving the public functions unchanged.
+
+mod conv;
+mod cpu;
+mod depthwise;
+mod pool;
+mod resize;
+mod softmax;
+mod storage;
+
+pub use conv::conv2d;
+pub use depthwise::depthwise_conv2d;
+pub use pool::max_pool2d;
+pub use resize::{resize_bilinear, resize_nearest};
+pub use softmax::{log_softmax_last_dim, softmax_last_dim};
+
+/// Zero (or -inf for pooling) padding added around the spatial dims, in pixels.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Pad2d {
+    pub top: usize,
+    pub bottom: usize,
+    pub left: usize,
+    pub right: usize,
+}
+
+impl Pad2d {
+    pub fn new(top: usize, bottom: usize, left: usize, right: usize) -> Self {
+        Self {
+            top,
+            bottom,
+            left,
+            right,
+        }
+    }
+
+    /// The same padding on all four sides (PyTorch style).
+    pub fn uniform(p: usize) -> Self {
+        Self::new(p, p, p, p)
+    }
+}
+
+/// TensorFlow 'SAME' padding: output = ceil(in / stride), the odd pixel of
+/// padding going to the bottom/right.
+pub fn same_padding(in_h: usize, in_w: usize, k: usize, stride: usize, dilation: usize) -> Pad2d {
+    let split = |len: usize| {
+        let out = len.div_ceil(stride.max(1));
+        let span = (k.max(1) - 1) * dilation + 1;
+        let total = (out.saturating_sub(1) * stride + span).saturating_sub(len);
+        (total / 2, total - total / 2)
+    };
+    let (top, bottom) = split(in_h);
+    let (left, right) = split(in_w);
+    Pad2d::new(top, bottom, left, right)
+}
+
+/// Output length of a sliding window along one axis, `None` when the padded
+/// input is shorter than the dilated kernel.
+pub(crate) fn window_out(
+    len: usize,
+    before: usize,
+    after: usize,
+    k: usize,
+    stride: usize,
+    dilation: usize,
+) -> Option<usize> {
+    if k == 0 || stride == 0 || dilation == 0 {
+        return None;
+    }
+    let span = (k - 1) * dilation + 1;
+    let padded = len + before + after;
+    (padded >= span).then(|| (padded - span) / stride + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_padding_matches_tf_examples() {
+        // 224 -> 112 with k3 s2 needs one pixel, all of it after.
+        assert_eq!(same_padding(224, 224, 3, 2, 1), Pad2d::new(0, 1, 0, 1));
+        // Odd 7x9, k3 s2: out 4x5, totals 2 and 2.
+        assert_eq!(same_padding(7, 9, 3, 2, 1), Pad2d::new(1, 1, 1, 1));
+        // k5 s2 on 14: out 7, total (6*2+5)-14 = 3 -> 1 before, 2 after.
+        assert_eq!(same_padding(14, 14, 5, 2, 1), Pad2d::new(1, 2, 1, 2));
+        // Stride 1, dilation 2, k3: span 5, total 4.
+        assert_eq!(same_padding(10, 11, 3, 1, 2), Pad2d::uniform(2));
+        // Kernel smaller than stride leaves nothing to pad.
+        assert_eq!(same_padding(8, 8, 1, 2, 1), Pad2d::default());
+    }
+
+    #[test]
+    fn window_out_counts_and_rejects() {
+        assert_eq!(window_out(7, 1, 1, 3, 2, 1), Some(4));
+        assert_eq!(window_out(9, 0, 0, 3, 1, 2), Some(5));
+        assert_eq!(window_out(2, 0, 0, 3, 1, 1), None);
+        assert_eq!(window_out(5, 0, 0, 0, 1, 1), None);
+        assert_eq!(window_out(5, 0, 0, 3, 0, 1), None);
+    }
+}
