@@ -1,10 +1,13 @@
-"""PyTorch reference timings for pupil-ops' depthwise convolution.
+"""PyTorch reference timings for pupil-ops' convolutions.
 
-Times F.conv2d(groups=C) (PyTorch's depthwise path) forward and
-forward+backward on the shapes of `cargo run --release -p pupil-ops --bin ops-bench`,
-with 2 threads, and prints a markdown table to set beside that one.
+Times F.conv2d forward and forward+backward on the shapes of
+`cargo run --release -p pupil-ops --bin ops-bench`, with 2 threads: the
+depthwise layers (groups=C, PyTorch's depthwise path) and the dense convs
+(with a bias, as ops-bench gives them). Prints markdown tables to set beside
+that one's.
 
-Usage: python bench/ops.py [--quick]   (needs torch; --quick: batch-1 shapes only)
+Usage: python bench/ops.py [--quick] [depthwise] [dense]
+(needs torch; --quick: batch-1 shapes only; naming a section runs only the named ones)
 """
 
 import statistics
@@ -24,6 +27,20 @@ SHAPES = [
     (1, 144, 56, 3, 1),
     (1, 240, 28, 5, 1),
     (1, 672, 14, 5, 2),
+]
+
+# (N, C_in, H=W, C_out, k, stride): dense convs, same as ops-bench's DENSE.
+DENSE = [
+    (8, 96, 32, 96, 3, 1),
+    (8, 48, 64, 48, 3, 1),
+    (8, 3, 224, 32, 3, 2),
+    (8, 256, 16, 256, 3, 1),
+    (8, 240, 28, 40, 1, 1),
+    (1, 96, 32, 96, 3, 1),
+    (1, 48, 64, 48, 3, 1),
+    (1, 3, 224, 32, 3, 2),
+    (1, 256, 16, 256, 3, 1),
+    (1, 240, 28, 40, 1, 1),
 ]
 
 
@@ -47,10 +64,29 @@ def median_ms(fn):
     return statistics.median(runs) * 1e3
 
 
-def main():
-    quick = "--quick" in sys.argv
-    torch.set_num_threads(2)
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
+def time_conv(x, w, b, pad, s, groups):
+    """(fwd ms, fwd+bwd ms) of F.conv2d on F.pad(x); fwd+bwd takes input and filter (and bias) grads."""
+
+    def fwd():
+        with torch.no_grad():
+            F.conv2d(F.pad(x, pad), w, b, stride=s, groups=groups)
+
+    xg = x.clone().requires_grad_(True)
+    wg = w.clone().requires_grad_(True)
+    bg = None if b is None else b.clone().requires_grad_(True)
+
+    def train():
+        y = F.conv2d(F.pad(xg, pad), wg, bg, stride=s, groups=groups)
+        y.sum().backward()
+        xg.grad = None
+        wg.grad = None
+        if bg is not None:
+            bg.grad = None
+
+    return median_ms(fwd), median_ms(train)
+
+
+def depthwise(quick):
     print("| shape [N,C,H,W] | k/s | torch fwd ms | torch fwd+bwd ms |")
     print("|---|---|---|---|")
     for n, c, hw, k, s in SHAPES:
@@ -58,22 +94,32 @@ def main():
             continue
         x = torch.randn(n, c, hw, hw)
         w = torch.randn(c, 1, k, k) * 0.1
-        pad = same_pad(hw, k, s)
+        f, t = time_conv(x, w, None, same_pad(hw, k, s), s, c)
+        print(f"| [{n},{c},{hw},{hw}] | {k}/{s} | {f:.1f} | {t:.1f} |")
 
-        def fwd():
-            with torch.no_grad():
-                F.conv2d(F.pad(x, pad), w, stride=s, groups=c)
 
-        xg = x.clone().requires_grad_(True)
-        wg = w.clone().requires_grad_(True)
+def dense(quick):
+    print("| shape [N,C,H,W] -> C_out | k/s | torch fwd ms | torch fwd+bwd ms |")
+    print("|---|---|---|---|")
+    for n, c, hw, co, k, s in DENSE:
+        if quick and n != 1:
+            continue
+        x = torch.randn(n, c, hw, hw)
+        w = torch.randn(co, c, k, k) * 0.1
+        b = torch.randn(co)
+        f, t = time_conv(x, w, b, same_pad(hw, k, s), s, 1)
+        print(f"| [{n},{c},{hw},{hw}] -> {co} | {k}/{s} | {f:.1f} | {t:.1f} |")
 
-        def train():
-            y = F.conv2d(F.pad(xg, pad), wg, stride=s, groups=c)
-            y.sum().backward()
-            xg.grad = None
-            wg.grad = None
 
-        print(f"| [{n},{c},{hw},{hw}] | {k}/{s} | {median_ms(fwd):.1f} | {median_ms(train):.1f} |")
+def main():
+    quick = "--quick" in sys.argv
+    named = [a for a in ("depthwise", "dense") if a in sys.argv]
+    torch.set_num_threads(2)
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
+    if not named or "depthwise" in named:
+        depthwise(quick)
+    if not named or "dense" in named:
+        dense(quick)
 
 
 if __name__ == "__main__":

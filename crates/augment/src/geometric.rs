@@ -222,14 +222,22 @@ fn fill_pixel(fill: [u8; 3], channels: usize) -> Vec<u8> {
     }
 }
 
+/// `(a * (WONE - w) + b * w + WONE / 2) >> WBITS` for `w <= WONE`, with one multiply: the true
+/// value is below 2^16, so wrapping u16 arithmetic gives it exactly (and vectorises).
+#[inline(always)]
+fn lerp8(a: u8, b: u8, w: u16) -> u8 {
+    let (a, b) = (a as u16, b as u16);
+    (((a << WBITS) | (WONE / 2)).wrapping_add(b.wrapping_sub(a).wrapping_mul(w)) >> WBITS) as u8
+}
+
 /// Bilinear resample of the window into a new buffer; pixels without a source get `fill`.
-/// Per output row: a vertical pass over the source columns in use, rounded to 8 bits, then
-/// one horizontal blend per output pixel. Weights are 8-bit (1/256 px).
+/// Per output row: a vertical pass over the source columns in use, rounded to 8 bits, then a
+/// horizontal one: each output pixel's left and right source pixels are gathered into two
+/// rows, which are blended lane by lane. Weights are 8-bit (1/256 px).
 fn bilinear(src: &Image, xm: &AxisMap, ym: &AxisMap, out: Size, fill: &[u8]) -> Vec<u8> {
     let c = src.channels;
     let row_len = out.width * c;
     let pad_row: Vec<u8> = fill.iter().copied().cycle().take(row_len).collect();
-    // Rows are appended as fill and then overwritten while still in cache.
     let mut data = Vec::with_capacity(row_len * out.height);
     let nx = xm.last - xm.first;
     let (c0, c1) = (xm.first * c, xm.last * c);
@@ -242,59 +250,60 @@ fn bilinear(src: &Image, xm: &AxisMap, ym: &AxisMap, out: Size, fill: &[u8]) -> 
         (Some(&a), Some(&b)) => (a as usize, b as usize + 1),
         _ => (0, 0),
     };
-    // Taps as (left pixel, right pixel) relative to s0, and their weights.
-    let taps: Vec<(usize, usize, u64, u64)> = (0..nx)
-        .map(|k| {
-            let w = xm.wt[k] as u64;
-            (
-                xm.lin0[k] as usize - s0,
-                xm.lin1[k] as usize - s0,
-                WONE as u64 - w,
-                w,
-            )
-        })
-        .collect();
-    // One u64 per source pixel, a 16-bit lane per channel, so a pixel blends in two multiplies
-    // (each lane stays below 255 * 256).
-    let mut packed = vec![0u64; s1 - s0];
-    let mut vrow = vec![0u8; (s1 - s0) * c];
-    const HALF: u64 = 0x0080_0080_0080;
+    // Each output blends pixels p and p + 1 of the vertical row (p relative to s0), weight w
+    // on p + 1: mirrored taps (p + 1, p) are swapped, so the right pixel is always next in
+    // memory. `at` holds byte offsets, `wts` the weight of every output byte.
+    let mut at: Vec<u32> = Vec::with_capacity(nx);
+    let mut wts: Vec<u16> = Vec::with_capacity(nx * c);
+    for k in 0..nx {
+        let (a, b, w) = (xm.lin0[k] as usize, xm.lin1[k] as usize, xm.wt[k]);
+        let (p, w) = if b + 1 == a { (b, WONE - w) } else { (a, w) };
+        at.push(((p - s0) * c) as u32);
+        wts.extend(std::iter::repeat_n(w, c));
+    }
+    // One spare pixel (an edge tap p + 1 = s1 has weight 0) and room for 8-byte loads.
+    let vlen = (s1 - s0) * c;
+    let mut vrow = vec![0u8; vlen + c + 8];
+    let mut left = vec![0u8; nx * c + 1];
+    let mut right = vec![0u8; nx * c + 1];
+    assert!(at.iter().all(|&o| o as usize + 8 <= vrow.len()));
     for oy in 0..out.height {
-        let start = data.len();
-        data.extend_from_slice(&pad_row);
         if oy < ym.first || oy >= ym.last || nx == 0 {
+            data.extend_from_slice(&pad_row);
             continue;
         }
-        let dst = &mut data[start + c0..start + c1];
         let k = oy - ym.first;
-        let (r0, r1) = (ym.lin0[k] as usize, ym.lin1[k] as usize);
-        let (wy1, wy0) = (ym.wt[k] as u64, (WONE - ym.wt[k]) as u64);
+        let (r0, r1, wy) = (ym.lin0[k] as usize, ym.lin1[k] as usize, ym.wt[k]);
         let line0 = &src.data[r0 * stride + s0 * c..r0 * stride + s1 * c];
         let line1 = &src.data[r1 * stride + s0 * c..r1 * stride + s1 * c];
+        for ((v, &p), &q) in vrow[..vlen].iter_mut().zip(line0).zip(line1) {
+            *v = lerp8(p, q, wy);
+        }
         if c == 3 {
-            // Vertical blend in u16 lanes (p * w0 + q * w1 <= 255 * 256, so it vectorises),
-            // then the three channels of each pixel into the 16-bit lanes of one u64.
-            let (w0, w1) = (wy0 as u16, wy1 as u16);
-            for ((v, &p), &q) in vrow.iter_mut().zip(line0).zip(line1) {
-                *v = ((p as u16 * w0 + q as u16 * w1 + 128) >> WBITS) as u8;
-            }
-            for (v, p) in packed.iter_mut().zip(vrow.chunks_exact(3)) {
-                *v = p[0] as u64 | (p[1] as u64) << 16 | (p[2] as u64) << 32;
-            }
-            for (o, &(a, b, wa, wb)) in dst.chunks_exact_mut(3).zip(&taps) {
-                let x = (packed[a] * wa + packed[b] * wb + HALF) >> WBITS;
-                o[0] = x as u8;
-                o[1] = (x >> 16) as u8;
-                o[2] = (x >> 32) as u8;
+            let (v, l, r) = (vrow.as_ptr(), left.as_mut_ptr(), right.as_mut_ptr());
+            for (x, &o) in at.iter().enumerate() {
+                // SAFETY: o + 8 <= vrow.len() (asserted before the loop), and 3x + 4 <= 3 nx + 1.
+                unsafe {
+                    let px = (v.add(o as usize) as *const u64).read_unaligned().to_le();
+                    (l.add(3 * x) as *mut u32).write_unaligned((px as u32).to_le());
+                    (r.add(3 * x) as *mut u32).write_unaligned(((px >> 24) as u32).to_le());
+                }
             }
         } else {
-            for ((v, &p), &q) in packed.iter_mut().zip(line0).zip(line1) {
-                *v = (p as u64 * wy0 + q as u64 * wy1 + 128) >> WBITS;
-            }
-            for (o, &(a, b, wa, wb)) in dst.iter_mut().zip(&taps) {
-                *o = ((packed[a] * wa + packed[b] * wb + 128) >> WBITS) as u8;
+            for ((l, r), &o) in left.iter_mut().zip(right.iter_mut()).zip(&at) {
+                let o = o as usize;
+                (*l, *r) = (vrow[o], vrow[o + 1]);
             }
         }
+        data.extend_from_slice(&pad_row[..c0]);
+        data.extend(
+            left[..nx * c]
+                .iter()
+                .zip(&right[..nx * c])
+                .zip(&wts)
+                .map(|((&a, &b), &w)| lerp8(a, b, w)),
+        );
+        data.extend_from_slice(&pad_row[c1..]);
     }
     data
 }
@@ -719,4 +728,71 @@ pub fn translate_x(s: &mut Sample, pixels: i64, fill: u8) {
 /// TF `translate_y(pixels)`: content moves up by `pixels`.
 pub fn translate_y(s: &mut Sample, pixels: i64, fill: u8) {
     warp(s, &Affine::translation(0.0, -pixels as f64), fill);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The resampler's arithmetic written out per output pixel: vertical blend of each tap
+    /// column rounded to 8 bits, then the horizontal blend.
+    fn reference(src: &Image, xm: &AxisMap, ym: &AxisMap, out: Size, fill: &[u8]) -> Vec<u8> {
+        let c = src.channels;
+        let lerp = |a: u8, b: u8, w: u16| {
+            ((a as u32 * (WONE - w) as u32 + b as u32 * w as u32 + 128) >> WBITS) as u8
+        };
+        let mut data = Vec::new();
+        for oy in 0..out.height {
+            for ox in 0..out.width {
+                for (ch, &f) in fill.iter().enumerate().take(c) {
+                    let inside =
+                        (ym.first..ym.last).contains(&oy) && (xm.first..xm.last).contains(&ox);
+                    if !inside {
+                        data.push(f);
+                        continue;
+                    }
+                    let (kx, ky) = (ox - xm.first, oy - ym.first);
+                    let at =
+                        |y: u32, x: u32| src.data[(y as usize * src.width + x as usize) * c + ch];
+                    let col = |x: u32| lerp(at(ym.lin0[ky], x), at(ym.lin1[ky], x), ym.wt[ky]);
+                    data.push(lerp(col(xm.lin0[kx]), col(xm.lin1[kx]), xm.wt[kx]));
+                }
+            }
+        }
+        data
+    }
+
+    #[test]
+    fn bilinear_matches_the_per_pixel_formula() {
+        let mut rng = Rng::new(7);
+        for case in 0..400 {
+            let c = if case % 2 == 0 { 3 } else { 1 };
+            let (w, h) = (1 + rng.below(40) as usize, 1 + rng.below(40) as usize);
+            let data = (0..w * h * c).map(|_| rng.below(256) as u8).collect();
+            let img = Image::from_raw(w, h, c, data);
+            let scaled = Size::new(1 + rng.below(90) as usize, 1 + rng.below(90) as usize);
+            let offset = (rng.below(60) as isize - 20, rng.below(60) as isize - 20);
+            let out = Size::new(1 + rng.below(50) as usize, 1 + rng.below(50) as usize);
+            let content = Size::new(
+                1 + rng.below(out.width as u64) as usize,
+                1 + rng.below(out.height as u64) as usize,
+            );
+            let mirror = rng.bernoulli(0.5);
+            let xm = AxisMap::new(w, scaled.width, offset.0, content.width, out.width, mirror);
+            let ym = AxisMap::new(
+                h,
+                scaled.height,
+                offset.1,
+                content.height,
+                out.height,
+                false,
+            );
+            let fill = &[9, 99, 199][..c];
+            assert_eq!(
+                bilinear(&img, &xm, &ym, out, fill),
+                reference(&img, &xm, &ym, out, fill),
+                "case {case}: {w}x{h}x{c} -> {scaled} at {offset:?}, mirror {mirror}"
+            );
+        }
+    }
 }

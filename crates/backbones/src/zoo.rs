@@ -10,7 +10,7 @@ use candle_core::{Error, Result, Tensor};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct BackboneConfig {
     pub name: String,
     /// Width multiplier (EfficientNet only; overrides the variant's).
@@ -34,6 +34,12 @@ pub struct BackboneConfig {
 
 fn three() -> usize {
     3
+}
+
+impl Default for BackboneConfig {
+    fn default() -> Self {
+        BackboneConfig::named("efficientnet-b7")
+    }
 }
 
 impl BackboneConfig {

@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 mod cmd_augment;
 mod cmd_data;
 mod cmd_eval;
+mod cmd_train;
 mod source;
 
 #[derive(Parser)]
@@ -21,6 +22,20 @@ enum Command {
     Eval(cmd_eval::EvalArgs),
     /// Draw a grid of augmented samples.
     Augment(cmd_augment::AugmentArgs),
+    /// Train a detector, segmenter or classifier (resumes from the run folder's checkpoint).
+    Train(cmd_train::TrainArgs),
+    /// Classification pre-training of a backbone (Fashion-MNIST or the in-domain digit pool).
+    Pretrain(cmd_train::PretrainArgs),
+    /// Label unlabeled images with a teacher, one shard per process.
+    PseudoLabel(cmd_train::PseudoArgs),
+    /// Self-training: pseudo-label, then train a noised student on human + pseudo labels.
+    SelfTrain(cmd_train::SelfTrainArgs),
+    /// Run a model on one image and draw its boxes or masks.
+    Predict(cmd_train::PredictArgs),
+    /// The pre-training vs self-training grid, with its table and plots.
+    Experiment(cmd_train::ExperimentArgs),
+    /// The paper's comparison on the embedded digit scenes, in minutes on a CPU.
+    Quickstart(cmd_train::QuickstartArgs),
 }
 
 fn main() {
@@ -29,6 +44,13 @@ fn main() {
         Command::Data(a) => cmd_data::run(a),
         Command::Eval(a) => cmd_eval::run(a),
         Command::Augment(a) => cmd_augment::run(a),
+        Command::Train(a) => cmd_train::train(a),
+        Command::Pretrain(a) => cmd_train::pretrain(a),
+        Command::PseudoLabel(a) => cmd_train::pseudo_label(a),
+        Command::SelfTrain(a) => cmd_train::self_train(a),
+        Command::Predict(a) => cmd_train::predict(a),
+        Command::Experiment(a) => cmd_train::run_experiment(a),
+        Command::Quickstart(a) => cmd_train::quickstart(a),
     };
     if let Err(e) = r {
         eprintln!("error: {e:#}");

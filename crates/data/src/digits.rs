@@ -119,7 +119,8 @@ fn textures() -> Result<&'static Vec<Image>> {
 }
 
 /// The role a digit or a scene plays.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Split {
     /// Human-labeled scenes.
     Train,
@@ -195,7 +196,8 @@ pub fn digit_pool(split: Split) -> Result<Vec<usize>> {
     Ok(out)
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct DigitsConfig {
     pub seed: u64,
     /// Scenes are square, this many pixels a side.

@@ -12,7 +12,7 @@ pub enum AnchorLayout {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct AnchorConfig {
     pub min_level: usize,
     pub max_level: usize,

@@ -16,7 +16,7 @@ pub enum NeckKind {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct NeckConfig {
     pub kind: NeckKind,
     pub channels: usize,

@@ -16,7 +16,7 @@ use pupil_data::batch::{Batch, ImageInfo};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct PostConfig {
     pub pre_nms_top_k: usize,
     pub score_threshold: f32,
@@ -33,7 +33,7 @@ impl Default for PostConfig {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct RetinaNetConfig {
     pub num_classes: usize,
     pub neck: NeckConfig,

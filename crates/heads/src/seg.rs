@@ -3,7 +3,7 @@
 //! softmax cross-entropy (ignore label 255) on logits upsampled to the label size.
 use crate::losses::softmax_cross_entropy;
 use crate::neck::{ActKind, Neck, NeckConfig, NeckKind, HEAD_INIT};
-use candle_core::{DType, Module, Result, Tensor, D};
+use candle_core::{DType, Module, Result, Tensor};
 use pupil_backbones::nn::{global_avg_pool, BatchNorm2d, Conv2d, ConvCfg, PadMode};
 use pupil_backbones::params::Vb;
 use pupil_backbones::zoo::{self, AnyBackbone, BackboneConfig};
@@ -20,7 +20,7 @@ pub enum SegHeadKind {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct SegmenterConfig {
     pub num_classes: usize,
     pub head: SegHeadKind,
@@ -198,39 +198,65 @@ impl Segmenter {
         softmax_cross_entropy(&up, labels, self.config.ignore_index)
     }
 
-    /// Per-pixel class and confidence (max softmax probability) for each image, cropped to
-    /// its unpadded size and resized (nearest) to its original size.
-    pub fn predict(&self, images: &Tensor, info: &[ImageInfo]) -> Result<Vec<(Plane, Vec<f32>)>> {
+    /// Per-class softmax probabilities `[K][H * W]` of each image in its original
+    /// coordinates (crop of the padding, then the inverse of the recorded resize / flip,
+    /// nearest neighbour); pixels outside the current image get probability 0.
+    pub fn predict_probs(&self, images: &Tensor, info: &[ImageInfo]) -> Result<Vec<Vec<Vec<f32>>>> {
         let (_, _, h, w) = images.dims4()?;
         let logits = self.forward_t(images, false)?;
         let up = pupil_ops::resize_bilinear(&logits.to_dtype(DType::F32)?, h, w, false)?;
         let probs = pupil_ops::softmax_last_dim(&up.permute((0, 2, 3, 1))?.contiguous()?)?;
-        let conf = probs.max(D::Minus1)?;
-        let cls = probs.argmax(D::Minus1)?.to_dtype(DType::U8)?;
+        let k = self.config.num_classes;
         let mut out = Vec::new();
         for (i, inf) in info.iter().enumerate() {
             let (ch, cw) = inf.size;
-            let c: Vec<Vec<u8>> = cls.get(i)?.to_vec2()?;
-            let p: Vec<Vec<f32>> = conf.get(i)?.to_vec2()?;
+            let p: Vec<f32> = probs.get(i)?.flatten_all()?.to_vec1()?;
             let (oh, ow) = inf.meta.original_size;
             let (sy, sx) = inf.meta.scale;
             let (oy, ox) = inf.meta.offset;
-            // original pixel -> current pixel (nearest), inverse of the recorded transform
-            let mut plane = Plane::new(ow, oh, 255);
-            let mut cf = vec![0f32; ow * oh];
+            let mut per = vec![vec![0f32; oh * ow]; k];
             for y in 0..oh {
                 let yc = ((y as f32 + 0.5) * sy - oy - 0.5).round();
                 for x in 0..ow {
                     let xo = if inf.meta.flipped { ow as f32 - 1.0 - x as f32 } else { x as f32 };
                     let xc = ((xo + 0.5) * sx - ox - 0.5).round();
                     if yc >= 0.0 && xc >= 0.0 && (yc as usize) < ch && (xc as usize) < cw {
-                        plane.set(x, y, c[yc as usize][xc as usize]);
-                        cf[y * ow + x] = p[yc as usize][xc as usize];
+                        let at = ((yc as usize) * w + xc as usize) * k;
+                        for (c, plane) in per.iter_mut().enumerate() {
+                            plane[y * ow + x] = p[at + c];
+                        }
                     }
                 }
             }
-            out.push((plane, cf));
+            out.push(per);
         }
         Ok(out)
+    }
+
+    /// Per-pixel class and confidence (max softmax probability) for each image in its
+    /// original coordinates; pixels outside the current image are 255 with confidence 0.
+    pub fn predict(&self, images: &Tensor, info: &[ImageInfo]) -> Result<Vec<(Plane, Vec<f32>)>> {
+        let probs = self.predict_probs(images, info)?;
+        Ok(probs
+            .into_iter()
+            .zip(info)
+            .map(|(per, inf)| {
+                let (oh, ow) = inf.meta.original_size;
+                let mut plane = Plane::new(ow, oh, 255);
+                let mut conf = vec![0f32; oh * ow];
+                for q in 0..oh * ow {
+                    let (mut best, mut arg) = (0f32, 255u8);
+                    for (c, ch) in per.iter().enumerate() {
+                        if ch[q] > best {
+                            best = ch[q];
+                            arg = c as u8;
+                        }
+                    }
+                    plane.data[q] = arg;
+                    conf[q] = best;
+                }
+                (plane, conf)
+            })
+            .collect())
     }
 }

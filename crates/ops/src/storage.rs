@@ -6,16 +6,19 @@ use candle_core::{bail, CpuStorage, Layout, Result, WithDType};
 /// Element types the kernels are compiled for.
 pub(crate) trait Real: WithDType {
     const ZERO: Self;
+    const ONE: Self;
     const NEG_INF: Self;
 }
 
 impl Real for f32 {
     const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
     const NEG_INF: Self = f32::NEG_INFINITY;
 }
 
 impl Real for f64 {
     const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
     const NEG_INF: Self = f64::NEG_INFINITY;
 }
 

@@ -1,5 +1,6 @@
 mod common;
 
+use candle_core::{DType, Tensor, Var};
 use common::{assert_close, check_grads, conv_ref, values, Rng};
 use pupil_ops::{conv2d, same_padding, Pad2d};
 
@@ -76,6 +77,42 @@ fn cases() -> Vec<Case> {
             p: Pad2d::default(),
             g: 1,
         },
+        // 1x1 stride 1 unpadded: the input is its own im2col matrix.
+        Case {
+            x: [2, 5, 6, 7],
+            w: [4, 5, 1, 1],
+            s: 1,
+            d: 1,
+            p: Pad2d::default(),
+            g: 1,
+        },
+        // Grouped 1x1.
+        Case {
+            x: [1, 4, 5, 5],
+            w: [6, 2, 1, 1],
+            s: 1,
+            d: 1,
+            p: Pad2d::default(),
+            g: 2,
+        },
+        // Stride 2 with dilation 2 and lopsided padding.
+        Case {
+            x: [1, 3, 11, 10],
+            w: [2, 3, 3, 3],
+            s: 2,
+            d: 2,
+            p: Pad2d::new(1, 2, 0, 1),
+            g: 1,
+        },
+        // Non-square kernel over a tall plane (several row chunks per image).
+        Case {
+            x: [1, 2, 13, 6],
+            w: [3, 2, 3, 2],
+            s: 1,
+            d: 1,
+            p: Pad2d::new(1, 1, 0, 1),
+            g: 1,
+        },
         // Depthwise route through conv2d.
         Case {
             x: [1, 3, 7, 9],
@@ -125,4 +162,145 @@ fn conv2d_grads_finite_difference() {
             &format!("conv case {i}"),
         );
     }
+}
+
+#[test]
+fn conv2d_without_bias_grads_finite_difference() {
+    for (i, c) in cases().iter().enumerate() {
+        let mut rng = Rng::new(800 + i as u64);
+        let inputs = [rng.tensor(&c.x), rng.tensor(&c.w)];
+        check_grads(
+            &inputs,
+            |t| conv2d(&t[0], &t[1], None, c.s, c.p, c.d, c.g),
+            1e-7,
+            &format!("conv no-bias case {i}"),
+        );
+    }
+}
+
+/// candle's own conv2d on the explicitly padded input, plus the bias.
+fn candle_conv(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    s: usize,
+    p: Pad2d,
+    d: usize,
+    g: usize,
+) -> Tensor {
+    let xp = x
+        .pad_with_zeros(2, p.top, p.bottom)
+        .unwrap()
+        .pad_with_zeros(3, p.left, p.right)
+        .unwrap();
+    xp.conv2d(w, 0, s, d, g)
+        .unwrap()
+        .broadcast_add(&b.reshape((1, (), 1, 1)).unwrap())
+        .unwrap()
+}
+
+#[test]
+fn conv2d_f32_matches_candle() {
+    // (x, w, stride, dilation, padding, groups); the first has more im2col
+    // rows than one chunk holds, the last a single task (GEMM threads itself).
+    let shapes: [([usize; 4], [usize; 4], usize, usize, Pad2d, usize); 7] = [
+        ([2, 64, 40, 40], [32, 64, 3, 3], 1, 1, Pad2d::uniform(1), 1),
+        (
+            [3, 3, 33, 31],
+            [16, 3, 3, 3],
+            2,
+            1,
+            same_padding(33, 31, 3, 2, 1),
+            1,
+        ),
+        (
+            [1, 24, 17, 19],
+            [24, 12, 3, 3],
+            1,
+            2,
+            Pad2d::new(2, 1, 1, 2),
+            2,
+        ),
+        ([2, 32, 15, 15], [48, 32, 1, 1], 1, 1, Pad2d::default(), 1),
+        ([2, 32, 15, 15], [48, 32, 1, 1], 2, 1, Pad2d::default(), 1),
+        ([1, 16, 12, 12], [8, 16, 5, 5], 1, 1, Pad2d::uniform(2), 1),
+        ([1, 8, 1, 5], [4, 8, 1, 3], 1, 1, Pad2d::default(), 1),
+    ];
+    for (i, &(xd, wd, s, d, p, g)) in shapes.iter().enumerate() {
+        let mut rng = Rng::new(900 + i as u64);
+        let f32t = |t: Tensor| t.to_dtype(DType::F32).unwrap();
+        let (x, w, b) = (
+            f32t(rng.tensor(&xd)),
+            f32t(rng.tensor(&wd)),
+            f32t(rng.tensor(&[wd[0]])),
+        );
+        let got = conv2d(&x, &w, Some(&b), s, p, d, g).unwrap();
+        let want = candle_conv(&x, &w, &b, s, p, d, g);
+        assert_eq!(got.dims(), want.dims(), "shape {i}");
+        let (got, want) = (
+            values(&got.to_dtype(DType::F64).unwrap()),
+            values(&want.to_dtype(DType::F64).unwrap()),
+        );
+        assert_close(&got, &want, 1e-4, &format!("f32 vs candle, shape {i}"));
+    }
+}
+
+#[test]
+fn conv2d_grads_match_candle_on_chunked_sizes() {
+    // Batch 8 (one task per image) and 48x48x64: the input gradient and the
+    // filter gradient both go through several row chunks per image.
+    let (xd, wd, p) = ([8, 64, 48, 48], [16, 64, 3, 3], Pad2d::uniform(1));
+    let mut rng = Rng::new(1000);
+    let vars: Vec<Var> = [rng.tensor(&xd), rng.tensor(&wd), rng.tensor(&[wd[0]])]
+        .iter()
+        .map(|t| Var::from_tensor(t).unwrap())
+        .collect();
+    let (x, w, b) = (
+        vars[0].as_tensor(),
+        vars[1].as_tensor(),
+        vars[2].as_tensor(),
+    );
+    let r = rng.tensor(&[xd[0], wd[0], xd[2], xd[3]]);
+    let loss = |y: Tensor| (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+    let ours = loss(conv2d(x, w, Some(b), 1, p, 1, 1).unwrap());
+    let theirs = loss(candle_conv(x, w, b, 1, p, 1, 1));
+    for (k, t) in [x, w, b].into_iter().enumerate() {
+        assert_close(
+            &values(ours.get(t).unwrap()),
+            &values(theirs.get(t).unwrap()),
+            1e-10,
+            &format!("grad of input {k}"),
+        );
+    }
+}
+
+#[test]
+fn conv2d_skips_gradient_of_untracked_input() {
+    let mut rng = Rng::new(1100);
+    let x = rng.tensor(&[2, 3, 7, 9]);
+    let wt = rng.tensor(&[4, 3, 3, 3]);
+    let p = same_padding(7, 9, 3, 2, 1);
+    let w = Var::from_tensor(&wt).unwrap();
+    let grads = conv2d(&x, w.as_tensor(), None, 2, p, 1, 1)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    assert!(grads.get(&x).is_none());
+    // Same filter gradient as when the input is tracked too.
+    let xv = Var::from_tensor(&x).unwrap();
+    let both = conv2d(xv.as_tensor(), w.as_tensor(), None, 2, p, 1, 1)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    assert_close(
+        &values(grads.get(w.as_tensor()).unwrap()),
+        &values(both.get(w.as_tensor()).unwrap()),
+        0.0,
+        "filter grad",
+    );
+    assert!(both.get(xv.as_tensor()).is_some());
 }

@@ -1,10 +1,20 @@
-//! pupil-selftrain: training and the paper's self-training loop.
+//! pupil-selftrain: training and the paper's comparison of pre-training and self-training.
 //!
-//! Planned public surface (built in the self-training issue):
-//! - SGD with momentum, weight decay on kernels, warm-up + cosine / step schedules, gradient
-//!   clipping, weight EMA; atomic checkpoints with exact resume.
-//! - `trait PseudoLabeler`: teacher -> hard labels (boxes above a score threshold, or pixels
-//!   above a confidence threshold, else 255) written as COCO JSON shards.
-//! - Student training on mixed human / pseudo batches with the loss normalization
-//!   `L = 1/(1+a) * (L_h + a * (avg L_h / avg L_p) * L_p)`.
-//! - Classification pre-training and the pre-training vs self-training experiment grid.
+//! - [`config`]: TOML configs whose keys default to the paper's values, `--set` overrides.
+//! - [`optim`]: SGD with momentum, kernel-only weight decay, clipping, warm-up + cosine/step,
+//!   weight EMA.
+//! - [`model`]: detector / segmenter / classifier behind one interface; init from
+//!   `pretrained:PATH|hf:...`; models saved with their config.
+//! - [`trainer`]: the loop, human + pseudo mixing with the loss normalization, checkpoints and
+//!   exact resume.
+//! - [`pseudo`]: teacher pseudo-labels in resumable COCO shards, their quality report.
+//! - [`experiment`]: the grid of init x self-training x augmentation x labeled fraction, and
+//!   the quickstart.
+pub mod config;
+pub mod data;
+pub mod experiment;
+pub mod model;
+pub mod optim;
+pub mod pseudo;
+pub mod report;
+pub mod trainer;

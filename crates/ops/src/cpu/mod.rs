@@ -1,6 +1,7 @@
 //! Slice kernels over one NCHW plane at a time; the callers parallelise over
 //! planes with rayon.
 
+pub(crate) mod dense;
 pub(crate) mod depthwise;
 pub(crate) mod pool;
 pub(crate) mod resize;

@@ -1,0 +1,306 @@
+//! Run configuration: TOML files whose every key defaults to the paper's value, overridden
+//! with `--set key.path=value`; unknown keys are errors naming the key.
+use pupil_backbones::zoo::BackboneConfig;
+use pupil_data::digits::DigitsConfig;
+use pupil_heads::retinanet::RetinaNetConfig;
+use pupil_heads::seg::SegmenterConfig;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Task {
+    Detection,
+    Segmentation,
+    Classification,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// `digits` (embedded scenes), `coco`, `voc`, or for classification `fashion` / `digit-pool`.
+    pub dataset: String,
+    pub digits: DigitsConfig,
+    /// COCO: instances JSON and image folder of the train and validation splits.
+    pub train_json: Option<String>,
+    pub train_images: Option<String>,
+    pub val_json: Option<String>,
+    pub val_images: Option<String>,
+    /// VOC root and image sets.
+    pub voc_root: Option<String>,
+    pub train_set: String,
+    pub val_set: String,
+    /// Fraction of the labeled train split used (the paper's 20 / 50 / 100 %).
+    pub labeled_fraction: f64,
+    /// Padded sizes are multiples of this (128 in the paper).
+    pub size_divisor: usize,
+    /// Loader threads.
+    pub workers: usize,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            dataset: "digits".into(),
+            digits: DigitsConfig::default(),
+            train_json: None,
+            train_images: None,
+            val_json: None,
+            val_images: None,
+            voc_root: None,
+            train_set: "train".into(),
+            val_set: "val".into(),
+            labeled_fraction: 1.0,
+            size_divisor: 128,
+            workers: 2,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AugmentConfig {
+    /// A ladder (`s1`..`s4`) or a pipeline string (`lsj(0.5,2.0) | randaugment(n=2,m=10)`).
+    pub policy: String,
+    /// Training crop / output size (square).
+    pub size: usize,
+    /// Multiplies AutoAugment / RandAugment pixel constants (translate, cutout); they are in
+    /// pixels of the paper's 640-pixel images. `None`: size / 640.
+    pub pixel_scale: Option<f64>,
+}
+
+impl Default for AugmentConfig {
+    fn default() -> Self {
+        AugmentConfig { policy: "s4".into(), size: 640, pixel_scale: None }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScheduleKind {
+    Cosine,
+    Step,
+    Constant,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimConfig {
+    pub steps: usize,
+    pub batch_size: usize,
+    /// Learning rate for a batch of 256 images; scaled linearly to `batch_size`.
+    pub lr_per_256: f64,
+    pub momentum: f64,
+    /// L2 on conv / linear kernels only.
+    pub weight_decay: f64,
+    /// Global-norm gradient clipping (0 = off).
+    pub clip_norm: f64,
+    pub warmup_steps: usize,
+    /// Warm-up starting learning rate for a batch of 256.
+    pub warmup_lr_per_256: f64,
+    pub schedule: ScheduleKind,
+    /// Step schedule: (fraction of training, multiplier) pairs.
+    pub step_points: Vec<(f64, f64)>,
+    /// Exponential moving average of the weights (e.g. 0.9998); evaluated and saved too.
+    pub ema_decay: Option<f64>,
+    pub log_every: usize,
+    pub eval_every: usize,
+    pub checkpoint_every: usize,
+}
+
+impl Default for OptimConfig {
+    fn default() -> Self {
+        // Paper section 3.2: batch 256, lr 0.32 cosine, warm-up 1000 steps from 0.0032, wd 1e-4.
+        OptimConfig {
+            steps: 120_000,
+            batch_size: 256,
+            lr_per_256: 0.32,
+            momentum: 0.9,
+            weight_decay: 1e-4,
+            clip_norm: 10.0,
+            warmup_steps: 1000,
+            warmup_lr_per_256: 0.0032,
+            schedule: ScheduleKind::Cosine,
+            step_points: vec![(0.9, 0.1), (0.95, 0.01)],
+            ema_decay: None,
+            log_every: 10,
+            eval_every: 0,
+            checkpoint_every: 1000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SelfTrainConfig {
+    /// Weight of the pseudo-labeled loss (alpha).
+    pub alpha: f64,
+    /// Decay of the moving averages of L_h and L_p.
+    pub loss_avg_decay: f64,
+    /// Pseudo-labeled images per human-labeled image in a batch (1:1 in the paper).
+    pub pseudo_per_human: f64,
+    /// Teacher score (detection) or pixel confidence (segmentation) threshold.
+    pub score_threshold: f64,
+    /// `random`, `teacher` or `pretrained:PATH|hf:...`.
+    pub student_init: String,
+    /// Student noise: stochastic depth rate of the last block, dropout.
+    pub drop_path: f64,
+    pub dropout: f64,
+    /// Student becomes the next teacher this many times.
+    pub rounds: usize,
+    /// Source of unlabeled images: `digits:unlabeled` or a folder.
+    pub unlabeled: String,
+}
+
+impl Default for SelfTrainConfig {
+    fn default() -> Self {
+        SelfTrainConfig {
+            alpha: 1.0,
+            loss_avg_decay: 0.99,
+            pseudo_per_human: 1.0,
+            score_threshold: 0.5,
+            student_init: "random".into(),
+            drop_path: 0.2,
+            dropout: 0.5,
+            rounds: 1,
+            unlabeled: "digits:unlabeled".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    pub task: Task,
+    pub seed: u64,
+    /// `cpu` or `cuda:N`.
+    pub device: String,
+    /// `random` or `pretrained:PATH|hf:owner/name`.
+    pub init: String,
+    pub backbone: BackboneConfig,
+    pub detector: RetinaNetConfig,
+    pub segmenter: SegmenterConfig,
+    pub data: DataConfig,
+    pub augment: AugmentConfig,
+    pub optim: OptimConfig,
+    pub selftrain: SelfTrainConfig,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            task: Task::Detection,
+            seed: 0,
+            device: "cpu".into(),
+            init: "random".into(),
+            backbone: BackboneConfig::named("efficientnet-b7"),
+            detector: RetinaNetConfig::default(),
+            segmenter: SegmenterConfig::default(),
+            data: DataConfig::default(),
+            augment: AugmentConfig::default(),
+            optim: OptimConfig::default(),
+            selftrain: SelfTrainConfig::default(),
+        }
+    }
+}
+
+/// Parses a `--set` value: TOML syntax when it parses (numbers, booleans, arrays, inline
+/// tables, quoted strings), otherwise a bare string.
+fn parse_value(v: &str) -> toml::Value {
+    let doc = format!("v = {v}");
+    match doc.parse::<toml::Table>() {
+        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(v.to_string())),
+        Err(_) => toml::Value::String(v.to_string()),
+    }
+}
+
+/// Sets `a.b.c = value` in a TOML table, creating tables on the way.
+pub fn set_path(table: &mut toml::Table, key: &str, value: &str) -> Result<(), String> {
+    let parts: Vec<&str> = key.split('.').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err(format!("--set {key}: empty key segment"));
+    }
+    let mut cur = table;
+    for p in &parts[..parts.len() - 1] {
+        let e = cur.entry(p.to_string()).or_insert_with(|| toml::Value::Table(Default::default()));
+        cur = match e {
+            toml::Value::Table(t) => t,
+            _ => return Err(format!("--set {key}: {p} is not a table")),
+        };
+    }
+    cur.insert(parts[parts.len() - 1].to_string(), parse_value(value));
+    Ok(())
+}
+
+/// Builds a config from an optional TOML file, a base table and `key=value` overrides.
+pub fn load_config<T: serde::de::DeserializeOwned>(file: Option<&Path>, base: Option<toml::Table>, sets: &[String]) -> Result<T, String> {
+    let mut table = base.unwrap_or_default();
+    if let Some(p) = file {
+        let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        let t: toml::Table = text.parse().map_err(|e: toml::de::Error| format!("{}: {e}", p.display()))?;
+        merge(&mut table, t);
+    }
+    for s in sets {
+        let (k, v) = s.split_once('=').ok_or_else(|| format!("--set {s}: expected key=value"))?;
+        set_path(&mut table, k.trim(), v.trim())?;
+    }
+    let what = file.map(|p| p.display().to_string()).unwrap_or_else(|| "configuration".into());
+    T::deserialize(toml::Value::Table(table)).map_err(|e| format!("{what}: {}", e.to_string().trim()))
+}
+
+/// Deep merge: values of `b` win.
+pub fn merge(a: &mut toml::Table, b: toml::Table) {
+    for (k, v) in b {
+        match (a.get_mut(&k), v) {
+            (Some(toml::Value::Table(x)), toml::Value::Table(y)) => merge(x, y),
+            (_, v) => {
+                a.insert(k, v);
+            }
+        }
+    }
+}
+
+/// A config as a TOML table (for writing next to results and merging presets).
+pub fn to_table<T: Serialize>(v: &T) -> toml::Table {
+    match toml::Value::try_from(v) {
+        Ok(toml::Value::Table(t)) => t,
+        _ => toml::Table::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_papers() {
+        let c = TrainConfig::default();
+        assert_eq!(c.optim.lr_per_256, 0.32);
+        assert_eq!(c.optim.warmup_steps, 1000);
+        assert_eq!(c.detector.focal_gamma, 1.5);
+        assert_eq!(c.detector.box_weight, 50.0);
+        assert_eq!(c.selftrain.score_threshold, 0.5);
+        assert_eq!(c.data.size_divisor, 128);
+    }
+
+    #[test]
+    fn overrides_and_unknown_keys() {
+        let sets = vec!["optim.steps=50".to_string(), "backbone.name=resnet-50".into(), "optim.ema_decay=0.999".into(), "augment.policy=s1".into()];
+        let c: TrainConfig = load_config(None, None, &sets).unwrap();
+        assert_eq!(c.optim.steps, 50);
+        assert_eq!(c.backbone.name, "resnet-50");
+        assert_eq!(c.optim.ema_decay, Some(0.999));
+        assert_eq!(c.augment.policy, "s1");
+        assert_eq!(c.optim.batch_size, 256, "untouched keys keep defaults");
+        let e = load_config::<TrainConfig>(None, None, &["optim.stepz=5".to_string()]).unwrap_err();
+        assert!(e.contains("stepz"), "{e}");
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("bad.toml");
+        std::fs::write(&f, "[optim]\nsteps = 3\n[nonsense]\nx = 1\n").unwrap();
+        let e = load_config::<TrainConfig>(Some(&f), None, &[]).unwrap_err();
+        assert!(e.contains("bad.toml") && e.contains("nonsense"), "{e}");
+        std::fs::write(&f, "[optim\n").unwrap();
+        let e = load_config::<TrainConfig>(Some(&f), None, &[]).unwrap_err();
+        assert!(e.contains("bad.toml"), "{e}");
+    }
+}

@@ -1,0 +1,179 @@
+//! End-to-end training through the binary: exact resume after a kill, config errors,
+//! sharded pseudo-labeling that resumes without duplicates, prediction.
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+const TINY: &str = r#"
+task = "detection"
+seed = 3
+[backbone]
+name = "efficientnet"
+width = 0.25
+depth = 0.1
+drop_path = 0.2
+[detector]
+head_convs = 1
+head_channels = 16
+[detector.neck]
+channels = 16
+min_level = 3
+max_level = 5
+bn_momentum = 0.1
+[detector.anchors]
+min_level = 3
+max_level = 5
+anchor_size = 2.0
+[data]
+size_divisor = 32
+workers = 1
+[data.digits]
+image_size = 64
+max_digit_size = 30
+train = 12
+unlabeled = 10
+val = 6
+[augment]
+policy = "s4"
+size = 64
+[optim]
+steps = STEPS
+batch_size = 2
+lr_per_256 = 2.0
+warmup_steps = 5
+checkpoint_every = 5
+ema_decay = 0.9
+"#;
+
+fn pupil(args: &[&str], threads: bool) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_pupil"));
+    c.args(args);
+    if threads {
+        c.env("RAYON_NUM_THREADS", "1");
+    }
+    c.output().expect("run pupil")
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = pupil(args, true);
+    assert!(o.status.success(), "pupil {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn config(dir: &Path, steps: usize) -> PathBuf {
+    let p = dir.join(format!("tiny-{steps}.toml"));
+    std::fs::write(&p, TINY.replace("STEPS", &steps.to_string())).unwrap();
+    p
+}
+
+fn tensors(p: &Path) -> Vec<(String, Vec<f32>)> {
+    let t = candle_core::safetensors::load(p, &candle_core::Device::Cpu).unwrap();
+    let mut v: Vec<(String, Vec<f32>)> = t.into_iter().map(|(k, t)| (k, t.flatten_all().unwrap().to_dtype(candle_core::DType::F32).unwrap().to_vec1().unwrap())).collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+#[test]
+fn killed_run_resumes_to_the_same_weights() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = config(d.path(), 60);
+    let full = d.path().join("full");
+    ok(&["train", "--config", cfg.to_str().unwrap(), "--out", full.to_str().unwrap()]);
+
+    let cut = d.path().join("cut");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pupil"))
+        .args(["train", "--config", cfg.to_str().unwrap(), "--out", cut.to_str().unwrap()])
+        .env("RAYON_NUM_THREADS", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let latest = cut.join("checkpoints/latest.json");
+    let t0 = std::time::Instant::now();
+    loop {
+        let step = std::fs::read_to_string(&latest).ok().and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok()).and_then(|v| v["step"].as_u64());
+        if step.is_some_and(|s| s >= 10) {
+            break;
+        }
+        assert!(t0.elapsed().as_secs() < 120, "no checkpoint appeared");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!cut.join("model.safetensors").exists(), "the run must be killed before it ends");
+    let out = ok(&["train", "--config", cfg.to_str().unwrap(), "--out", cut.to_str().unwrap()]);
+    assert!(out.contains("trained 60 steps"), "{out}");
+    let (a, b) = (tensors(&full.join("model.safetensors")), tensors(&cut.join("model.safetensors")));
+    assert_eq!(a.len(), b.len());
+    for ((na, va), (nb, vb)) in a.iter().zip(&b) {
+        assert_eq!(na, nb);
+        assert_eq!(va, vb, "{na} differs after resume");
+    }
+    // the metrics log names the losses and throughput
+    let log = std::fs::read_to_string(full.join("metrics.jsonl")).unwrap();
+    assert!(log.contains("\"lr\"") && log.contains("\"images_per_s\"") && log.contains("\"eval\""));
+}
+
+#[test]
+fn config_errors_are_clear() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = config(d.path(), 2);
+    let o = pupil(&["train", "--config", cfg.to_str().unwrap(), "--set", "optim.stepz=3", "--out", d.path().join("x").to_str().unwrap()], false);
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("stepz") && !e.contains("panicked"), "{e}");
+    let bad = d.path().join("bad.toml");
+    std::fs::write(&bad, "[optim]\nsteps = \"many\"\n").unwrap();
+    let o = pupil(&["train", "--config", bad.to_str().unwrap(), "--out", d.path().join("y").to_str().unwrap()], false);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && e.contains("bad.toml") && !e.contains("panicked"), "{e}");
+    let o = pupil(&["pseudo-label", "--teacher", bad.to_str().unwrap(), "--images", "digits:unlabeled", "--out", d.path().join("z").to_str().unwrap()], false);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && e.contains("bad.toml") && !e.contains("panicked"), "{e}");
+}
+
+#[test]
+fn pseudo_label_shards_resume_merge_and_self_train() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = config(d.path(), 20);
+    let run = d.path().join("teacher");
+    ok(&["train", "--config", cfg.to_str().unwrap(), "--out", run.to_str().unwrap()]);
+    let teacher = run.join("model.safetensors");
+    let pl = d.path().join("pl");
+    let args = |shard: &str| -> Vec<String> {
+        ["pseudo-label", "--teacher", teacher.to_str().unwrap(), "--images", "digits:unlabeled", "--out", pl.to_str().unwrap(), "--score-threshold", "0.05", "--shard", shard, "--flip"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let a: Vec<String> = args("1/2");
+    ok(&a.iter().map(|s| s.as_str()).collect::<Vec<_>>());
+    assert!(!pl.join("pseudo.json").exists(), "not merged before every shard is done");
+    let first = std::fs::read(pl.join("shard-00001-of-00002.json")).unwrap();
+    let b: Vec<String> = args("0/2");
+    let out = ok(&b.iter().map(|s| s.as_str()).collect::<Vec<_>>());
+    assert!(out.contains("all 2 shards done"), "{out}");
+    // a rerun keeps the shard as it was
+    ok(&a.iter().map(|s| s.as_str()).collect::<Vec<_>>());
+    assert_eq!(std::fs::read(pl.join("shard-00001-of-00002.json")).unwrap(), first);
+    let merged: serde_json::Value = serde_json::from_slice(&std::fs::read(pl.join("pseudo.json")).unwrap()).unwrap();
+    let ids: Vec<u64> = merged["images"].as_array().unwrap().iter().map(|i| i["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, (1..=10).collect::<Vec<_>>(), "every image once");
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(pl.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["done"], serde_json::json!([0, 1]));
+
+    // a self-training round from the same teacher
+    let st = d.path().join("student");
+    let out = ok(&["self-train", "--teacher", teacher.to_str().unwrap(), "--out", st.to_str().unwrap(), "--set", "optim.steps=6", "--set", "selftrain.score_threshold=0.05"]);
+    assert!(out.contains("trained 6 steps"), "{out}");
+    let log = std::fs::read_to_string(st.join("round-0/student/metrics.jsonl")).unwrap();
+    assert!(log.contains("\"L_h\"") && log.contains("\"avg_L_p\""), "{log}");
+    assert!(st.join("round-0/pseudo/quality.json").exists());
+
+    // predict draws on an image
+    let img = d.path().join("scene.png");
+    ok(&["data", "export", "--split", "val", "--count", "1", "--out", d.path().join("exp").to_str().unwrap()]);
+    std::fs::copy(d.path().join("exp/coco/images/000001.png"), &img).unwrap();
+    let vis = d.path().join("vis.png");
+    ok(&["predict", "--checkpoint", teacher.to_str().unwrap(), "--image", img.to_str().unwrap(), "--out", vis.to_str().unwrap()]);
+    assert!(vis.exists());
+}
