@@ -4,12 +4,19 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn pupil(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pupil")).args(args).output().expect("run pupil")
+    Command::new(env!("CARGO_BIN_EXE_pupil"))
+        .args(args)
+        .output()
+        .expect("run pupil")
 }
 
 fn ok(args: &[&str]) -> String {
     let o = pupil(args);
-    assert!(o.status.success(), "pupil {args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "pupil {args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
@@ -30,17 +37,44 @@ fn digits_export_reads_back_as_coco_and_voc() {
 
     let d = tempfile::tempdir().unwrap();
     let out = d.path().to_str().unwrap();
-    ok(&["data", "export", "--dataset", "digits", "--split", "val", "--count", "12", "--out", out]);
-    let coco = CocoDataset::open(d.path().join("coco/annotations.json"), d.path().join("coco/images"))
-        .unwrap()
-        .with_masks(true);
-    let voc = VocDataset::open(d.path().join("voc"), "val", VocTask::Segmentation, Some(coco.class_names())).unwrap();
-    let cfg = DigitsConfig { val: 12, ..Default::default() };
+    ok(&[
+        "data",
+        "export",
+        "--dataset",
+        "digits",
+        "--split",
+        "val",
+        "--count",
+        "12",
+        "--out",
+        out,
+    ]);
+    let coco = CocoDataset::open(
+        d.path().join("coco/annotations.json"),
+        d.path().join("coco/images"),
+    )
+    .unwrap()
+    .with_masks(true);
+    let voc = VocDataset::open(
+        d.path().join("voc"),
+        "val",
+        VocTask::Segmentation,
+        Some(coco.class_names()),
+    )
+    .unwrap();
+    let cfg = DigitsConfig {
+        val: 12,
+        ..Default::default()
+    };
     let orig = DigitScenes::new(&cfg, Split::Val).unwrap();
     assert_eq!(coco.len(), 12);
     assert_eq!(voc.len(), 12);
     for i in 0..12 {
-        let (a, b, c) = (orig.get(i).unwrap(), coco.get(i).unwrap(), voc.get(i).unwrap());
+        let (a, b, c) = (
+            orig.get(i).unwrap(),
+            coco.get(i).unwrap(),
+            voc.get(i).unwrap(),
+        );
         assert_eq!(a.image, b.image, "PNG export is lossless");
         assert_eq!(a.boxes, b.boxes);
         assert_eq!(a.classes, b.classes);
@@ -55,7 +89,18 @@ fn digits_export_reads_back_as_coco_and_voc() {
 fn preview_writes_a_grid() {
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("grid.png");
-    ok(&["data", "preview", "--split", "train", "--n", "6", "--cols", "3", "--out", out.to_str().unwrap()]);
+    ok(&[
+        "data",
+        "preview",
+        "--split",
+        "train",
+        "--n",
+        "6",
+        "--cols",
+        "3",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     let img = pupil_data::io::read_image(&out).unwrap();
     assert_eq!((img.width, img.height), (3 * 98 + 2, 2 * 98 + 2));
 }
@@ -67,12 +112,38 @@ fn bad_inputs_exit_nonzero_with_the_file_named() {
     std::fs::write(&p, "{\"images\": [}").unwrap();
     let out = d.path().join("x.png");
     let err = fails(&[
-        "data", "preview", "--dataset", "coco", "--gt", p.to_str().unwrap(), "--out", out.to_str().unwrap(),
+        "data",
+        "preview",
+        "--dataset",
+        "coco",
+        "--gt",
+        p.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
     ]);
-    assert!(err.contains("broken.json") && err.contains("line 1"), "{err}");
+    assert!(
+        err.contains("broken.json") && err.contains("line 1"),
+        "{err}"
+    );
     assert!(!Path::new(&out).exists());
-    let err = fails(&["data", "export", "--split", "nope", "--out", d.path().to_str().unwrap()]);
+    let err = fails(&[
+        "data",
+        "export",
+        "--split",
+        "nope",
+        "--out",
+        d.path().to_str().unwrap(),
+    ]);
     assert!(err.contains("unknown split"), "{err}");
-    let err = fails(&["data", "preview", "--dataset", "voc", "--root", "/nonexistent/voc", "--out", out.to_str().unwrap()]);
+    let err = fails(&[
+        "data",
+        "preview",
+        "--dataset",
+        "voc",
+        "--root",
+        "/nonexistent/voc",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(err.contains("/nonexistent/voc"), "{err}");
 }

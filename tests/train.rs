@@ -55,7 +55,11 @@ fn pupil(args: &[&str], threads: bool) -> Output {
 
 fn ok(args: &[&str]) -> String {
     let o = pupil(args, true);
-    assert!(o.status.success(), "pupil {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "pupil {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
@@ -67,7 +71,20 @@ fn config(dir: &Path, steps: usize) -> PathBuf {
 
 fn tensors(p: &Path) -> Vec<(String, Vec<f32>)> {
     let t = candle_core::safetensors::load(p, &candle_core::Device::Cpu).unwrap();
-    let mut v: Vec<(String, Vec<f32>)> = t.into_iter().map(|(k, t)| (k, t.flatten_all().unwrap().to_dtype(candle_core::DType::F32).unwrap().to_vec1().unwrap())).collect();
+    let mut v: Vec<(String, Vec<f32>)> = t
+        .into_iter()
+        .map(|(k, t)| {
+            (
+                k,
+                t.flatten_all()
+                    .unwrap()
+                    .to_dtype(candle_core::DType::F32)
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap(),
+            )
+        })
+        .collect();
     v.sort_by(|a, b| a.0.cmp(&b.0));
     v
 }
@@ -77,11 +94,23 @@ fn killed_run_resumes_to_the_same_weights() {
     let d = tempfile::tempdir().unwrap();
     let cfg = config(d.path(), 60);
     let full = d.path().join("full");
-    ok(&["train", "--config", cfg.to_str().unwrap(), "--out", full.to_str().unwrap()]);
+    ok(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        full.to_str().unwrap(),
+    ]);
 
     let cut = d.path().join("cut");
     let mut child = Command::new(env!("CARGO_BIN_EXE_pupil"))
-        .args(["train", "--config", cfg.to_str().unwrap(), "--out", cut.to_str().unwrap()])
+        .args([
+            "train",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--out",
+            cut.to_str().unwrap(),
+        ])
         .env("RAYON_NUM_THREADS", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -90,7 +119,10 @@ fn killed_run_resumes_to_the_same_weights() {
     let latest = cut.join("checkpoints/latest.json");
     let t0 = std::time::Instant::now();
     loop {
-        let step = std::fs::read_to_string(&latest).ok().and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok()).and_then(|v| v["step"].as_u64());
+        let step = std::fs::read_to_string(&latest)
+            .ok()
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+            .and_then(|v| v["step"].as_u64());
         if step.is_some_and(|s| s >= 10) {
             break;
         }
@@ -99,10 +131,22 @@ fn killed_run_resumes_to_the_same_weights() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    assert!(!cut.join("model.safetensors").exists(), "the run must be killed before it ends");
-    let out = ok(&["train", "--config", cfg.to_str().unwrap(), "--out", cut.to_str().unwrap()]);
+    assert!(
+        !cut.join("model.safetensors").exists(),
+        "the run must be killed before it ends"
+    );
+    let out = ok(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        cut.to_str().unwrap(),
+    ]);
     assert!(out.contains("trained 60 steps"), "{out}");
-    let (a, b) = (tensors(&full.join("model.safetensors")), tensors(&cut.join("model.safetensors")));
+    let (a, b) = (
+        tensors(&full.join("model.safetensors")),
+        tensors(&cut.join("model.safetensors")),
+    );
     assert_eq!(a.len(), b.len());
     for ((na, va), (nb, vb)) in a.iter().zip(&b) {
         assert_eq!(na, nb);
@@ -117,18 +161,55 @@ fn killed_run_resumes_to_the_same_weights() {
 fn config_errors_are_clear() {
     let d = tempfile::tempdir().unwrap();
     let cfg = config(d.path(), 2);
-    let o = pupil(&["train", "--config", cfg.to_str().unwrap(), "--set", "optim.stepz=3", "--out", d.path().join("x").to_str().unwrap()], false);
+    let o = pupil(
+        &[
+            "train",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--set",
+            "optim.stepz=3",
+            "--out",
+            d.path().join("x").to_str().unwrap(),
+        ],
+        false,
+    );
     assert!(!o.status.success());
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(e.contains("stepz") && !e.contains("panicked"), "{e}");
     let bad = d.path().join("bad.toml");
     std::fs::write(&bad, "[optim]\nsteps = \"many\"\n").unwrap();
-    let o = pupil(&["train", "--config", bad.to_str().unwrap(), "--out", d.path().join("y").to_str().unwrap()], false);
+    let o = pupil(
+        &[
+            "train",
+            "--config",
+            bad.to_str().unwrap(),
+            "--out",
+            d.path().join("y").to_str().unwrap(),
+        ],
+        false,
+    );
     let e = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && e.contains("bad.toml") && !e.contains("panicked"), "{e}");
-    let o = pupil(&["pseudo-label", "--teacher", bad.to_str().unwrap(), "--images", "digits:unlabeled", "--out", d.path().join("z").to_str().unwrap()], false);
+    assert!(
+        !o.status.success() && e.contains("bad.toml") && !e.contains("panicked"),
+        "{e}"
+    );
+    let o = pupil(
+        &[
+            "pseudo-label",
+            "--teacher",
+            bad.to_str().unwrap(),
+            "--images",
+            "digits:unlabeled",
+            "--out",
+            d.path().join("z").to_str().unwrap(),
+        ],
+        false,
+    );
     let e = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && e.contains("bad.toml") && !e.contains("panicked"), "{e}");
+    assert!(
+        !o.status.success() && e.contains("bad.toml") && !e.contains("panicked"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -136,44 +217,169 @@ fn pseudo_label_shards_resume_merge_and_self_train() {
     let d = tempfile::tempdir().unwrap();
     let cfg = config(d.path(), 20);
     let run = d.path().join("teacher");
-    ok(&["train", "--config", cfg.to_str().unwrap(), "--out", run.to_str().unwrap()]);
+    ok(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+    ]);
     let teacher = run.join("model.safetensors");
     let pl = d.path().join("pl");
     let args = |shard: &str| -> Vec<String> {
-        ["pseudo-label", "--teacher", teacher.to_str().unwrap(), "--images", "digits:unlabeled", "--out", pl.to_str().unwrap(), "--score-threshold", "0.05", "--shard", shard, "--flip"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
+        [
+            "pseudo-label",
+            "--teacher",
+            teacher.to_str().unwrap(),
+            "--images",
+            "digits:unlabeled",
+            "--out",
+            pl.to_str().unwrap(),
+            "--score-threshold",
+            "0.05",
+            "--shard",
+            shard,
+            "--flip",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
     };
     let a: Vec<String> = args("1/2");
     ok(&a.iter().map(|s| s.as_str()).collect::<Vec<_>>());
-    assert!(!pl.join("pseudo.json").exists(), "not merged before every shard is done");
+    assert!(
+        !pl.join("pseudo.json").exists(),
+        "not merged before every shard is done"
+    );
     let first = std::fs::read(pl.join("shard-00001-of-00002.json")).unwrap();
     let b: Vec<String> = args("0/2");
     let out = ok(&b.iter().map(|s| s.as_str()).collect::<Vec<_>>());
     assert!(out.contains("all 2 shards done"), "{out}");
     // a rerun keeps the shard as it was
     ok(&a.iter().map(|s| s.as_str()).collect::<Vec<_>>());
-    assert_eq!(std::fs::read(pl.join("shard-00001-of-00002.json")).unwrap(), first);
-    let merged: serde_json::Value = serde_json::from_slice(&std::fs::read(pl.join("pseudo.json")).unwrap()).unwrap();
-    let ids: Vec<u64> = merged["images"].as_array().unwrap().iter().map(|i| i["id"].as_u64().unwrap()).collect();
+    assert_eq!(
+        std::fs::read(pl.join("shard-00001-of-00002.json")).unwrap(),
+        first
+    );
+    let merged: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(pl.join("pseudo.json")).unwrap()).unwrap();
+    let ids: Vec<u64> = merged["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_u64().unwrap())
+        .collect();
     assert_eq!(ids, (1..=10).collect::<Vec<_>>(), "every image once");
-    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(pl.join("manifest.json")).unwrap()).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(pl.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["done"], serde_json::json!([0, 1]));
 
     // a self-training round from the same teacher
     let st = d.path().join("student");
-    let out = ok(&["self-train", "--teacher", teacher.to_str().unwrap(), "--out", st.to_str().unwrap(), "--set", "optim.steps=6", "--set", "selftrain.score_threshold=0.05"]);
+    let out = ok(&[
+        "self-train",
+        "--teacher",
+        teacher.to_str().unwrap(),
+        "--out",
+        st.to_str().unwrap(),
+        "--set",
+        "optim.steps=6",
+        "--set",
+        "selftrain.score_threshold=0.05",
+    ]);
     assert!(out.contains("trained 6 steps"), "{out}");
     let log = std::fs::read_to_string(st.join("round-0/student/metrics.jsonl")).unwrap();
-    assert!(log.contains("\"L_h\"") && log.contains("\"avg_L_p\""), "{log}");
+    assert!(
+        log.contains("\"L_h\"") && log.contains("\"avg_L_p\""),
+        "{log}"
+    );
     assert!(st.join("round-0/pseudo/quality.json").exists());
 
     // predict draws on an image
     let img = d.path().join("scene.png");
-    ok(&["data", "export", "--split", "val", "--count", "1", "--out", d.path().join("exp").to_str().unwrap()]);
+    ok(&[
+        "data",
+        "export",
+        "--split",
+        "val",
+        "--count",
+        "1",
+        "--out",
+        d.path().join("exp").to_str().unwrap(),
+    ]);
     std::fs::copy(d.path().join("exp/coco/images/000001.png"), &img).unwrap();
     let vis = d.path().join("vis.png");
-    ok(&["predict", "--checkpoint", teacher.to_str().unwrap(), "--image", img.to_str().unwrap(), "--out", vis.to_str().unwrap()]);
+    ok(&[
+        "predict",
+        "--checkpoint",
+        teacher.to_str().unwrap(),
+        "--image",
+        img.to_str().unwrap(),
+        "--out",
+        vis.to_str().unwrap(),
+    ]);
     assert!(vis.exists());
+}
+
+#[test]
+fn quickstart_writes_its_table_results_and_report() {
+    // The real quickstart trains for minutes; this runs its pipeline with tiny budgets.
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("qs");
+    let o = ok(&[
+        "quickstart",
+        "--out",
+        out.to_str().unwrap(),
+        "--set",
+        "base.optim.steps=8",
+        "--set",
+        "pretrain_steps=4",
+        "--set",
+        "base.data.digits.train=8",
+        "--set",
+        "base.data.digits.unlabeled=8",
+        "--set",
+        "base.data.digits.val=4",
+        "--set",
+        "base.selftrain.score_threshold=0.01",
+        "--set",
+        "base.selftrain.ignore_from=0.005",
+    ]);
+    for row in [
+        "Rand init",
+        "Rand init + self-training",
+        "Pre-trained init",
+        "Pre-trained init + self-training",
+    ] {
+        assert!(o.contains(&format!("| {row} |")), "{o}");
+    }
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    let arms = results.as_array().unwrap();
+    assert_eq!(arms.len(), 4);
+    for a in arms {
+        assert!(a["metrics"]["values"]["AP50"].is_number(), "{a}");
+    }
+    assert!(
+        out.join("report.md").exists()
+            && out.join("plot_arms.png").exists()
+            && out.join("results.csv").exists()
+    );
+    // resumable: a second run reads every arm back
+    let again = ok(&[
+        "quickstart",
+        "--out",
+        out.to_str().unwrap(),
+        "--set",
+        "base.optim.steps=8",
+        "--set",
+        "pretrain_steps=4",
+        "--set",
+        "base.data.digits.train=8",
+        "--set",
+        "base.data.digits.unlabeled=8",
+        "--set",
+        "base.data.digits.val=4",
+    ]);
+    assert!(again.contains("| Rand init |"));
 }

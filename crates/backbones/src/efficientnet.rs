@@ -2,7 +2,9 @@
 //! (`efficientnet_*`) or TensorFlow 'SAME' padding with BN eps 1e-3 (`tf_efficientnet_*`,
 //! the family of the paper's checkpoints).
 use crate::fused::silu;
-use crate::nn::{drop_path, dropout, global_avg_pool, sigmoid, BatchNorm2d, Conv2d, ConvCfg, Linear, PadMode};
+use crate::nn::{
+    drop_path, dropout, global_avg_pool, sigmoid, BatchNorm2d, Conv2d, ConvCfg, Linear, PadMode,
+};
 use crate::params::Vb;
 use crate::{Backbone, Classifier, FeatureMaps, LevelInfo};
 use candle_core::{Module, Result, Tensor};
@@ -113,7 +115,10 @@ struct SqueezeExcite {
 
 impl SqueezeExcite {
     fn new(vb: &Vb, channels: usize, reduced: usize) -> Result<Self> {
-        let cfg = ConvCfg { bias: true, ..Default::default() };
+        let cfg = ConvCfg {
+            bias: true,
+            ..Default::default()
+        };
         Ok(SqueezeExcite {
             reduce: Conv2d::new(&vb.pp("conv_reduce"), channels, reduced, 1, cfg)?,
             expand: Conv2d::new(&vb.pp("conv_expand"), reduced, channels, 1, cfg)?,
@@ -129,7 +134,13 @@ impl SqueezeExcite {
 
 enum BlockKind {
     /// Stage 0 when the expansion is 1: depthwise, SE, pointwise.
-    DepthwiseSeparable { conv_dw: Conv2d, bn1: BatchNorm2d, se: SqueezeExcite, conv_pw: Conv2d, bn2: BatchNorm2d },
+    DepthwiseSeparable {
+        conv_dw: Conv2d,
+        bn1: BatchNorm2d,
+        se: SqueezeExcite,
+        conv_pw: Conv2d,
+        bn2: BatchNorm2d,
+    },
     /// MBConv: expand, depthwise, SE, project.
     InvertedResidual {
         conv_pw: Conv2d,
@@ -152,12 +163,26 @@ struct Block {
 impl Block {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let y = match &self.kind {
-            BlockKind::DepthwiseSeparable { conv_dw, bn1, se, conv_pw, bn2 } => {
+            BlockKind::DepthwiseSeparable {
+                conv_dw,
+                bn1,
+                se,
+                conv_pw,
+                bn2,
+            } => {
                 let y = silu(&bn1.forward_t(&conv_dw.forward(x)?, train)?)?;
                 let y = se.forward(&y)?;
                 bn2.forward_t(&conv_pw.forward(&y)?, train)?
             }
-            BlockKind::InvertedResidual { conv_pw, bn1, conv_dw, bn2, se, conv_pwl, bn3 } => {
+            BlockKind::InvertedResidual {
+                conv_pw,
+                bn1,
+                conv_dw,
+                bn2,
+                se,
+                conv_pwl,
+                bn3,
+            } => {
                 let y = silu(&bn1.forward_t(&conv_pw.forward(x)?, train)?)?;
                 let y = silu(&bn2.forward_t(&conv_dw.forward(&y)?, train)?)?;
                 let y = se.forward(&y)?;
@@ -185,8 +210,17 @@ pub struct EfficientNet {
 
 impl EfficientNet {
     pub fn new(vb: &Vb, cfg: &EfficientNetConfig) -> Result<Self> {
-        let pad = if cfg.tf_padding { PadMode::Same } else { PadMode::Torch };
-        let conv = |stride: usize, groups: usize| ConvCfg { stride, groups, pad, ..Default::default() };
+        let pad = if cfg.tf_padding {
+            PadMode::Same
+        } else {
+            PadMode::Torch
+        };
+        let conv = |stride: usize, groups: usize| ConvCfg {
+            stride,
+            groups,
+            pad,
+            ..Default::default()
+        };
         let bn = |vb: &Vb, c: usize| BatchNorm2d::new(vb, c, cfg.bn_eps, cfg.bn_momentum);
         let stem = cfg.round_filters(32);
         let conv_stem = Conv2d::new(&vb.pp("conv_stem"), cfg.in_channels, stem, 3, conv(2, 1))?;
@@ -225,7 +259,12 @@ impl EfficientNet {
                         bn3: bn(&bvb.pp("bn3"), cout)?,
                     }
                 };
-                stage.push(Block { kind, skip: st == 1 && cin == cout, drop_path: rate, vb: bvb });
+                stage.push(Block {
+                    kind,
+                    skip: st == 1 && cin == cout,
+                    drop_path: rate,
+                    vb: bvb,
+                });
                 cin = cout;
                 idx += 1;
             }
@@ -242,7 +281,15 @@ impl EfficientNet {
         } else {
             None
         };
-        Ok(EfficientNet { config: cfg.clone(), conv_stem, bn1, blocks, head, stage_channels, vb: vb.clone() })
+        Ok(EfficientNet {
+            config: cfg.clone(),
+            conv_stem,
+            bn1,
+            blocks,
+            head,
+            stage_channels,
+            vb: vb.clone(),
+        })
     }
 
     /// Output of every stage (index = stage 0..6).
@@ -260,7 +307,10 @@ impl EfficientNet {
 
     /// The classifier's input: global average pool of the head features.
     pub fn pooled_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let (conv_head, bn2, _) = self.head.as_ref().ok_or_else(|| candle_core::Error::Msg("this EfficientNet has no head".into()))?;
+        let (conv_head, bn2, _) = self
+            .head
+            .as_ref()
+            .ok_or_else(|| candle_core::Error::Msg("this EfficientNet has no head".into()))?;
         let last = self.stages_t(x, train)?.pop().expect("7 stages");
         global_avg_pool(&silu(&bn2.forward_t(&conv_head.forward(&last)?, train)?)?)
     }
@@ -287,7 +337,11 @@ impl Backbone for EfficientNet {
         Self::TAPS
             .into_iter()
             .skip(1)
-            .map(|(level, stage)| LevelInfo { level, stride: 1 << level, channels: self.stage_channels[stage] })
+            .map(|(level, stage)| LevelInfo {
+                level,
+                stride: 1 << level,
+                channels: self.stage_channels[stage],
+            })
             .collect()
     }
 }

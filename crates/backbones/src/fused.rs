@@ -1,8 +1,10 @@
 //! Fused CPU kernels for the two hottest element-wise pieces of training: batch norm with
 //! batch statistics (forward and backward in one pass each, instead of a dozen candle ops)
 //! and SiLU. Other devices use the composed candle ops.
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use candle_core::backend::BackendStorage;
+use candle_core::{
+    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor,
+};
 use rayon::prelude::*;
 
 fn slice<'a, T: candle_core::WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
@@ -13,7 +15,16 @@ fn slice<'a, T: candle_core::WithDType>(s: &'a CpuStorage, l: &Layout) -> Result
 }
 
 /// Numeric type the kernels run on.
-trait Real: candle_core::WithDType + Copy + Send + Sync + std::ops::Add<Output = Self> + std::ops::Sub<Output = Self> + std::ops::Mul<Output = Self> + std::ops::Div<Output = Self> {
+trait Real:
+    candle_core::WithDType
+    + Copy
+    + Send
+    + Sync
+    + std::ops::Add<Output = Self>
+    + std::ops::Sub<Output = Self>
+    + std::ops::Mul<Output = Self>
+    + std::ops::Div<Output = Self>
+{
     fn f(v: f64) -> Self;
     fn to(self) -> f64;
     fn exp_(self) -> Self;
@@ -71,12 +82,33 @@ pub fn channel_mean_var(x: &Tensor) -> Result<(Vec<f64>, Vec<f64>)> {
     let (n, c, h, w) = x.dims4()?;
     let x = x.contiguous()?;
     let (st, eps) = match x.dtype() {
-        DType::F64 => (stats(&x.flatten_all()?.to_vec1::<f64>()?, n, c, h * w, 0.0), 0.0),
-        _ => (stats(&x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?, n, c, h * w, 0.0), 0.0),
+        DType::F64 => (
+            stats(&x.flatten_all()?.to_vec1::<f64>()?, n, c, h * w, 0.0),
+            0.0,
+        ),
+        _ => (
+            stats(
+                &x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?,
+                n,
+                c,
+                h * w,
+                0.0,
+            ),
+            0.0,
+        ),
     };
     let _ = eps;
     let means = st.iter().map(|s| s.0).collect();
-    let vars = st.iter().map(|s| if s.1.is_finite() { 1.0 / (s.1 * s.1) } else { 0.0 }).collect();
+    let vars = st
+        .iter()
+        .map(|s| {
+            if s.1.is_finite() {
+                1.0 / (s.1 * s.1)
+            } else {
+                0.0
+            }
+        })
+        .collect();
     Ok((means, vars))
 }
 
@@ -106,18 +138,53 @@ impl CustomOp3 for BnTrain {
     fn name(&self) -> &'static str {
         "pupil-bn-train"
     }
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let (n, c, h, w) = l1.shape().dims4()?;
         let out = match s1.dtype() {
-            DType::F32 => CpuStorage::F32(bn_fwd(slice::<f32>(s1, l1)?, slice::<f32>(s2, l2)?, slice::<f32>(s3, l3)?, n, c, h * w, self.eps)),
-            DType::F64 => CpuStorage::F64(bn_fwd(slice::<f64>(s1, l1)?, slice::<f64>(s2, l2)?, slice::<f64>(s3, l3)?, n, c, h * w, self.eps)),
+            DType::F32 => CpuStorage::F32(bn_fwd(
+                slice::<f32>(s1, l1)?,
+                slice::<f32>(s2, l2)?,
+                slice::<f32>(s3, l3)?,
+                n,
+                c,
+                h * w,
+                self.eps,
+            )),
+            DType::F64 => CpuStorage::F64(bn_fwd(
+                slice::<f64>(s1, l1)?,
+                slice::<f64>(s2, l2)?,
+                slice::<f64>(s3, l3)?,
+                n,
+                c,
+                h * w,
+                self.eps,
+            )),
             d => candle_core::bail!("batch norm: unsupported dtype {d:?}"),
         };
         Ok((out, l1.shape().clone()))
     }
-    fn bwd(&self, x: &Tensor, g: &Tensor, _b: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        x: &Tensor,
+        g: &Tensor,
+        _b: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let c = x.dim(1)?;
-        let packed = x.apply_op3(&g.contiguous()?, &dy.contiguous()?, BnBackward { eps: self.eps })?;
+        let packed = x.apply_op3(
+            &g.contiguous()?,
+            &dy.contiguous()?,
+            BnBackward { eps: self.eps },
+        )?;
         let dx = packed.narrow(0, 0, x.elem_count())?.reshape(x.shape())?;
         let dg = packed.narrow(0, x.elem_count(), c)?;
         let db = packed.narrow(0, x.elem_count() + c, c)?;
@@ -176,12 +243,36 @@ impl CustomOp3 for BnBackward {
     fn name(&self) -> &'static str {
         "pupil-bn-train-backward"
     }
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let (n, c, h, w) = l1.shape().dims4()?;
         let len = n * c * h * w + 2 * c;
         let out = match s1.dtype() {
-            DType::F32 => CpuStorage::F32(bn_bwd(slice::<f32>(s1, l1)?, slice::<f32>(s2, l2)?, slice::<f32>(s3, l3)?, n, c, h * w, self.eps)),
-            DType::F64 => CpuStorage::F64(bn_bwd(slice::<f64>(s1, l1)?, slice::<f64>(s2, l2)?, slice::<f64>(s3, l3)?, n, c, h * w, self.eps)),
+            DType::F32 => CpuStorage::F32(bn_bwd(
+                slice::<f32>(s1, l1)?,
+                slice::<f32>(s2, l2)?,
+                slice::<f32>(s3, l3)?,
+                n,
+                c,
+                h * w,
+                self.eps,
+            )),
+            DType::F64 => CpuStorage::F64(bn_bwd(
+                slice::<f64>(s1, l1)?,
+                slice::<f64>(s2, l2)?,
+                slice::<f64>(s3, l3)?,
+                n,
+                c,
+                h * w,
+                self.eps,
+            )),
             d => candle_core::bail!("batch norm backward: unsupported dtype {d:?}"),
         };
         Ok((out, Shape::from(len)))
@@ -208,11 +299,13 @@ impl CustomOp1 for Silu {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         fn go<T: Real>(x: &[T]) -> Vec<T> {
             let mut y = vec![T::f(0.0); x.len()];
-            y.par_chunks_mut(4096).zip(x.par_chunks(4096)).for_each(|(o, i)| {
-                for (a, &b) in o.iter_mut().zip(i) {
-                    *a = b * sig(b);
-                }
-            });
+            y.par_chunks_mut(4096)
+                .zip(x.par_chunks(4096))
+                .for_each(|(o, i)| {
+                    for (a, &b) in o.iter_mut().zip(i) {
+                        *a = b * sig(b);
+                    }
+                });
             y
         }
         let out = match s.dtype() {
@@ -231,15 +324,23 @@ impl CustomOp2 for SiluBackward {
     fn name(&self) -> &'static str {
         "pupil-silu-backward"
     }
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         fn go<T: Real>(x: &[T], dy: &[T]) -> Vec<T> {
             let mut out = vec![T::f(0.0); x.len()];
-            out.par_chunks_mut(4096).zip(x.par_chunks(4096).zip(dy.par_chunks(4096))).for_each(|(o, (xs, ds))| {
-                for ((a, &v), &d) in o.iter_mut().zip(xs).zip(ds) {
-                    let s = sig(v);
-                    *a = d * (s + v * s * (T::f(1.0) - s));
-                }
-            });
+            out.par_chunks_mut(4096)
+                .zip(x.par_chunks(4096).zip(dy.par_chunks(4096)))
+                .for_each(|(o, (xs, ds))| {
+                    for ((a, &v), &d) in o.iter_mut().zip(xs).zip(ds) {
+                        let s = sig(v);
+                        *a = d * (s + v * s * (T::f(1.0) - s));
+                    }
+                });
             out
         }
         let out = match s1.dtype() {
@@ -268,17 +369,33 @@ mod tests {
     fn fd_check(f: &dyn Fn(&Tensor) -> Result<Tensor>, x: &Tensor, tol: f64) {
         let v = Var::from_tensor(x).unwrap();
         let g = f(v.as_tensor()).unwrap().backward().unwrap();
-        let ga: Vec<f64> = g.get(v.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let ga: Vec<f64> = g
+            .get(v.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         let base: Vec<f64> = x.flatten_all().unwrap().to_vec1().unwrap();
         let eps = 1e-6;
         for i in (0..base.len()).step_by(7) {
             let mut p = base.clone();
             p[i] += eps;
-            let fp = f(&Tensor::from_vec(p.clone(), x.shape(), x.device()).unwrap()).unwrap().to_scalar::<f64>().unwrap();
+            let fp = f(&Tensor::from_vec(p.clone(), x.shape(), x.device()).unwrap())
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap();
             p[i] -= 2.0 * eps;
-            let fm = f(&Tensor::from_vec(p, x.shape(), x.device()).unwrap()).unwrap().to_scalar::<f64>().unwrap();
+            let fm = f(&Tensor::from_vec(p, x.shape(), x.device()).unwrap())
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap();
             let num = (fp - fm) / (2.0 * eps);
-            assert!((num - ga[i]).abs() <= tol * (1.0 + num.abs()), "element {i}: analytic {} numeric {num}", ga[i]);
+            assert!(
+                (num - ga[i]).abs() <= tol * (1.0 + num.abs()),
+                "element {i}: analytic {} numeric {num}",
+                ga[i]
+            );
         }
     }
 
@@ -289,9 +406,23 @@ mod tests {
         let g = Tensor::new(&[1.5f64, 0.5, -1.0, 2.0], &dev).unwrap();
         let b = Tensor::new(&[0.1f64, -0.2, 0.3, 0.0], &dev).unwrap();
         let y = batch_norm_train(&x, &g, &b, 1e-3).unwrap();
-        let mean = x.mean_keepdim(3).unwrap().mean_keepdim(2).unwrap().mean_keepdim(0).unwrap();
+        let mean = x
+            .mean_keepdim(3)
+            .unwrap()
+            .mean_keepdim(2)
+            .unwrap()
+            .mean_keepdim(0)
+            .unwrap();
         let xc = x.broadcast_sub(&mean).unwrap();
-        let var = xc.sqr().unwrap().mean_keepdim(3).unwrap().mean_keepdim(2).unwrap().mean_keepdim(0).unwrap();
+        let var = xc
+            .sqr()
+            .unwrap()
+            .mean_keepdim(3)
+            .unwrap()
+            .mean_keepdim(2)
+            .unwrap()
+            .mean_keepdim(0)
+            .unwrap();
         let want = xc
             .broadcast_div(&(var + 1e-3).unwrap().sqrt().unwrap())
             .unwrap()
@@ -299,25 +430,51 @@ mod tests {
             .unwrap()
             .broadcast_add(&b.reshape((1, 4, 1, 1)).unwrap())
             .unwrap();
-        let d = (y - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
+        let d = (y - want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
         assert!(d < 1e-10, "{d}");
         // a loss that is not symmetric in the outputs, so dx is non-trivial
         let w = Tensor::randn(0f64, 1.0, (3, 4, 5, 7), &dev).unwrap();
         let gg = g.clone();
         let bb = b.clone();
-        fd_check(&|x: &Tensor| (batch_norm_train(x, &gg, &bb, 1e-3)?.sqr()? * &w)?.sum_all(), &x, 1e-5);
+        fd_check(
+            &|x: &Tensor| (batch_norm_train(x, &gg, &bb, 1e-3)?.sqr()? * &w)?.sum_all(),
+            &x,
+            1e-5,
+        );
         let xx = x.clone();
         let ww = w.clone();
-        fd_check(&|g: &Tensor| (batch_norm_train(&xx, g, &bb, 1e-3)? * &ww)?.sum_all(), &g, 1e-5);
+        fd_check(
+            &|g: &Tensor| (batch_norm_train(&xx, g, &bb, 1e-3)? * &ww)?.sum_all(),
+            &g,
+            1e-5,
+        );
         let xx = x.clone();
-        fd_check(&|b: &Tensor| (batch_norm_train(&xx, &g, b, 1e-3)?.sqr()? * &w)?.sum_all(), &b, 1e-5);
+        fd_check(
+            &|b: &Tensor| (batch_norm_train(&xx, &g, b, 1e-3)?.sqr()? * &w)?.sum_all(),
+            &b,
+            1e-5,
+        );
     }
 
     #[test]
     fn silu_matches_candle_and_finite_differences() {
         let dev = Device::Cpu;
         let x = Tensor::randn(0f64, 3.0, (5, 9), &dev).unwrap();
-        let d = (silu(&x).unwrap() - x.silu().unwrap()).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
+        let d = (silu(&x).unwrap() - x.silu().unwrap())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
         assert!(d < 1e-12);
         let w = Tensor::randn(0f64, 1.0, (5, 9), &dev).unwrap();
         fd_check(&|x: &Tensor| (silu(x)? * &w)?.sum_all(), &x, 1e-6);

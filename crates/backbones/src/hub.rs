@@ -9,7 +9,11 @@ use std::path::PathBuf;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CheckpointSource {
     File(PathBuf),
-    Hub { repo: String, revision: String, file: String },
+    Hub {
+        repo: String,
+        revision: String,
+        file: String,
+    },
 }
 
 impl CheckpointSource {
@@ -20,14 +24,23 @@ impl CheckpointSource {
         };
         let parts: Vec<&str> = rest.splitn(3, '/').collect();
         if parts.len() < 2 || parts[0].is_empty() || parts[1].is_empty() {
-            return Err(Error::Msg(format!("{spec}: a Hub checkpoint is hf:owner/name[@revision][/file]")));
+            return Err(Error::Msg(format!(
+                "{spec}: a Hub checkpoint is hf:owner/name[@revision][/file]"
+            )));
         }
         let (name, revision) = match parts[1].split_once('@') {
             Some((n, r)) => (n, r.to_string()),
             None => (parts[1], "main".to_string()),
         };
-        let file = parts.get(2).map(|s| s.to_string()).unwrap_or_else(|| "model.safetensors".to_string());
-        Ok(CheckpointSource::Hub { repo: format!("{}/{}", parts[0], name), revision, file })
+        let file = parts
+            .get(2)
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "model.safetensors".to_string());
+        Ok(CheckpointSource::Hub {
+            repo: format!("{}/{}", parts[0], name),
+            revision,
+            file,
+        })
     }
 
     /// A local path to the checkpoint, downloading it into the Hub cache if needed.
@@ -37,13 +50,26 @@ impl CheckpointSource {
                 if p.is_file() {
                     Ok(p.clone())
                 } else {
-                    Err(Error::Msg(format!("{}: no such checkpoint file", p.display())))
+                    Err(Error::Msg(format!(
+                        "{}: no such checkpoint file",
+                        p.display()
+                    )))
                 }
             }
-            CheckpointSource::Hub { repo, revision, file } => {
-                let hub_repo = hf_hub::Repo::with_revision(repo.clone(), hf_hub::RepoType::Model, revision.clone());
+            CheckpointSource::Hub {
+                repo,
+                revision,
+                file,
+            } => {
+                let hub_repo = hf_hub::Repo::with_revision(
+                    repo.clone(),
+                    hf_hub::RepoType::Model,
+                    revision.clone(),
+                );
                 let cache = hf_hub::Cache::from_env();
-                let offline = std::env::var("HF_HUB_OFFLINE").map(|v| !v.is_empty() && v != "0").unwrap_or(false);
+                let offline = std::env::var("HF_HUB_OFFLINE")
+                    .map(|v| !v.is_empty() && v != "0")
+                    .unwrap_or(false);
                 if offline {
                     return cache.repo(hub_repo).get(file).ok_or_else(|| {
                         Error::Msg(format!(
@@ -57,7 +83,9 @@ impl CheckpointSource {
                     .with_retries(0)
                     .build()
                     .map_err(|e| Error::Msg(format!("hf:{repo}: {e}")))?;
-                api.repo(hub_repo).get(file).map_err(|e| Error::Msg(format!("hf:{repo}@{revision}/{file}: {e}")))
+                api.repo(hub_repo)
+                    .get(file)
+                    .map_err(|e| Error::Msg(format!("hf:{repo}@{revision}/{file}: {e}")))
             }
         }
     }
@@ -84,10 +112,20 @@ mod tests {
         );
         assert_eq!(
             CheckpointSource::parse("hf:a/b@v1/sub/w.safetensors").unwrap(),
-            CheckpointSource::Hub { repo: "a/b".into(), revision: "v1".into(), file: "sub/w.safetensors".into() }
+            CheckpointSource::Hub {
+                repo: "a/b".into(),
+                revision: "v1".into(),
+                file: "sub/w.safetensors".into()
+            }
         );
         assert!(CheckpointSource::parse("hf:nope").is_err());
-        assert_eq!(CheckpointSource::parse("x.safetensors").unwrap(), CheckpointSource::File("x.safetensors".into()));
-        assert!(resolve("/no/such/file.safetensors").unwrap_err().to_string().contains("/no/such/file.safetensors"));
+        assert_eq!(
+            CheckpointSource::parse("x.safetensors").unwrap(),
+            CheckpointSource::File("x.safetensors".into())
+        );
+        assert!(resolve("/no/such/file.safetensors")
+            .unwrap_err()
+            .to_string()
+            .contains("/no/such/file.safetensors"));
     }
 }

@@ -27,7 +27,14 @@ pub fn same_pad(input: usize, k: usize, s: usize, d: usize) -> (usize, usize) {
 }
 
 impl PadMode {
-    pub fn pads(self, h: usize, w: usize, k: (usize, usize), s: (usize, usize), d: (usize, usize)) -> Pad2d {
+    pub fn pads(
+        self,
+        h: usize,
+        w: usize,
+        k: (usize, usize),
+        s: (usize, usize),
+        d: (usize, usize),
+    ) -> Pad2d {
         let one = |input: usize, k: usize, s: usize, d: usize| -> (usize, usize) {
             match self {
                 PadMode::Torch => {
@@ -48,7 +55,12 @@ impl PadMode {
         };
         let (top, bottom) = one(h, k.0, s.0, d.0);
         let (left, right) = one(w, k.1, s.1, d.1);
-        Pad2d { top, bottom, left, right }
+        Pad2d {
+            top,
+            bottom,
+            left,
+            right,
+        }
     }
 }
 
@@ -75,7 +87,14 @@ pub struct ConvCfg {
 
 impl Default for ConvCfg {
     fn default() -> Self {
-        ConvCfg { stride: 1, dilation: 1, groups: 1, bias: false, pad: PadMode::Torch, init: Init::KaimingFanOut }
+        ConvCfg {
+            stride: 1,
+            dilation: 1,
+            groups: 1,
+            bias: false,
+            pad: PadMode::Torch,
+            init: Init::KaimingFanOut,
+        }
     }
 }
 
@@ -83,11 +102,32 @@ impl Conv2d {
     /// Weight `[cout, cin / groups, k, k]` named `weight`, bias `[cout]` named `bias`.
     pub fn new(vb: &Vb, cin: usize, cout: usize, k: usize, cfg: ConvCfg) -> Result<Self> {
         if cin % cfg.groups != 0 || cout % cfg.groups != 0 {
-            candle_core::bail!("{}: channels {cin}->{cout} not divisible by groups {}", vb.path(), cfg.groups)
+            candle_core::bail!(
+                "{}: channels {cin}->{cout} not divisible by groups {}",
+                vb.path(),
+                cfg.groups
+            )
         }
-        let weight = vb.get((cout, cin / cfg.groups, k, k), "weight", cfg.init, ParamKind::Kernel)?;
-        let bias = if cfg.bias { Some(vb.get(cout, "bias", Init::Const(0.0), ParamKind::Bias)?) } else { None };
-        Ok(Conv2d { weight, bias, stride: cfg.stride, dilation: cfg.dilation, groups: cfg.groups, kernel: k, pad: cfg.pad })
+        let weight = vb.get(
+            (cout, cin / cfg.groups, k, k),
+            "weight",
+            cfg.init,
+            ParamKind::Kernel,
+        )?;
+        let bias = if cfg.bias {
+            Some(vb.get(cout, "bias", Init::Const(0.0), ParamKind::Bias)?)
+        } else {
+            None
+        };
+        Ok(Conv2d {
+            weight,
+            bias,
+            stride: cfg.stride,
+            dilation: cfg.dilation,
+            groups: cfg.groups,
+            kernel: k,
+            pad: cfg.pad,
+        })
     }
 
     pub fn out_channels(&self) -> usize {
@@ -108,13 +148,23 @@ impl Module for Conv2d {
             let (n, cin, _, _) = x.dims4()?;
             let cout = self.weight.dim(0)?;
             let wm = self.weight.reshape((cout, cin))?;
-            let y = wm.broadcast_matmul(&x.reshape((n, cin, h * w))?)?.reshape((n, cout, h, w))?;
+            let y = wm
+                .broadcast_matmul(&x.reshape((n, cin, h * w))?)?
+                .reshape((n, cout, h, w))?;
             return match &self.bias {
                 Some(b) => y.broadcast_add(&b.reshape((1, cout, 1, 1))?),
                 None => Ok(y),
             };
         }
-        pupil_ops::conv2d(x, &self.weight, self.bias.as_ref(), self.stride, pad, self.dilation, self.groups)
+        pupil_ops::conv2d(
+            x,
+            &self.weight,
+            self.bias.as_ref(),
+            self.stride,
+            pad,
+            self.dilation,
+            self.groups,
+        )
     }
 }
 
@@ -139,7 +189,14 @@ impl BatchNorm2d {
         let store = vb.store();
         let running_mean = store.var(&vb.name("running_mean")).expect("just created");
         let running_var = store.var(&vb.name("running_var")).expect("just created");
-        Ok(BatchNorm2d { weight, bias, running_mean, running_var, eps, momentum })
+        Ok(BatchNorm2d {
+            weight,
+            bias,
+            running_mean,
+            running_var,
+            eps,
+            momentum,
+        })
     }
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
@@ -147,15 +204,24 @@ impl BatchNorm2d {
         let shape = (1, c, 1, 1);
         if !train {
             // Folded into one scale and shift.
-            let inv = (self.running_var.as_detached_tensor() + self.eps)?.sqrt()?.recip()?;
+            let inv = (self.running_var.as_detached_tensor() + self.eps)?
+                .sqrt()?
+                .recip()?;
             let scale = (&self.weight * &inv)?;
             let shift = (&self.bias - (self.running_mean.as_detached_tensor() * &scale)?)?;
-            return x.broadcast_mul(&scale.reshape(shape)?)?.broadcast_add(&shift.reshape(shape)?);
+            return x
+                .broadcast_mul(&scale.reshape(shape)?)?
+                .broadcast_add(&shift.reshape(shape)?);
         }
         let (n, _, h, w) = x.dims4()?;
         let count = (n * h * w) as f64;
         let y = if x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) {
-            crate::fused::batch_norm_train(x, &self.weight.to_dtype(x.dtype())?, &self.bias.to_dtype(x.dtype())?, self.eps)?
+            crate::fused::batch_norm_train(
+                x,
+                &self.weight.to_dtype(x.dtype())?,
+                &self.bias.to_dtype(x.dtype())?,
+                self.eps,
+            )?
         } else {
             // Statistics in f32 at least (half-precision inputs are upcast).
             let inner = match x.dtype() {
@@ -163,12 +229,26 @@ impl BatchNorm2d {
                 d => d,
             };
             let xf = x.to_dtype(inner)?;
-            let mean = xf.mean_keepdim(D::Minus1)?.mean_keepdim(2)?.mean_keepdim(0)?;
+            let mean = xf
+                .mean_keepdim(D::Minus1)?
+                .mean_keepdim(2)?
+                .mean_keepdim(0)?;
             let centred = xf.broadcast_sub(&mean)?;
-            let var = centred.sqr()?.mean_keepdim(D::Minus1)?.mean_keepdim(2)?.mean_keepdim(0)?;
+            let var = centred
+                .sqr()?
+                .mean_keepdim(D::Minus1)?
+                .mean_keepdim(2)?
+                .mean_keepdim(0)?;
             let inv = (&var + self.eps)?.sqrt()?.recip()?;
-            let scale = self.weight.to_dtype(inner)?.reshape(shape)?.broadcast_mul(&inv)?;
-            centred.broadcast_mul(&scale)?.broadcast_add(&self.bias.to_dtype(inner)?.reshape(shape)?)?.to_dtype(x.dtype())?
+            let scale = self
+                .weight
+                .to_dtype(inner)?
+                .reshape(shape)?
+                .broadcast_mul(&inv)?;
+            centred
+                .broadcast_mul(&scale)?
+                .broadcast_add(&self.bias.to_dtype(inner)?.reshape(shape)?)?
+                .to_dtype(x.dtype())?
         };
         // Running statistics, outside the graph; the running variance is unbiased as PyTorch's.
         let (bm, bv) = crate::fused::channel_mean_var(&x.detach())?;
@@ -193,9 +273,26 @@ pub struct Linear {
 
 impl Linear {
     pub fn new(vb: &Vb, cin: usize, cout: usize, bias: bool) -> Result<Self> {
-        let weight = vb.get((cout, cin), "weight", Init::KaimingUniformFanIn, ParamKind::Kernel)?;
+        let weight = vb.get(
+            (cout, cin),
+            "weight",
+            Init::KaimingUniformFanIn,
+            ParamKind::Kernel,
+        )?;
         let bound = 1.0 / (cin as f64).sqrt();
-        let bias = if bias { Some(vb.get(cout, "bias", Init::Uniform { lo: -bound, hi: bound }, ParamKind::Bias)?) } else { None };
+        let bias = if bias {
+            Some(vb.get(
+                cout,
+                "bias",
+                Init::Uniform {
+                    lo: -bound,
+                    hi: bound,
+                },
+                ParamKind::Bias,
+            )?)
+        } else {
+            None
+        };
         Ok(Linear { weight, bias })
     }
 }
@@ -242,7 +339,9 @@ pub fn drop_path(x: &Tensor, rate: f64, train: bool, vb: &Vb) -> Result<Tensor> 
     let n = x.dim(0)?;
     let mask: Vec<f32> = {
         let mut rng = vb.store().noise_rng();
-        (0..n).map(|_| (keep + rng.uniform()).floor() as f32 / keep as f32).collect()
+        (0..n)
+            .map(|_| (keep + rng.uniform()).floor() as f32 / keep as f32)
+            .collect()
     };
     let mut shape = vec![1usize; x.rank()];
     shape[0] = n;
@@ -259,7 +358,15 @@ pub fn dropout(x: &Tensor, rate: f64, train: bool, vb: &Vb) -> Result<Tensor> {
     let n = x.elem_count();
     let mask: Vec<f32> = {
         let mut rng = vb.store().noise_rng();
-        (0..n).map(|_| if rng.uniform() < keep { 1.0 / keep as f32 } else { 0.0 }).collect()
+        (0..n)
+            .map(|_| {
+                if rng.uniform() < keep {
+                    1.0 / keep as f32
+                } else {
+                    0.0
+                }
+            })
+            .collect()
     };
     let m = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
     x * m
@@ -292,7 +399,12 @@ mod tests {
     fn batch_norm_train_normalises_and_updates_running_stats() {
         let s = ParamStore::new(&Device::Cpu, DType::F32, 0);
         let bn = BatchNorm2d::new(&s.root().pp("bn"), 2, 1e-5, 0.1).unwrap();
-        let x = Tensor::from_vec((0..16).map(|v| v as f32).collect::<Vec<_>>(), (2, 2, 2, 2), &Device::Cpu).unwrap();
+        let x = Tensor::from_vec(
+            (0..16).map(|v| v as f32).collect::<Vec<_>>(),
+            (2, 2, 2, 2),
+            &Device::Cpu,
+        )
+        .unwrap();
         let y = bn.forward_t(&x, true).unwrap();
         let yv: Vec<f32> = y.flatten_all().unwrap().to_vec1().unwrap();
         // channel 0 holds 0..4 and 8..12: mean 5.5
@@ -301,12 +413,21 @@ mod tests {
         let v: f32 = c0.iter().map(|a| (a - m).powi(2)).sum::<f32>() / 8.0;
         assert!(m.abs() < 1e-5 && (v - 1.0).abs() < 1e-3, "{m} {v}");
         let rm: Vec<f32> = bn.running_mean.as_tensor().to_vec1().unwrap();
-        assert!((rm[0] - 0.55).abs() < 1e-5 && (rm[1] - 0.95).abs() < 1e-5, "{rm:?}");
+        assert!(
+            (rm[0] - 0.55).abs() < 1e-5 && (rm[1] - 0.95).abs() < 1e-5,
+            "{rm:?}"
+        );
         // unbiased batch variance of channel 0 = 138 / 7; running = 0.9 + 0.1 * that
         let rv: Vec<f32> = bn.running_var.as_tensor().to_vec1().unwrap();
         assert!((rv[0] - (0.9 + 0.1 * 138.0 / 7.0)).abs() < 1e-4, "{rv:?}");
         // eval uses running stats
-        let e = bn.forward_t(&x, false).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let e = bn
+            .forward_t(&x, false)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         assert!((e[0] - (0.0 - rm[0]) / (rv[0] + 1e-5).sqrt()).abs() < 1e-5);
     }
 }

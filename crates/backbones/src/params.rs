@@ -30,8 +30,14 @@ impl ParamKind {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Init {
     Const(f64),
-    Normal { mean: f64, std: f64 },
-    Uniform { lo: f64, hi: f64 },
+    Normal {
+        mean: f64,
+        std: f64,
+    },
+    Uniform {
+        lo: f64,
+        hi: f64,
+    },
     /// He normal over fan-out (`fan_out = out_ch * kh * kw / groups`), as timm and torchvision
     /// initialise convolutions.
     KaimingFanOut,
@@ -76,17 +82,22 @@ fn fill(init: Init, shape: &Shape, rng: &mut InitRng) -> Vec<f32> {
     match init {
         Init::Const(v) => vec![v as f32; n],
         Init::Normal { mean, std } => (0..n).map(|_| (mean + std * rng.normal()) as f32).collect(),
-        Init::Uniform { lo, hi } => (0..n).map(|_| (lo + (hi - lo) * rng.uniform()) as f32).collect(),
+        Init::Uniform { lo, hi } => (0..n)
+            .map(|_| (lo + (hi - lo) * rng.uniform()) as f32)
+            .collect(),
         Init::KaimingFanOut => {
             // dims = [out, in/groups, kh, kw]; groups folded in by the caller's shape.
-            let fan_out = dims.first().copied().unwrap_or(1) * dims.iter().skip(2).product::<usize>();
+            let fan_out =
+                dims.first().copied().unwrap_or(1) * dims.iter().skip(2).product::<usize>();
             let std = (2.0 / fan_out.max(1) as f64).sqrt();
             (0..n).map(|_| (std * rng.normal()) as f32).collect()
         }
         Init::KaimingUniformFanIn => {
             let fan_in = dims.iter().skip(1).product::<usize>().max(1);
             let bound = 1.0 / (fan_in as f64).sqrt();
-            (0..n).map(|_| (bound * (2.0 * rng.uniform() - 1.0)) as f32).collect()
+            (0..n)
+                .map(|_| (bound * (2.0 * rng.uniform() - 1.0)) as f32)
+                .collect()
         }
     }
 }
@@ -137,10 +148,18 @@ impl LoadReport {
             t
         };
         if !self.missing.is_empty() {
-            s += &format!("missing {} tensor(s): {}. ", self.missing.len(), list(&self.missing));
+            s += &format!(
+                "missing {} tensor(s): {}. ",
+                self.missing.len(),
+                list(&self.missing)
+            );
         }
         if !self.unexpected.is_empty() {
-            s += &format!("unexpected {} tensor(s): {}. ", self.unexpected.len(), list(&self.unexpected));
+            s += &format!(
+                "unexpected {} tensor(s): {}. ",
+                self.unexpected.len(),
+                list(&self.unexpected)
+            );
         }
         if !self.mismatched.is_empty() {
             let m: Vec<String> = self
@@ -149,7 +168,11 @@ impl LoadReport {
                 .take(20)
                 .map(|(n, a, b)| format!("{n} (model {a:?}, checkpoint {b:?})"))
                 .collect();
-            s += &format!("wrong shape for {} tensor(s): {}. ", self.mismatched.len(), m.join(", "));
+            s += &format!(
+                "wrong shape for {} tensor(s): {}. ",
+                self.mismatched.len(),
+                m.join(", ")
+            );
         }
         s.trim_end().to_string()
     }
@@ -174,14 +197,19 @@ impl LoadOptions {
     }
     /// A backbone from a full classifier checkpoint: the head's tensors are skipped.
     pub fn backbone_only() -> Self {
-        LoadOptions { allow_unexpected: true, ..Default::default() }
+        LoadOptions {
+            allow_unexpected: true,
+            ..Default::default()
+        }
     }
 }
 
 impl ParamStore {
     pub fn new(device: &Device, dtype: DType, seed: u64) -> Self {
         ParamStore {
-            inner: Arc::new(RwLock::new(Inner { vars: BTreeMap::new() })),
+            inner: Arc::new(RwLock::new(Inner {
+                vars: BTreeMap::new(),
+            })),
             device: device.clone(),
             dtype,
             seed,
@@ -198,15 +226,28 @@ impl ParamStore {
 
     /// The root builder.
     pub fn root(&self) -> Vb {
-        Vb { store: self.clone(), path: String::new() }
+        Vb {
+            store: self.clone(),
+            path: String::new(),
+        }
     }
 
     /// Gets the tensor `name`, creating it with `init` on first use.
-    pub fn get_or_init(&self, name: &str, shape: impl Into<Shape>, init: Init, kind: ParamKind) -> Result<Tensor> {
+    pub fn get_or_init(
+        &self,
+        name: &str,
+        shape: impl Into<Shape>,
+        init: Init,
+        kind: ParamKind,
+    ) -> Result<Tensor> {
         let shape = shape.into();
         if let Some(e) = self.inner.read().unwrap().vars.get(name) {
             if e.var.shape() != &shape {
-                candle_core::bail!("parameter {name} exists with shape {:?}, requested {:?}", e.var.shape(), shape)
+                candle_core::bail!(
+                    "parameter {name} exists with shape {:?}, requested {:?}",
+                    e.var.shape(),
+                    shape
+                )
             }
             return Ok(e.var.as_tensor().clone());
         }
@@ -215,7 +256,11 @@ impl ParamStore {
         let t = Tensor::from_vec(data, shape, &self.device)?.to_dtype(self.dtype)?;
         let var = Var::from_tensor(&t)?;
         let out = var.as_tensor().clone();
-        self.inner.write().unwrap().vars.insert(name.to_string(), Entry { var, kind });
+        self.inner
+            .write()
+            .unwrap()
+            .vars
+            .insert(name.to_string(), Entry { var, kind });
         Ok(out)
     }
 
@@ -244,11 +289,21 @@ impl ParamStore {
     }
 
     pub fn get(&self, name: &str) -> Option<Tensor> {
-        self.inner.read().unwrap().vars.get(name).map(|e| e.var.as_tensor().clone())
+        self.inner
+            .read()
+            .unwrap()
+            .vars
+            .get(name)
+            .map(|e| e.var.as_tensor().clone())
     }
 
     pub fn var(&self, name: &str) -> Option<Var> {
-        self.inner.read().unwrap().vars.get(name).map(|e| e.var.clone())
+        self.inner
+            .read()
+            .unwrap()
+            .vars
+            .get(name)
+            .map(|e| e.var.clone())
     }
 
     pub fn kind(&self, name: &str) -> Option<ParamKind> {
@@ -281,13 +336,21 @@ impl ParamStore {
     /// Overwrites one tensor's values (same shape; dtype converted).
     pub fn set(&self, name: &str, value: &Tensor) -> Result<()> {
         let g = self.inner.read().unwrap();
-        let e = g.vars.get(name).ok_or_else(|| candle_core::Error::Msg(format!("no parameter {name}")))?;
-        e.var.set(&value.to_dtype(self.dtype)?.to_device(&self.device)?)
+        let e = g
+            .vars
+            .get(name)
+            .ok_or_else(|| candle_core::Error::Msg(format!("no parameter {name}")))?;
+        e.var
+            .set(&value.to_dtype(self.dtype)?.to_device(&self.device)?)
     }
 
     /// Copies checkpoint tensors into the model. Nothing is changed unless the load is
     /// accepted under `opts`; the error lists every mismatch.
-    pub fn load_tensors(&self, tensors: &HashMap<String, Tensor>, opts: &LoadOptions) -> Result<LoadReport> {
+    pub fn load_tensors(
+        &self,
+        tensors: &HashMap<String, Tensor>,
+        opts: &LoadOptions,
+    ) -> Result<LoadReport> {
         let g = self.inner.read().unwrap();
         let mut report = LoadReport::default();
         let mut plan: Vec<(&Entry, &Tensor, String)> = Vec::new();
@@ -311,14 +374,21 @@ impl ParamStore {
                 Some(e) => {
                     seen.insert(target.clone());
                     if e.var.dims() != t.dims() {
-                        report.mismatched.push((target, e.var.dims().to_vec(), t.dims().to_vec()));
+                        report
+                            .mismatched
+                            .push((target, e.var.dims().to_vec(), t.dims().to_vec()));
                     } else {
                         plan.push((e, t, target));
                     }
                 }
             }
         }
-        report.missing = g.vars.keys().filter(|n| !seen.contains(*n)).cloned().collect();
+        report.missing = g
+            .vars
+            .keys()
+            .filter(|n| !seen.contains(*n))
+            .cloned()
+            .collect();
         let refused = !report.mismatched.is_empty()
             || (!opts.allow_missing && !report.missing.is_empty())
             || (!opts.allow_unexpected && !report.unexpected.is_empty());
@@ -326,14 +396,19 @@ impl ParamStore {
             candle_core::bail!("checkpoint does not match the model: {}", report.describe())
         }
         for (e, t, name) in plan {
-            e.var.set(&t.to_dtype(self.dtype)?.to_device(&self.device)?)?;
+            e.var
+                .set(&t.to_dtype(self.dtype)?.to_device(&self.device)?)?;
             report.loaded.push(name);
         }
         Ok(report)
     }
 
     /// Loads a safetensors file (any float dtype; f16/bf16 are upcast). Errors name the file.
-    pub fn load_safetensors(&self, path: impl AsRef<Path>, opts: &LoadOptions) -> Result<LoadReport> {
+    pub fn load_safetensors(
+        &self,
+        path: impl AsRef<Path>,
+        opts: &LoadOptions,
+    ) -> Result<LoadReport> {
         let path = path.as_ref();
         let tensors = candle_core::safetensors::load(path, &Device::Cpu)
             .map_err(|e| candle_core::Error::Msg(format!("{}: {e}", path.display())))?;
@@ -343,7 +418,11 @@ impl ParamStore {
 
     /// Writes every tensor to a safetensors file with `header` stored under the metadata key
     /// "pupil", atomically.
-    pub fn save_safetensors(&self, path: impl AsRef<Path>, header: &serde_json::Value) -> Result<()> {
+    pub fn save_safetensors(
+        &self,
+        path: impl AsRef<Path>,
+        header: &serde_json::Value,
+    ) -> Result<()> {
         save_tensors(path.as_ref(), &self.tensors(), header)
     }
 
@@ -363,7 +442,11 @@ impl ParamStore {
 
 /// Writes tensors (converted to f32 unless integer) to a safetensors file with a JSON header,
 /// through a temporary file and a rename.
-pub fn save_tensors(path: &Path, tensors: &BTreeMap<String, Tensor>, header: &serde_json::Value) -> Result<()> {
+pub fn save_tensors(
+    path: &Path,
+    tensors: &BTreeMap<String, Tensor>,
+    header: &serde_json::Value,
+) -> Result<()> {
     let mut raw: Vec<(String, safetensors::tensor::TensorView<'_>)> = Vec::new();
     let mut bufs: Vec<(String, Vec<u8>, Vec<usize>, safetensors::Dtype)> = Vec::new();
     for (name, t) in tensors {
@@ -371,11 +454,20 @@ pub fn save_tensors(path: &Path, tensors: &BTreeMap<String, Tensor>, header: &se
         let (bytes, dtype) = match t.dtype() {
             DType::U8 => (t.flatten_all()?.to_vec1::<u8>()?, safetensors::Dtype::U8),
             DType::I64 => (
-                t.flatten_all()?.to_vec1::<i64>()?.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                t.flatten_all()?
+                    .to_vec1::<i64>()?
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect(),
                 safetensors::Dtype::I64,
             ),
             _ => (
-                t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                t.to_dtype(DType::F32)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect(),
                 safetensors::Dtype::F32,
             ),
         };
@@ -388,12 +480,19 @@ pub fn save_tensors(path: &Path, tensors: &BTreeMap<String, Tensor>, header: &se
     }
     let mut meta = HashMap::new();
     meta.insert("pupil".to_string(), header.to_string());
-    let bytes = safetensors::serialize(raw, Some(meta)).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| candle_core::Error::Msg(format!("{}: {e}", dir.display())))?;
+    let bytes = safetensors::serialize(raw, Some(meta))
+        .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)
+        .map_err(|e| candle_core::Error::Msg(format!("{}: {e}", dir.display())))?;
     let tmp = dir.join(format!(
         ".{}.{}.tmp",
-        path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
+        path.file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default(),
         std::process::id()
     ));
     let write = || -> std::io::Result<()> {
@@ -416,16 +515,25 @@ pub fn read_header(path: impl AsRef<Path>) -> Result<Option<serde_json::Value>> 
     let mut f = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
     use std::io::Read;
     let mut n = [0u8; 8];
-    f.read_exact(&mut n).map_err(|e| err(format!("not a safetensors file: {e}")))?;
+    f.read_exact(&mut n)
+        .map_err(|e| err(format!("not a safetensors file: {e}")))?;
     let n = u64::from_le_bytes(n);
     if n > 100_000_000 {
         return Err(err("not a safetensors file: header too large".into()));
     }
     let mut buf = vec![0u8; n as usize];
-    f.read_exact(&mut buf).map_err(|e| err(format!("truncated header: {e}")))?;
-    let v: serde_json::Value = serde_json::from_slice(&buf).map_err(|e| err(format!("malformed header: {e}")))?;
-    match v.get("__metadata__").and_then(|m| m.get("pupil")).and_then(|s| s.as_str()) {
-        Some(s) => serde_json::from_str(s).map(Some).map_err(|e| err(format!("malformed pupil header: {e}"))),
+    f.read_exact(&mut buf)
+        .map_err(|e| err(format!("truncated header: {e}")))?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&buf).map_err(|e| err(format!("malformed header: {e}")))?;
+    match v
+        .get("__metadata__")
+        .and_then(|m| m.get("pupil"))
+        .and_then(|s| s.as_str())
+    {
+        Some(s) => serde_json::from_str(s)
+            .map(Some)
+            .map_err(|e| err(format!("malformed pupil header: {e}"))),
         None => Ok(None),
     }
 }
@@ -439,8 +547,15 @@ pub struct Vb {
 
 impl Vb {
     pub fn pp(&self, s: impl std::fmt::Display) -> Vb {
-        let path = if self.path.is_empty() { s.to_string() } else { format!("{}.{}", self.path, s) };
-        Vb { store: self.store.clone(), path }
+        let path = if self.path.is_empty() {
+            s.to_string()
+        } else {
+            format!("{}.{}", self.path, s)
+        };
+        Vb {
+            store: self.store.clone(),
+            path,
+        }
     }
 
     pub fn name(&self, leaf: &str) -> String {
@@ -451,7 +566,13 @@ impl Vb {
         }
     }
 
-    pub fn get(&self, shape: impl Into<Shape>, leaf: &str, init: Init, kind: ParamKind) -> Result<Tensor> {
+    pub fn get(
+        &self,
+        shape: impl Into<Shape>,
+        leaf: &str,
+        init: Init,
+        kind: ParamKind,
+    ) -> Result<Tensor> {
         self.store.get_or_init(&self.name(leaf), shape, init, kind)
     }
 
@@ -477,42 +598,122 @@ mod tests {
     fn init_depends_on_seed_and_name_only() {
         let a = ParamStore::new(&Device::Cpu, DType::F32, 3);
         let b = ParamStore::new(&Device::Cpu, DType::F32, 3);
-        let x = a.root().pp("m").get((4, 5), "w", Init::Normal { mean: 0.0, std: 1.0 }, ParamKind::Kernel).unwrap();
-        b.root().get(2, "other", Init::Const(0.0), ParamKind::Bias).unwrap();
-        let y = b.root().pp("m").get((4, 5), "w", Init::Normal { mean: 0.0, std: 1.0 }, ParamKind::Kernel).unwrap();
+        let x = a
+            .root()
+            .pp("m")
+            .get(
+                (4, 5),
+                "w",
+                Init::Normal {
+                    mean: 0.0,
+                    std: 1.0,
+                },
+                ParamKind::Kernel,
+            )
+            .unwrap();
+        b.root()
+            .get(2, "other", Init::Const(0.0), ParamKind::Bias)
+            .unwrap();
+        let y = b
+            .root()
+            .pp("m")
+            .get(
+                (4, 5),
+                "w",
+                Init::Normal {
+                    mean: 0.0,
+                    std: 1.0,
+                },
+                ParamKind::Kernel,
+            )
+            .unwrap();
         assert_eq!(x.to_vec2::<f32>().unwrap(), y.to_vec2::<f32>().unwrap());
         let c = ParamStore::new(&Device::Cpu, DType::F32, 4);
-        let z = c.root().pp("m").get((4, 5), "w", Init::Normal { mean: 0.0, std: 1.0 }, ParamKind::Kernel).unwrap();
+        let z = c
+            .root()
+            .pp("m")
+            .get(
+                (4, 5),
+                "w",
+                Init::Normal {
+                    mean: 0.0,
+                    std: 1.0,
+                },
+                ParamKind::Kernel,
+            )
+            .unwrap();
         assert_ne!(x.to_vec2::<f32>().unwrap(), z.to_vec2::<f32>().unwrap());
         // statistics of a large normal draw
-        let big = a.root().get(10_000, "big", Init::Normal { mean: 0.0, std: 2.0 }, ParamKind::Kernel).unwrap();
+        let big = a
+            .root()
+            .get(
+                10_000,
+                "big",
+                Init::Normal {
+                    mean: 0.0,
+                    std: 2.0,
+                },
+                ParamKind::Kernel,
+            )
+            .unwrap();
         let v: Vec<f32> = big.to_vec1().unwrap();
         let mean = v.iter().sum::<f32>() / v.len() as f32;
         let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / v.len() as f32;
-        assert!(mean.abs() < 0.06 && (var.sqrt() - 2.0).abs() < 0.06, "{mean} {var}");
+        assert!(
+            mean.abs() < 0.06 && (var.sqrt() - 2.0).abs() < 0.06,
+            "{mean} {var}"
+        );
     }
 
     #[test]
     fn strict_load_reports_everything_and_changes_nothing() {
         let s = ParamStore::new(&Device::Cpu, DType::F32, 0);
         let r = s.root();
-        r.get((2, 2), "a", Init::Const(1.0), ParamKind::Kernel).unwrap();
+        r.get((2, 2), "a", Init::Const(1.0), ParamKind::Kernel)
+            .unwrap();
         r.get(3, "b", Init::Const(1.0), ParamKind::Bias).unwrap();
         r.get(1, "c", Init::Const(1.0), ParamKind::Buffer).unwrap();
         let mut ck = HashMap::new();
-        ck.insert("a".to_string(), Tensor::zeros((2, 2), DType::F16, &Device::Cpu).unwrap());
-        ck.insert("b".to_string(), Tensor::zeros(4, DType::F32, &Device::Cpu).unwrap());
-        ck.insert("zz".to_string(), Tensor::zeros(1, DType::F32, &Device::Cpu).unwrap());
-        let e = s.load_tensors(&ck, &LoadOptions::strict()).unwrap_err().to_string();
+        ck.insert(
+            "a".to_string(),
+            Tensor::zeros((2, 2), DType::F16, &Device::Cpu).unwrap(),
+        );
+        ck.insert(
+            "b".to_string(),
+            Tensor::zeros(4, DType::F32, &Device::Cpu).unwrap(),
+        );
+        ck.insert(
+            "zz".to_string(),
+            Tensor::zeros(1, DType::F32, &Device::Cpu).unwrap(),
+        );
+        let e = s
+            .load_tensors(&ck, &LoadOptions::strict())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("missing 1 tensor(s): c"), "{e}");
         assert!(e.contains("unexpected 1 tensor(s): zz"), "{e}");
         assert!(e.contains("b (model [3], checkpoint [4])"), "{e}");
-        assert_eq!(s.get("a").unwrap().to_vec2::<f32>().unwrap(), vec![vec![1.0; 2]; 2], "nothing loaded");
-        ck.insert("b".to_string(), Tensor::zeros(3, DType::BF16, &Device::Cpu).unwrap());
-        let opts = LoadOptions { allow_missing: true, allow_unexpected: true, ..Default::default() };
+        assert_eq!(
+            s.get("a").unwrap().to_vec2::<f32>().unwrap(),
+            vec![vec![1.0; 2]; 2],
+            "nothing loaded"
+        );
+        ck.insert(
+            "b".to_string(),
+            Tensor::zeros(3, DType::BF16, &Device::Cpu).unwrap(),
+        );
+        let opts = LoadOptions {
+            allow_missing: true,
+            allow_unexpected: true,
+            ..Default::default()
+        };
         let rep = s.load_tensors(&ck, &opts).unwrap();
         assert_eq!(rep.loaded, vec!["a", "b"]);
-        assert_eq!(s.get("b").unwrap().to_vec1::<f32>().unwrap(), vec![0.0; 3], "bf16 upcast");
+        assert_eq!(
+            s.get("b").unwrap().to_vec1::<f32>().unwrap(),
+            vec![0.0; 3],
+            "bf16 upcast"
+        );
         assert_eq!(s.get("c").unwrap().to_vec1::<f32>().unwrap(), vec![1.0]);
     }
 
@@ -520,12 +721,24 @@ mod tests {
     fn save_and_reload_with_header() {
         let d = tempfile::tempdir().unwrap();
         let s = ParamStore::new(&Device::Cpu, DType::F32, 1);
-        s.root().pp("x").get((3, 2), "w", Init::Uniform { lo: -1.0, hi: 1.0 }, ParamKind::Kernel).unwrap();
+        s.root()
+            .pp("x")
+            .get(
+                (3, 2),
+                "w",
+                Init::Uniform { lo: -1.0, hi: 1.0 },
+                ParamKind::Kernel,
+            )
+            .unwrap();
         let p = d.path().join("m.safetensors");
-        s.save_safetensors(&p, &serde_json::json!({"model": "tiny", "n": 3})).unwrap();
+        s.save_safetensors(&p, &serde_json::json!({"model": "tiny", "n": 3}))
+            .unwrap();
         assert_eq!(read_header(&p).unwrap().unwrap()["model"], "tiny");
         let t = ParamStore::new(&Device::Cpu, DType::F32, 2);
-        t.root().pp("x").get((3, 2), "w", Init::Const(0.0), ParamKind::Kernel).unwrap();
+        t.root()
+            .pp("x")
+            .get((3, 2), "w", Init::Const(0.0), ParamKind::Kernel)
+            .unwrap();
         t.load_safetensors(&p, &LoadOptions::strict()).unwrap();
         assert_eq!(
             s.get("x.w").unwrap().to_vec2::<f32>().unwrap(),
@@ -533,7 +746,10 @@ mod tests {
         );
         let bad = d.path().join("bad.safetensors");
         std::fs::write(&bad, b"garbage").unwrap();
-        let e = t.load_safetensors(&bad, &LoadOptions::strict()).unwrap_err().to_string();
+        let e = t
+            .load_safetensors(&bad, &LoadOptions::strict())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("bad.safetensors"), "{e}");
     }
 }

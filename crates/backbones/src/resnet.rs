@@ -24,7 +24,14 @@ impl ResNetConfig {
             152 => [3, 8, 36, 3],
             _ => return None,
         };
-        Some(ResNetConfig { layers, base_width: 64, num_classes: 1000, in_channels: 3, bn_eps: 1e-5, bn_momentum: 0.1 })
+        Some(ResNetConfig {
+            layers,
+            base_width: 64,
+            num_classes: 1000,
+            in_channels: 3,
+            bn_eps: 1e-5,
+            bn_momentum: 0.1,
+        })
     }
 }
 
@@ -41,7 +48,10 @@ struct Bottleneck {
 impl Bottleneck {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let y = self.bn1.forward_t(&self.conv1.forward(x)?, train)?.relu()?;
-        let y = self.bn2.forward_t(&self.conv2.forward(&y)?, train)?.relu()?;
+        let y = self
+            .bn2
+            .forward_t(&self.conv2.forward(&y)?, train)?
+            .relu()?;
         let y = self.bn3.forward_t(&self.conv3.forward(&y)?, train)?;
         let id = match &self.downsample {
             Some((c, b)) => b.forward_t(&c.forward(x)?, train)?,
@@ -63,7 +73,11 @@ pub struct ResNet {
 impl ResNet {
     pub fn new(vb: &Vb, cfg: &ResNetConfig) -> Result<Self> {
         let bn = |vb: &Vb, c: usize| BatchNorm2d::new(vb, c, cfg.bn_eps, cfg.bn_momentum);
-        let c = |stride: usize, pad: usize| ConvCfg { stride, pad: PadMode::Sym(pad), ..Default::default() };
+        let c = |stride: usize, pad: usize| ConvCfg {
+            stride,
+            pad: PadMode::Sym(pad),
+            ..Default::default()
+        };
         let w0 = cfg.base_width;
         let conv1 = Conv2d::new(&vb.pp("conv1"), cfg.in_channels, w0, 7, c(2, 3))?;
         let bn1 = bn(&vb.pp("bn1"), w0)?;
@@ -78,7 +92,10 @@ impl ResNet {
                 let b = vb.pp(format!("layer{}", s + 1)).pp(i);
                 let stride = if i == 0 && s > 0 { 2 } else { 1 };
                 let downsample = if i == 0 && (stride != 1 || cin != cout) {
-                    Some((Conv2d::new(&b.pp("downsample").pp(0), cin, cout, 1, c(stride, 0))?, bn(&b.pp("downsample").pp(1), cout)?))
+                    Some((
+                        Conv2d::new(&b.pp("downsample").pp(0), cin, cout, 1, c(stride, 0))?,
+                        bn(&b.pp("downsample").pp(1), cout)?,
+                    ))
                 } else {
                     None
                 };
@@ -96,14 +113,35 @@ impl ResNet {
             layers.push(blocks);
             channels[s] = cout;
         }
-        let fc = if cfg.num_classes > 0 { Some(Linear::new(&vb.pp("fc"), cin, cfg.num_classes, true)?) } else { None };
-        Ok(ResNet { config: cfg.clone(), conv1, bn1, layers, fc, channels })
+        let fc = if cfg.num_classes > 0 {
+            Some(Linear::new(&vb.pp("fc"), cin, cfg.num_classes, true)?)
+        } else {
+            None
+        };
+        Ok(ResNet {
+            config: cfg.clone(),
+            conv1,
+            bn1,
+            layers,
+            fc,
+            channels,
+        })
     }
 
     /// Outputs of layer1..layer4 (strides 4, 8, 16, 32).
     pub fn stages_t(&self, x: &Tensor, train: bool) -> Result<Vec<Tensor>> {
         let x = self.bn1.forward_t(&self.conv1.forward(x)?, train)?.relu()?;
-        let mut x = pupil_ops::max_pool2d(&x, (3, 3), (2, 2), pupil_ops::Pad2d { top: 1, bottom: 1, left: 1, right: 1 })?;
+        let mut x = pupil_ops::max_pool2d(
+            &x,
+            (3, 3),
+            (2, 2),
+            pupil_ops::Pad2d {
+                top: 1,
+                bottom: 1,
+                left: 1,
+                right: 1,
+            },
+        )?;
         let mut outs = Vec::new();
         for layer in &self.layers {
             for b in layer {
@@ -128,13 +166,22 @@ impl Backbone for ResNet {
         Ok(f)
     }
     fn levels(&self) -> Vec<LevelInfo> {
-        (0..4).map(|i| LevelInfo { level: i + 2, stride: 4 << i, channels: self.channels[i] }).collect()
+        (0..4)
+            .map(|i| LevelInfo {
+                level: i + 2,
+                stride: 4 << i,
+                channels: self.channels[i],
+            })
+            .collect()
     }
 }
 
 impl Classifier for ResNet {
     fn logits_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let fc = self.fc.as_ref().ok_or_else(|| candle_core::Error::Msg("this ResNet has no head".into()))?;
+        let fc = self
+            .fc
+            .as_ref()
+            .ok_or_else(|| candle_core::Error::Msg("this ResNet has no head".into()))?;
         fc.forward(&self.pooled_t(x, train)?)
     }
     fn num_classes(&self) -> usize {

@@ -109,8 +109,19 @@ struct ConvBn {
 }
 
 impl ConvBn {
-    fn new(vb: &Vb, cfg: &SpineNetConfig, cin: usize, cout: usize, k: usize, stride: usize) -> Result<Self> {
-        let c = ConvCfg { stride, pad: PadMode::Fixed, ..Default::default() };
+    fn new(
+        vb: &Vb,
+        cfg: &SpineNetConfig,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+    ) -> Result<Self> {
+        let c = ConvCfg {
+            stride,
+            pad: PadMode::Fixed,
+            ..Default::default()
+        };
         Ok(ConvBn {
             conv: Conv2d::new(&vb.pp("conv"), cin, cout, k, c)?,
             bn: BatchNorm2d::new(&vb.pp("bn"), cout, cfg.bn_eps, cfg.bn_momentum)?,
@@ -127,9 +138,27 @@ struct Block {
 }
 
 impl Block {
-    fn new(vb: &Vb, cfg: &SpineNetConfig, kind: BlockFn, cin: usize, filters: usize, stride: usize) -> Result<Self> {
+    fn new(
+        vb: &Vb,
+        cfg: &SpineNetConfig,
+        kind: BlockFn,
+        cin: usize,
+        filters: usize,
+        stride: usize,
+    ) -> Result<Self> {
         let cout = filters * kind.expansion();
-        let projection = if cin != cout || stride != 1 { Some(ConvBn::new(&vb.pp("projection"), cfg, cin, cout, 1, stride)?) } else { None };
+        let projection = if cin != cout || stride != 1 {
+            Some(ConvBn::new(
+                &vb.pp("projection"),
+                cfg,
+                cin,
+                cout,
+                1,
+                stride,
+            )?)
+        } else {
+            None
+        };
         let layers = match kind {
             BlockFn::Bottleneck => vec![
                 ConvBn::new(&vb.pp("conv1"), cfg, cin, filters, 1, 1)?,
@@ -166,14 +195,25 @@ struct Group {
 }
 
 impl Group {
-    fn new(vb: &Vb, cfg: &SpineNetConfig, kind: BlockFn, cin: usize, filters: usize, drop: f64) -> Result<Self> {
+    fn new(
+        vb: &Vb,
+        cfg: &SpineNetConfig,
+        kind: BlockFn,
+        cin: usize,
+        filters: usize,
+        drop: f64,
+    ) -> Result<Self> {
         let mut blocks = Vec::new();
         let mut c = cin;
         for i in 0..cfg.block_repeats {
             blocks.push(Block::new(&vb.pp(i), cfg, kind, c, filters, 1)?);
             c = filters * kind.expansion();
         }
-        Ok(Group { blocks, drop, vb: vb.clone() })
+        Ok(Group {
+            blocks,
+            drop,
+            vb: vb.clone(),
+        })
     }
     fn forward_t(&self, x: &Tensor, train: bool, act: Act) -> Result<Tensor> {
         let mut y = x.clone();
@@ -194,13 +234,25 @@ struct Resample {
 }
 
 impl Resample {
-    fn new(vb: &Vb, cfg: &SpineNetConfig, parent_ch: usize, parent_fn: BlockFn, from: usize, to: usize, target: BlockFn) -> Result<Self> {
+    fn new(
+        vb: &Vb,
+        cfg: &SpineNetConfig,
+        parent_ch: usize,
+        parent_fn: BlockFn,
+        from: usize,
+        to: usize,
+        target: BlockFn,
+    ) -> Result<Self> {
         let base = parent_ch / parent_fn.expansion();
         let mid = (base as f64 * cfg.resample_alpha) as usize;
         let out = cfg.filters(to) * target.expansion();
         Ok(Resample {
             reduce: ConvBn::new(&vb.pp("reduce"), cfg, parent_ch, mid, 1, 1)?,
-            down: if from < to { Some(ConvBn::new(&vb.pp("down"), cfg, mid, mid, 3, 2)?) } else { None },
+            down: if from < to {
+                Some(ConvBn::new(&vb.pp("down"), cfg, mid, mid, 3, 2)?)
+            } else {
+                None
+            },
             expand: ConvBn::new(&vb.pp("expand"), cfg, mid, out, 1, 1)?,
             from_level: from,
             to_level: to,
@@ -250,10 +302,27 @@ impl SpineNet {
     pub fn new(vb: &Vb, cfg: &SpineNetConfig) -> Result<Self> {
         let stem = ConvBn::new(&vb.pp("stem"), cfg, cfg.in_channels, 64, 7, 2)?;
         let f2 = cfg.filters(2);
-        let g0 = Group::new(&vb.pp("stem_groups").pp(0), cfg, BlockFn::Bottleneck, 64, f2, 0.0)?;
-        let g1 = Group::new(&vb.pp("stem_groups").pp(1), cfg, BlockFn::Bottleneck, f2 * 4, f2, 0.0)?;
+        let g0 = Group::new(
+            &vb.pp("stem_groups").pp(0),
+            cfg,
+            BlockFn::Bottleneck,
+            64,
+            f2,
+            0.0,
+        )?;
+        let g1 = Group::new(
+            &vb.pp("stem_groups").pp(1),
+            cfg,
+            BlockFn::Bottleneck,
+            f2 * 4,
+            f2,
+            0.0,
+        )?;
         // (level, block fn, channels) of every feat, in creation order.
-        let mut feats: Vec<(usize, BlockFn, usize)> = vec![(2, BlockFn::Bottleneck, f2 * 4), (2, BlockFn::Bottleneck, f2 * 4)];
+        let mut feats: Vec<(usize, BlockFn, usize)> = vec![
+            (2, BlockFn::Bottleneck, f2 * 4),
+            (2, BlockFn::Bottleneck, f2 * 4),
+        ];
         let mut outgoing = vec![0usize; 2];
         let mut nodes = Vec::new();
         let mut extra_inputs = Vec::new();
@@ -261,8 +330,24 @@ impl SpineNet {
         for (i, &(level, kind, (a, b), is_output)) in SPINENET_BLOCK_SPECS.iter().enumerate() {
             let nvb = vb.pp("blocks").pp(i);
             let out_ch = cfg.filters(level) * kind.expansion();
-            let r0 = Resample::new(&nvb.pp("resample0"), cfg, feats[a].2, feats[a].1, feats[a].0, level, kind)?;
-            let r1 = Resample::new(&nvb.pp("resample1"), cfg, feats[b].2, feats[b].1, feats[b].0, level, kind)?;
+            let r0 = Resample::new(
+                &nvb.pp("resample0"),
+                cfg,
+                feats[a].2,
+                feats[a].1,
+                feats[a].0,
+                level,
+                kind,
+            )?;
+            let r1 = Resample::new(
+                &nvb.pp("resample1"),
+                cfg,
+                feats[b].2,
+                feats[b].1,
+                feats[b].0,
+                level,
+                kind,
+            )?;
             outgoing[a] += 1;
             outgoing[b] += 1;
             let mut extra = Vec::new();
@@ -279,8 +364,20 @@ impl SpineNet {
             } else {
                 0.0
             };
-            let group = Group::new(&nvb.pp("group"), cfg, kind, out_ch, cfg.filters(level), drop)?;
-            nodes.push(Node { level, inputs: (a, b), resample: (r0, r1), group });
+            let group = Group::new(
+                &nvb.pp("group"),
+                cfg,
+                kind,
+                out_ch,
+                cfg.filters(level),
+                drop,
+            )?;
+            nodes.push(Node {
+                level,
+                inputs: (a, b),
+                resample: (r0, r1),
+                group,
+            });
             extra_inputs.push(extra);
             feats.push((level, kind, out_ch));
             outgoing.push(0);
@@ -289,10 +386,30 @@ impl SpineNet {
         for (i, &(level, _, _, is_output)) in SPINENET_BLOCK_SPECS.iter().enumerate() {
             if is_output {
                 let ch = feats[i + 2].2;
-                endpoints.insert(level, (i + 2, ConvBn::new(&vb.pp("endpoints").pp(level), cfg, ch, cfg.endpoints_num_filters, 1, 1)?));
+                endpoints.insert(
+                    level,
+                    (
+                        i + 2,
+                        ConvBn::new(
+                            &vb.pp("endpoints").pp(level),
+                            cfg,
+                            ch,
+                            cfg.endpoints_num_filters,
+                            1,
+                            1,
+                        )?,
+                    ),
+                );
             }
         }
-        Ok(SpineNet { config: cfg.clone(), stem, stem_groups: [g0, g1], nodes, extra_inputs, endpoints })
+        Ok(SpineNet {
+            config: cfg.clone(),
+            stem,
+            stem_groups: [g0, g1],
+            nodes,
+            extra_inputs,
+            endpoints,
+        })
     }
 }
 
@@ -310,8 +427,14 @@ impl Backbone for SpineNet {
         let mut feats = vec![f0, f1];
         for (node, extra) in self.nodes.iter().zip(&self.extra_inputs) {
             let s = size(node.level);
-            let mut y = (node.resample.0.forward_t(&feats[node.inputs.0], s, train, act)?
-                + node.resample.1.forward_t(&feats[node.inputs.1], s, train, act)?)?;
+            let mut y = (node
+                .resample
+                .0
+                .forward_t(&feats[node.inputs.0], s, train, act)?
+                + node
+                    .resample
+                    .1
+                    .forward_t(&feats[node.inputs.1], s, train, act)?)?;
             for &j in extra {
                 y = (y + &feats[j])?;
             }
@@ -320,7 +443,8 @@ impl Backbone for SpineNet {
         }
         let mut out = FeatureMaps::default();
         for (&level, (idx, conv)) in &self.endpoints {
-            out.maps.insert(level, conv.forward_t(&feats[*idx], train, act)?);
+            out.maps
+                .insert(level, conv.forward_t(&feats[*idx], train, act)?);
         }
         Ok(out)
     }
@@ -328,7 +452,11 @@ impl Backbone for SpineNet {
     fn levels(&self) -> Vec<LevelInfo> {
         self.endpoints
             .keys()
-            .map(|&level| LevelInfo { level, stride: 1 << level, channels: self.config.endpoints_num_filters })
+            .map(|&level| LevelInfo {
+                level,
+                stride: 1 << level,
+                channels: self.config.endpoints_num_filters,
+            })
             .collect()
     }
 }

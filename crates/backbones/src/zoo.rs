@@ -44,7 +44,15 @@ impl Default for BackboneConfig {
 
 impl BackboneConfig {
     pub fn named(name: &str) -> Self {
-        BackboneConfig { name: name.to_string(), width: None, depth: None, num_classes: 0, drop_path: None, dropout: None, in_channels: 3 }
+        BackboneConfig {
+            name: name.to_string(),
+            width: None,
+            depth: None,
+            num_classes: 0,
+            drop_path: None,
+            dropout: None,
+            in_channels: 3,
+        }
     }
 }
 
@@ -56,8 +64,18 @@ pub enum AnyBackbone {
 
 pub fn build(vb: &Vb, cfg: &BackboneConfig) -> Result<AnyBackbone> {
     let name = cfg.name.to_ascii_lowercase();
-    let unknown = || Error::Msg(format!("unknown backbone {:?}: efficientnet-b0..b8|l2, tf-efficientnet-*, efficientnet (with width/depth), resnet-50|101|152, spinenet-49s|49|96|143|190", cfg.name));
-    if let Some(v) = name.strip_prefix("tf-efficientnet-").or_else(|| name.strip_prefix("efficientnet-")).or(if name == "efficientnet" || name == "tf-efficientnet" { Some("b0") } else { None }) {
+    let unknown = || {
+        Error::Msg(format!("unknown backbone {:?}: efficientnet-b0..b8|l2, tf-efficientnet-*, efficientnet (with width/depth), resnet-50|101|152, spinenet-49s|49|96|143|190", cfg.name))
+    };
+    if let Some(v) = name
+        .strip_prefix("tf-efficientnet-")
+        .or_else(|| name.strip_prefix("efficientnet-"))
+        .or(if name == "efficientnet" || name == "tf-efficientnet" {
+            Some("b0")
+        } else {
+            None
+        })
+    {
         let mut c = EfficientNetConfig::variant(v).ok_or_else(unknown)?;
         if name.starts_with("tf-") {
             c = c.tf();
@@ -79,7 +97,11 @@ pub fn build(vb: &Vb, cfg: &BackboneConfig) -> Result<AnyBackbone> {
         return Ok(AnyBackbone::EfficientNet(EfficientNet::new(vb, &c)?));
     }
     if let Some(d) = name.strip_prefix("resnet-") {
-        let mut c = d.parse().ok().and_then(ResNetConfig::depth).ok_or_else(unknown)?;
+        let mut c = d
+            .parse()
+            .ok()
+            .and_then(ResNetConfig::depth)
+            .ok_or_else(unknown)?;
         c.num_classes = cfg.num_classes;
         c.in_channels = cfg.in_channels;
         return Ok(AnyBackbone::ResNet(ResNet::new(vb, &c)?));
@@ -126,7 +148,11 @@ impl Backbone for AnyBackbone {
 }
 
 /// Saves a backbone's tensors with its config in the header (`{"backbone": cfg}`).
-pub fn save_checkpoint(path: impl AsRef<std::path::Path>, cfg: &BackboneConfig, store: &crate::params::ParamStore) -> Result<()> {
+pub fn save_checkpoint(
+    path: impl AsRef<std::path::Path>,
+    cfg: &BackboneConfig,
+    store: &crate::params::ParamStore,
+) -> Result<()> {
     let header = serde_json::json!({ "format": "pupil-backbone", "backbone": cfg });
     store.save_safetensors(path, &header)
 }
@@ -138,10 +164,21 @@ pub fn load_checkpoint(
     device: &candle_core::Device,
 ) -> Result<(BackboneConfig, crate::params::ParamStore, AnyBackbone)> {
     let path = path.as_ref();
-    let header = crate::params::read_header(path)?
-        .ok_or_else(|| Error::Msg(format!("{}: not a pupil checkpoint (no pupil header)", path.display())))?;
-    let cfg: BackboneConfig = serde_json::from_value(header.get("backbone").cloned().unwrap_or_default())
-        .map_err(|e| Error::Msg(format!("{}: backbone config in the header: {e}", path.display())))?;
+    let header = crate::params::read_header(path)?.ok_or_else(|| {
+        Error::Msg(format!(
+            "{}: not a pupil checkpoint (no pupil header)",
+            path.display()
+        ))
+    })?;
+    let cfg: BackboneConfig = serde_json::from_value(
+        header.get("backbone").cloned().unwrap_or_default(),
+    )
+    .map_err(|e| {
+        Error::Msg(format!(
+            "{}: backbone config in the header: {e}",
+            path.display()
+        ))
+    })?;
     let store = crate::params::ParamStore::new(device, candle_core::DType::F32, 0);
     let model = build(&store.root(), &cfg)?;
     store.load_safetensors(path, &crate::params::LoadOptions::strict())?;
@@ -156,27 +193,47 @@ mod tests {
 
     #[test]
     fn builds_by_name() {
-        for (n, l5) in [("efficientnet-b0", 320), ("tf-efficientnet-b1", 320), ("resnet-50", 2048)] {
+        for (n, l5) in [
+            ("efficientnet-b0", 320),
+            ("tf-efficientnet-b1", 320),
+            ("resnet-50", 2048),
+        ] {
             let s = ParamStore::new(&Device::Cpu, DType::F32, 0);
             let b = build(&s.root(), &BackboneConfig::named(n)).unwrap();
             assert_eq!(b.levels().last().unwrap().channels, l5, "{n}");
             assert!(b.classifier().is_none());
         }
         let s = ParamStore::new(&Device::Cpu, DType::F32, 0);
-        let small = BackboneConfig { width: Some(0.25), depth: Some(0.34), num_classes: 10, ..BackboneConfig::named("efficientnet") };
+        let small = BackboneConfig {
+            width: Some(0.25),
+            depth: Some(0.34),
+            num_classes: 10,
+            ..BackboneConfig::named("efficientnet")
+        };
         let b = build(&s.root(), &small).unwrap();
         assert!(b.classifier().is_some());
         assert!(s.count(true) < 300_000, "{}", s.count(true));
         let x = Tensor::zeros((1, 3, 32, 32), DType::F32, &Device::Cpu).unwrap();
-        assert_eq!(b.classifier().unwrap().logits_t(&x, false).unwrap().dims(), &[1, 10]);
-        let e = build(&s.root(), &BackboneConfig::named("vgg-16")).err().unwrap().to_string();
+        assert_eq!(
+            b.classifier().unwrap().logits_t(&x, false).unwrap().dims(),
+            &[1, 10]
+        );
+        let e = build(&s.root(), &BackboneConfig::named("vgg-16"))
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("unknown backbone"), "{e}");
     }
 
     #[test]
     fn own_checkpoints_round_trip() {
         let d = tempfile::tempdir().unwrap();
-        let cfg = BackboneConfig { width: Some(0.25), depth: Some(0.25), num_classes: 3, ..BackboneConfig::named("efficientnet") };
+        let cfg = BackboneConfig {
+            width: Some(0.25),
+            depth: Some(0.25),
+            num_classes: 3,
+            ..BackboneConfig::named("efficientnet")
+        };
         let s = ParamStore::new(&Device::Cpu, DType::F32, 5);
         let m = build(&s.root(), &cfg).unwrap();
         let p = d.path().join("ck.safetensors");
@@ -188,8 +245,18 @@ mod tests {
         let b = m2.classifier().unwrap().logits_t(&x, false).unwrap();
         assert_eq!(a.to_vec2::<f32>().unwrap(), b.to_vec2::<f32>().unwrap());
         let plain = d.path().join("plain.safetensors");
-        candle_core::safetensors::save(&std::collections::HashMap::from([("a".to_string(), x)]), &plain).unwrap();
-        let e = load_checkpoint(&plain, &Device::Cpu).err().unwrap().to_string();
-        assert!(e.contains("plain.safetensors") && e.contains("not a pupil checkpoint"), "{e}");
+        candle_core::safetensors::save(
+            &std::collections::HashMap::from([("a".to_string(), x)]),
+            &plain,
+        )
+        .unwrap();
+        let e = load_checkpoint(&plain, &Device::Cpu)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("plain.safetensors") && e.contains("not a pupil checkpoint"),
+            "{e}"
+        );
     }
 }

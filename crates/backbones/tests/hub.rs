@@ -33,12 +33,21 @@ fn serve(listener: TcpListener, path: String, body: Vec<u8>, hits: Arc<AtomicUsi
             return;
         }
         if target != path {
-            let _ = s.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            let _ = s.write_all(
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
             continue;
         }
         let n = body.len();
         let (start, end) = match range.as_deref().and_then(|r| r.split_once('-')) {
-            Some((a, b)) => (a.parse().unwrap_or(0), if b.is_empty() { n - 1 } else { b.parse().unwrap_or(n - 1) }),
+            Some((a, b)) => (
+                a.parse().unwrap_or(0),
+                if b.is_empty() {
+                    n - 1
+                } else {
+                    b.parse().unwrap_or(n - 1)
+                },
+            ),
             None => (0, n - 1),
         };
         let head = format!(
@@ -53,7 +62,12 @@ fn serve(listener: TcpListener, path: String, body: Vec<u8>, hits: Arc<AtomicUsi
 #[test]
 fn hub_download_cache_and_offline() {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = BackboneConfig { width: Some(0.25), depth: Some(0.25), num_classes: 5, ..BackboneConfig::named("tf-efficientnet") };
+    let cfg = BackboneConfig {
+        width: Some(0.25),
+        depth: Some(0.25),
+        num_classes: 5,
+        ..BackboneConfig::named("tf-efficientnet")
+    };
     let src = ParamStore::new(&Device::Cpu, DType::F32, 11);
     build(&src.root(), &cfg).unwrap();
     let file = tmp.path().join("w.safetensors");
@@ -65,19 +79,37 @@ fn hub_download_cache_and_offline() {
     let hits = Arc::new(AtomicUsize::new(0));
     let server = {
         let hits = hits.clone();
-        std::thread::spawn(move || serve(listener, "/pupil/tiny-effnet/resolve/main/model.safetensors".into(), body, hits))
+        std::thread::spawn(move || {
+            serve(
+                listener,
+                "/pupil/tiny-effnet/resolve/main/model.safetensors".into(),
+                body,
+                hits,
+            )
+        })
     };
     std::env::set_var("HF_ENDPOINT", format!("http://{addr}"));
     std::env::set_var("HF_HOME", tmp.path().join("hf"));
     std::env::remove_var("HF_HUB_OFFLINE");
 
     let path = hub::resolve("hf:pupil/tiny-effnet").unwrap();
-    assert!(path.starts_with(tmp.path().join("hf")), "{}", path.display());
+    assert!(
+        path.starts_with(tmp.path().join("hf")),
+        "{}",
+        path.display()
+    );
     let dst = ParamStore::new(&Device::Cpu, DType::F32, 99);
     build(&dst.root(), &cfg).unwrap();
     dst.load_safetensors(&path, &LoadOptions::strict()).unwrap();
     for (name, t) in src.tensors() {
-        let d = (t - dst.get(&name).unwrap()).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let d = (t - dst.get(&name).unwrap())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert_eq!(d, 0.0, "{name}");
     }
     assert!(hits.load(Ordering::SeqCst) >= 2);
@@ -90,8 +122,12 @@ fn hub_download_cache_and_offline() {
     assert_eq!(hub::resolve("hf:pupil/tiny-effnet").unwrap(), path);
     assert_eq!(hits.load(Ordering::SeqCst), before);
     let e = hub::resolve("hf:pupil/other").unwrap_err().to_string();
-    assert!(e.contains("HF_HUB_OFFLINE") && e.contains("pupil/other"), "{e}");
+    assert!(
+        e.contains("HF_HUB_OFFLINE") && e.contains("pupil/other"),
+        "{e}"
+    );
 
-    let _ = std::net::TcpStream::connect(addr).and_then(|mut s| s.write_all(b"GET /__stop__ HTTP/1.1\r\n\r\n"));
+    let _ = std::net::TcpStream::connect(addr)
+        .and_then(|mut s| s.write_all(b"GET /__stop__ HTTP/1.1\r\n\r\n"));
     server.join().unwrap();
 }

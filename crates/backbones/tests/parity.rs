@@ -14,7 +14,11 @@ fn fixtures() -> PathBuf {
         Some(v) => root.join(v),
         None => root.join("../shared/fixtures"),
     };
-    assert!(p.is_dir(), "fixtures folder {} is missing: set PUPIL_FIXTURES to the shared fixtures", p.display());
+    assert!(
+        p.is_dir(),
+        "fixtures folder {} is missing: set PUPIL_FIXTURES to the shared fixtures",
+        p.display()
+    );
     p
 }
 
@@ -24,8 +28,22 @@ fn io(name: &str) -> HashMap<String, Tensor> {
 
 fn check(name: &str, got: &Tensor, want: &Tensor) {
     assert_eq!(got.dims(), want.dims(), "{name}: shape");
-    let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-    let scale = want.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap().max(1.0);
+    let diff = (got - want)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    let scale = want
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+        .max(1.0);
     let tol = 1e-4 * scale;
     assert!(diff <= tol, "{name}: max abs diff {diff} > tolerance {tol}");
     eprintln!("{name}: max abs diff {diff:.3e} (tolerance {tol:.1e})");
@@ -34,7 +52,9 @@ fn check(name: &str, got: &Tensor, want: &Tensor) {
 fn efficientnet(cfg: EfficientNetConfig, weights: &str, io_file: &str) {
     let store = ParamStore::new(&Device::Cpu, DType::F32, 0);
     let model = EfficientNet::new(&store.root(), &cfg).unwrap();
-    let rep = store.load_safetensors(fixtures().join(weights), &LoadOptions::strict()).unwrap();
+    let rep = store
+        .load_safetensors(fixtures().join(weights), &LoadOptions::strict())
+        .unwrap();
     assert_eq!(rep.loaded.len(), 311);
     let io = io(io_file);
     let x = &io["input"];
@@ -48,7 +68,11 @@ fn efficientnet(cfg: EfficientNetConfig, weights: &str, io_file: &str) {
 
 #[test]
 fn efficientnet_b0_matches_timm() {
-    efficientnet(EfficientNetConfig::variant("b0").unwrap(), "efficientnet_b0.safetensors", "efficientnet_b0_io.safetensors");
+    efficientnet(
+        EfficientNetConfig::variant("b0").unwrap(),
+        "efficientnet_b0.safetensors",
+        "efficientnet_b0_io.safetensors",
+    );
 }
 
 #[test]
@@ -64,7 +88,12 @@ fn tf_efficientnet_b0_matches_timm() {
 fn resnet50_matches_torchvision() {
     let store = ParamStore::new(&Device::Cpu, DType::F32, 0);
     let model = ResNet::new(&store.root(), &ResNetConfig::depth(50).unwrap()).unwrap();
-    store.load_safetensors(fixtures().join("resnet50.safetensors"), &LoadOptions::strict()).unwrap();
+    store
+        .load_safetensors(
+            fixtures().join("resnet50.safetensors"),
+            &LoadOptions::strict(),
+        )
+        .unwrap();
     let io = io("resnet50_io.safetensors");
     let x = &io["input"];
     let feats = model.forward_t(x, false).unwrap();
@@ -81,18 +110,38 @@ fn wrong_checkpoint_is_refused_with_a_listing() {
     let store = ParamStore::new(&Device::Cpu, DType::F32, 0);
     ResNet::new(&store.root(), &ResNetConfig::depth(50).unwrap()).unwrap();
     let e = store
-        .load_safetensors(fixtures().join("tf_efficientnet_b0.safetensors"), &LoadOptions::strict())
+        .load_safetensors(
+            fixtures().join("tf_efficientnet_b0.safetensors"),
+            &LoadOptions::strict(),
+        )
         .unwrap_err()
         .to_string();
-    assert!(e.contains("tf_efficientnet_b0.safetensors") && e.contains("missing") && e.contains("unexpected"), "{e}");
+    assert!(
+        e.contains("tf_efficientnet_b0.safetensors")
+            && e.contains("missing")
+            && e.contains("unexpected"),
+        "{e}"
+    );
     // A backbone-only model takes the classifier checkpoint when told to skip the head.
     let store = ParamStore::new(&Device::Cpu, DType::F32, 0);
-    let cfg = EfficientNetConfig { num_classes: 0, ..EfficientNetConfig::variant("b0").unwrap() };
+    let cfg = EfficientNetConfig {
+        num_classes: 0,
+        ..EfficientNetConfig::variant("b0").unwrap()
+    };
     EfficientNet::new(&store.root(), &cfg).unwrap();
-    let strict = store.load_safetensors(fixtures().join("efficientnet_b0.safetensors"), &LoadOptions::strict());
-    assert!(strict.unwrap_err().to_string().contains("classifier.weight"));
+    let strict = store.load_safetensors(
+        fixtures().join("efficientnet_b0.safetensors"),
+        &LoadOptions::strict(),
+    );
+    assert!(strict
+        .unwrap_err()
+        .to_string()
+        .contains("classifier.weight"));
     let rep = store
-        .load_safetensors(fixtures().join("efficientnet_b0.safetensors"), &LoadOptions::backbone_only())
+        .load_safetensors(
+            fixtures().join("efficientnet_b0.safetensors"),
+            &LoadOptions::backbone_only(),
+        )
         .unwrap();
     // classifier.{weight,bias}, conv_head.weight, bn2.{weight,bias,running_mean,running_var}
     assert_eq!(rep.unexpected.len(), 7, "{:?}", rep.unexpected);

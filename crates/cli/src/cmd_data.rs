@@ -39,7 +39,12 @@ enum DataCmd {
 pub fn run(a: DataArgs) -> Result<()> {
     match a.cmd {
         DataCmd::Export { source, out } => export(&source, &out),
-        DataCmd::Preview { source, n, cols, out } => {
+        DataCmd::Preview {
+            source,
+            n,
+            cols,
+            out,
+        } => {
             let ds = source.open()?;
             let n = n.min(ds.len());
             if n == 0 {
@@ -78,10 +83,11 @@ fn export(source: &SourceArgs, out: &Path) -> Result<()> {
         file.categories = one.categories;
         file.images.extend(one.images);
         let first_id = file.annotations.len() as u64;
-        file.annotations.extend(one.annotations.into_iter().map(|mut a| {
-            a.id += first_id;
-            a
-        }));
+        file.annotations
+            .extend(one.annotations.into_iter().map(|mut a| {
+                a.id += first_id;
+                a
+            }));
         let mut objects = Vec::new();
         for (k, b) in s.boxes.iter().enumerate() {
             objects.push(VocObject {
@@ -92,7 +98,10 @@ fn export(source: &SourceArgs, out: &Path) -> Result<()> {
                 truncated: false,
             });
         }
-        write_jpeg(&voc_dir.join("JPEGImages").join(format!("{stem}.jpg")), &s.image)?;
+        write_jpeg(
+            &voc_dir.join("JPEGImages").join(format!("{stem}.jpg")),
+            &s.image,
+        )?;
         let ann = VocAnnotation {
             filename: format!("{stem}.jpg"),
             width: s.width(),
@@ -100,20 +109,40 @@ fn export(source: &SourceArgs, out: &Path) -> Result<()> {
             depth: s.image.channels,
             objects,
         };
-        io::write_atomic(voc_dir.join("Annotations").join(format!("{stem}.xml")), ann.to_xml().as_bytes())?;
+        io::write_atomic(
+            voc_dir.join("Annotations").join(format!("{stem}.xml")),
+            ann.to_xml().as_bytes(),
+        )?;
         if let Some(l) = &s.label_map {
             with_labels = true;
-            io::write_label_png_palette(voc_dir.join("SegmentationClass").join(format!("{stem}.png")), l)?;
+            io::write_label_png_palette(
+                voc_dir
+                    .join("SegmentationClass")
+                    .join(format!("{stem}.png")),
+                l,
+            )?;
         }
         ids.push(stem);
     }
     file.write(coco_dir.join("annotations.json"))?;
     let list = ids.join("\n") + "\n";
-    io::write_atomic(voc_dir.join("ImageSets/Main").join(format!("{split}.txt")), list.as_bytes())?;
+    io::write_atomic(
+        voc_dir.join("ImageSets/Main").join(format!("{split}.txt")),
+        list.as_bytes(),
+    )?;
     if with_labels {
-        io::write_atomic(voc_dir.join("ImageSets/Segmentation").join(format!("{split}.txt")), list.as_bytes())?;
+        io::write_atomic(
+            voc_dir
+                .join("ImageSets/Segmentation")
+                .join(format!("{split}.txt")),
+            list.as_bytes(),
+        )?;
     }
-    let labels = std::iter::once("background".to_string()).chain(names.iter().cloned()).collect::<Vec<_>>().join("\n") + "\n";
+    let labels = std::iter::once("background".to_string())
+        .chain(names.iter().cloned())
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n";
     io::write_atomic(voc_dir.join("labels.txt"), labels.as_bytes())?;
     println!(
         "wrote {} images, {} boxes: {} and {}",
@@ -127,7 +156,11 @@ fn export(source: &SourceArgs, out: &Path) -> Result<()> {
 
 fn write_jpeg(path: &Path, img: &pupil_data::Image) -> Result<()> {
     let mut bytes = Vec::new();
-    let color = if img.channels == 1 { image::ExtendedColorType::L8 } else { image::ExtendedColorType::Rgb8 };
+    let color = if img.channels == 1 {
+        image::ExtendedColorType::L8
+    } else {
+        image::ExtendedColorType::Rgb8
+    };
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 95)
         .encode(&img.data, img.width as u32, img.height as u32, color)
         .with_context(|| format!("encoding {}", path.display()))?;

@@ -46,7 +46,10 @@ pub struct TrainArgs {
 
 pub fn train(a: TrainArgs) -> Result<()> {
     if a.nproc_per_node != 1 {
-        bail!("--nproc-per-node {} needs a build with the nccl feature (this build runs one process)", a.nproc_per_node);
+        bail!(
+            "--nproc-per-node {} needs a build with the nccl feature (this build runs one process)",
+            a.nproc_per_node
+        );
     }
     let cfg = a.cfg.load(None)?;
     if a.restart {
@@ -58,7 +61,12 @@ pub fn train(a: TrainArgs) -> Result<()> {
 }
 
 fn report_outcome(o: &pupil_selftrain::trainer::Outcome) {
-    println!("trained {} steps in {:.1}s -> {}", o.steps, o.seconds, o.model_path.display());
+    println!(
+        "trained {} steps in {:.1}s -> {}",
+        o.steps,
+        o.seconds,
+        o.model_path.display()
+    );
     if let Some(m) = &o.final_metrics {
         println!("{}", serde_json::to_string(&m.values).unwrap_or_default());
     }
@@ -77,18 +85,26 @@ pub struct PretrainArgs {
 
 pub fn pretrain(a: PretrainArgs) -> Result<()> {
     let mut base = toml::Table::new();
-    pupil_selftrain::config::set_path(&mut base, "task", "\"classification\"").map_err(anyhow::Error::msg)?;
-    pupil_selftrain::config::set_path(&mut base, "data.dataset", &format!("{:?}", a.dataset)).map_err(anyhow::Error::msg)?;
-    pupil_selftrain::config::set_path(&mut base, "augment.policy", "\"none\"").map_err(anyhow::Error::msg)?;
-    pupil_selftrain::config::set_path(&mut base, "augment.size", "32").map_err(anyhow::Error::msg)?;
-    pupil_selftrain::config::set_path(&mut base, "data.size_divisor", "32").map_err(anyhow::Error::msg)?;
+    pupil_selftrain::config::set_path(&mut base, "task", "\"classification\"")
+        .map_err(anyhow::Error::msg)?;
+    pupil_selftrain::config::set_path(&mut base, "data.dataset", &format!("{:?}", a.dataset))
+        .map_err(anyhow::Error::msg)?;
+    pupil_selftrain::config::set_path(&mut base, "augment.policy", "\"none\"")
+        .map_err(anyhow::Error::msg)?;
+    pupil_selftrain::config::set_path(&mut base, "augment.size", "32")
+        .map_err(anyhow::Error::msg)?;
+    pupil_selftrain::config::set_path(&mut base, "data.size_divisor", "32")
+        .map_err(anyhow::Error::msg)?;
     let cfg = a.cfg.load(Some(base))?;
     if cfg.task != Task::Classification {
         bail!("pretrain trains a classifier: task must stay classification");
     }
     let o = experiment::train(&cfg, &a.out, None, true, false)?;
     report_outcome(&o);
-    println!("use it with: --set init=\"pretrained:{}\"", o.model_path.display());
+    println!(
+        "use it with: --set init=\"pretrained:{}\"",
+        o.model_path.display()
+    );
     Ok(())
 }
 
@@ -118,20 +134,57 @@ pub struct PseudoArgs {
 }
 
 pub fn pseudo_label(a: PseudoArgs) -> Result<()> {
-    let (i, n) = a.shard.split_once('/').and_then(|(i, n)| Some((i.parse().ok()?, n.parse().ok()?))).context("--shard must be I/N, e.g. 3/16")?;
+    let (i, n) = a
+        .shard
+        .split_once('/')
+        .and_then(|(i, n)| Some((i.parse().ok()?, n.parse().ok()?)))
+        .context("--shard must be I/N, e.g. 3/16")?;
     let dev = device(&a.device)?;
     let teacher = load_model(&a.teacher, &dev)?;
-    let source = pupil_selftrain::data::unlabeled_source(&teacher.config, &a.images).map_err(anyhow::Error::msg)?;
-    let opts = PseudoOptions { score_threshold: a.score_threshold, shard: (i, n), flip: a.flip, scales: a.scales.clone(), ..Default::default() };
-    let s = pseudo::label_shard(&teacher, &a.teacher.display().to_string(), source, &a.images, &a.out, &opts, &dev)?;
-    let kept = s.detections.iter().filter(|d| d.score >= a.score_threshold).count();
-    println!("shard {i}/{n}: {} images, {} pseudo boxes, {} label maps", s.images.len(), kept, s.label_maps.len());
+    let source = pupil_selftrain::data::unlabeled_source(&teacher.config, &a.images)
+        .map_err(anyhow::Error::msg)?;
+    let opts = PseudoOptions {
+        score_threshold: a.score_threshold,
+        shard: (i, n),
+        flip: a.flip,
+        scales: a.scales.clone(),
+        ..Default::default()
+    };
+    let s = pseudo::label_shard(
+        &teacher,
+        &a.teacher.display().to_string(),
+        source,
+        &a.images,
+        &a.out,
+        &opts,
+        &dev,
+    )?;
+    let kept = s
+        .detections
+        .iter()
+        .filter(|d| d.score >= a.score_threshold)
+        .count();
+    println!(
+        "shard {i}/{n}: {} images, {} pseudo boxes, {} label maps",
+        s.images.len(),
+        kept,
+        s.label_maps.len()
+    );
     if kept == 0 && s.label_maps.is_empty() {
-        eprintln!("WARNING: the teacher emitted no pseudo labels on this shard at threshold {}", a.score_threshold);
+        eprintln!(
+            "WARNING: the teacher emitted no pseudo labels on this shard at threshold {}",
+            a.score_threshold
+        );
     }
     if let Ok((m, all)) = pseudo::merge(&a.out) {
         pupil_data::io::write_json_atomic(a.out.join("pseudo.json"), &pseudo::to_coco(&m, &all))?;
-        println!("all {} shards done: {} images, {} labels -> {}", m.shards, m.images, m.labels, a.out.join("pseudo.json").display());
+        println!(
+            "all {} shards done: {} images, {} labels -> {}",
+            m.shards,
+            m.images,
+            m.labels,
+            a.out.join("pseudo.json").display()
+        );
     }
     Ok(())
 }
@@ -180,7 +233,10 @@ pub fn predict(a: PredictArgs) -> Result<()> {
     s.image_id = 1;
     let t = pupil_selftrain::data::eval_transform(&l.config);
     let view = t(s.clone(), &mut pupil_data::Rng::new(0))?;
-    let bc = pupil_data::batch::BatchConfig { size_divisor: l.config.data.size_divisor, ..Default::default() };
+    let bc = pupil_data::batch::BatchConfig {
+        size_divisor: l.config.data.size_divisor,
+        ..Default::default()
+    };
     let batch = pupil_data::batch::collate(std::slice::from_ref(&view), &bc, &dev)?;
     match &l.model {
         Model::Detector(m) => {
@@ -192,8 +248,15 @@ pub fn predict(a: PredictArgs) -> Result<()> {
             }
             println!("{} detections", dets.len());
             for d in &dets {
-                let name = l.class_names.get(d.class as usize).cloned().unwrap_or_default();
-                println!("  {name:>12} {:.3} [{:.1}, {:.1}, {:.1}, {:.1}]", d.score, d.bbox[0], d.bbox[1], d.bbox[2], d.bbox[3]);
+                let name = l
+                    .class_names
+                    .get(d.class as usize)
+                    .cloned()
+                    .unwrap_or_default();
+                println!(
+                    "  {name:>12} {:.3} [{:.1}, {:.1}, {:.1}, {:.1}]",
+                    d.score, d.bbox[0], d.bbox[1], d.bbox[2], d.bbox[3]
+                );
             }
             if let Some(j) = &a.json {
                 let out: Vec<pupil_data::coco::CocoDetection> = dets
@@ -201,7 +264,12 @@ pub fn predict(a: PredictArgs) -> Result<()> {
                     .map(|d| pupil_data::coco::CocoDetection {
                         image_id: 1,
                         category_id: d.class as u64 + 1,
-                        bbox: [d.bbox[0] as f64, d.bbox[1] as f64, (d.bbox[2] - d.bbox[0]) as f64, (d.bbox[3] - d.bbox[1]) as f64],
+                        bbox: [
+                            d.bbox[0] as f64,
+                            d.bbox[1] as f64,
+                            (d.bbox[2] - d.bbox[0]) as f64,
+                            (d.bbox[3] - d.bbox[1]) as f64,
+                        ],
                         score: d.score as f64,
                         segmentation: None,
                     })
@@ -213,7 +281,10 @@ pub fn predict(a: PredictArgs) -> Result<()> {
             let (plane, _) = m.predict(&batch.images, &batch.info)?.remove(0);
             s.label_map = Some(plane);
         }
-        Model::Classifier(_) => bail!("{}: a classifier; predict draws detections or masks", a.checkpoint.display()),
+        Model::Classifier(_) => bail!(
+            "{}: a classifier; predict draws detections or masks",
+            a.checkpoint.display()
+        ),
     }
     pupil_data::io::write_png(&a.out, &pupil_data::draw::draw_sample(&s, &l.class_names))?;
     println!("wrote {}", a.out.display());
@@ -233,8 +304,11 @@ pub struct ExperimentArgs {
 }
 
 pub fn run_experiment(a: ExperimentArgs) -> Result<()> {
-    let exp: ExperimentConfig = load_config(a.config.as_deref(), None, &a.sets).map_err(anyhow::Error::msg)?;
-    let results = experiment::run_grid(&exp, &a.out, false, |r| eprintln!("{}: {:.4}", r.name, r.metrics.primary))?;
+    let exp: ExperimentConfig =
+        load_config(a.config.as_deref(), None, &a.sets).map_err(anyhow::Error::msg)?;
+    let results = experiment::run_grid(&exp, &a.out, false, |r| {
+        eprintln!("{}: {:.4}", r.name, r.metrics.primary)
+    })?;
     let rep = pupil_selftrain::report::write(&a.out, &exp, &results)?;
     println!("{rep}");
     Ok(())
@@ -254,11 +328,33 @@ pub fn quickstart(a: QuickstartArgs) -> Result<()> {
     let t0 = std::time::Instant::now();
     let mut sets = vec![format!("seeds=[{}]", a.seed)];
     sets.extend(a.sets.iter().cloned());
-    let exp: ExperimentConfig = load_config(None, Some(pupil_selftrain::report::quickstart_preset()), &sets).map_err(anyhow::Error::msg)?;
-    eprintln!("pupil quickstart: {} arms on the embedded digit scenes -> {}", exp.inits.len() * exp.self_training.len(), a.out.display());
-    let results = experiment::run_grid(&exp, &a.out, false, |r| eprintln!("  {:<40} AP {:.4}  AP50 {:.4}  ({:.0}s)", r.name, r.metrics.primary, r.metrics.values.get("AP50").copied().unwrap_or(0.0), r.seconds))?;
+    let exp: ExperimentConfig = load_config(
+        None,
+        Some(pupil_selftrain::report::quickstart_preset()),
+        &sets,
+    )
+    .map_err(anyhow::Error::msg)?;
+    eprintln!(
+        "pupil quickstart: {} arms on the embedded digit scenes -> {}",
+        exp.inits.len() * exp.self_training.len(),
+        a.out.display()
+    );
+    let results = experiment::run_grid(&exp, &a.out, false, |r| {
+        eprintln!(
+            "  {:<40} AP {:.4}  AP50 {:.4}  ({:.0}s)",
+            r.name,
+            r.metrics.primary,
+            r.metrics.values.get("AP50").copied().unwrap_or(0.0),
+            r.seconds
+        )
+    })?;
     let rep = pupil_selftrain::report::write(&a.out, &exp, &results)?;
     println!("{rep}");
-    println!("results: {}  report: {}  ({:.0}s)", a.out.join("results.json").display(), a.out.join("report.md").display(), t0.elapsed().as_secs_f64());
+    println!(
+        "results: {}  report: {}  ({:.0}s)",
+        a.out.join("results.json").display(),
+        a.out.join("report.md").display(),
+        t0.elapsed().as_secs_f64()
+    );
     Ok(())
 }

@@ -8,7 +8,11 @@ mod cmd_train;
 mod source;
 
 #[derive(Parser)]
-#[command(name = "pupil", version, about = "Pre-training vs self-training for detection and segmentation")]
+#[command(
+    name = "pupil",
+    version,
+    about = "Pre-training vs self-training for detection and segmentation"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

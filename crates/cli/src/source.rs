@@ -38,7 +38,10 @@ pub struct SourceArgs {
 
 impl SourceArgs {
     pub fn digits_config(&self) -> DigitsConfig {
-        let mut cfg = DigitsConfig { seed: self.data_seed, ..Default::default() };
+        let mut cfg = DigitsConfig {
+            seed: self.data_seed,
+            ..Default::default()
+        };
         if let Some(s) = self.image_size {
             cfg.image_size = s;
             cfg.max_digit_size = cfg.max_digit_size.min(s.saturating_sub(2)).max(4);
@@ -67,11 +70,22 @@ impl SourceArgs {
                 Box::new(CocoDataset::open(gt, images)?.with_masks(true))
             }
             "voc" => {
-                let root = self.root.as_ref().context("--dataset voc needs --root DIR")?;
-                Box::new(VocDataset::open(root, &self.split, VocTask::Segmentation, None)?)
+                let root = self
+                    .root
+                    .as_ref()
+                    .context("--dataset voc needs --root DIR")?;
+                Box::new(VocDataset::open(
+                    root,
+                    &self.split,
+                    VocTask::Segmentation,
+                    None,
+                )?)
             }
             "folder" => {
-                let root = self.images.as_ref().context("--dataset folder needs --images DIR")?;
+                let root = self
+                    .images
+                    .as_ref()
+                    .context("--dataset folder needs --images DIR")?;
                 Box::new(ImageFolder::open(root)?)
             }
             other => bail!("unknown dataset {other:?} (digits, coco, voc, folder)"),

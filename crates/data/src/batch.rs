@@ -70,7 +70,8 @@ pub fn collate(samples: &[Sample], cfg: &BatchConfig, device: &Device) -> Result
         return Err(Error::Other("cannot collate an empty batch".into()));
     }
     for s in samples {
-        s.check().map_err(|e| Error::Other(format!("image id {}: {e}", s.image_id)))?;
+        s.check()
+            .map_err(|e| Error::Other(format!("image id {}: {e}", s.image_id)))?;
     }
     let mut h = samples.iter().map(|s| s.height()).max().unwrap();
     let mut w = samples.iter().map(|s| s.width()).max().unwrap();
@@ -157,7 +158,10 @@ mod tests {
         a.image_id = 11;
         let mut b = Sample::new(Image::new(5, 1, 1, 0));
         b.label_map = Some(Plane::new(5, 1, 2));
-        let cfg = BatchConfig { size_divisor: 4, ..Default::default() };
+        let cfg = BatchConfig {
+            size_divisor: 4,
+            ..Default::default()
+        };
         let batch = collate(&[a, b], &cfg, &Device::Cpu).unwrap();
         assert_eq!(batch.images.dims(), &[2, 3, 4, 8]);
         let v: Vec<f32> = batch.images.flatten_all().unwrap().to_vec1().unwrap();
@@ -167,7 +171,10 @@ mod tests {
         let black_g = -0.456 / 0.224;
         let second_g = (3 + 1) * 32;
         assert!((v[second_g] - black_g).abs() < 1e-5);
-        assert_eq!(batch.classes.to_vec2::<i64>().unwrap(), vec![vec![4], vec![-1]]);
+        assert_eq!(
+            batch.classes.to_vec2::<i64>().unwrap(),
+            vec![vec![4], vec![-1]]
+        );
         assert_eq!(batch.crowd.to_vec2::<u8>().unwrap(), vec![vec![1], vec![0]]);
         assert_eq!(batch.num_boxes, vec![1, 0]);
         let lm = batch.label_maps.unwrap().to_vec3::<u8>().unwrap();

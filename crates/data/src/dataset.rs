@@ -325,9 +325,20 @@ mod tests {
     }
 
     fn run(workers: usize, epoch: u64) -> Vec<(u64, u8)> {
-        let ds = Arc::new(Counting { n: 37, loaded: AtomicUsize::new(0) });
-        let l = Loader::new(ds, LoaderConfig { batch_size: 4, workers, seed: 9, ..Default::default() })
-            .with_transform(noisy());
+        let ds = Arc::new(Counting {
+            n: 37,
+            loaded: AtomicUsize::new(0),
+        });
+        let l = Loader::new(
+            ds,
+            LoaderConfig {
+                batch_size: 4,
+                workers,
+                seed: 9,
+                ..Default::default()
+            },
+        )
+        .with_transform(noisy());
         l.epoch(epoch)
             .flat_map(|b| b.unwrap())
             .map(|s| (s.image_id, s.image.data[0]))
@@ -349,23 +360,55 @@ mod tests {
 
     #[test]
     fn prefetch_is_bounded() {
-        let ds = Arc::new(Counting { n: 100, loaded: AtomicUsize::new(0) });
-        let l = Loader::new(ds.clone(), LoaderConfig { batch_size: 2, workers: 3, prefetch: 2, ..Default::default() });
+        let ds = Arc::new(Counting {
+            n: 100,
+            loaded: AtomicUsize::new(0),
+        });
+        let l = Loader::new(
+            ds.clone(),
+            LoaderConfig {
+                batch_size: 2,
+                workers: 3,
+                prefetch: 2,
+                ..Default::default()
+            },
+        );
         let mut it = l.epoch(0);
         it.next().unwrap().unwrap();
         std::thread::sleep(std::time::Duration::from_millis(100));
         // consumed 1 batch; at most 1 + prefetch batches may have been loaded
-        assert!(ds.loaded.load(Ordering::SeqCst) <= 2 * 3, "{}", ds.loaded.load(Ordering::SeqCst));
+        assert!(
+            ds.loaded.load(Ordering::SeqCst) <= 2 * 3,
+            "{}",
+            ds.loaded.load(Ordering::SeqCst)
+        );
     }
 
     #[test]
     fn resume_mid_epoch_and_drop_last() {
-        let ds = Arc::new(Counting { n: 10, loaded: AtomicUsize::new(0) });
-        let l = Loader::new(ds, LoaderConfig { batch_size: 3, drop_last: true, workers: 2, ..Default::default() });
+        let ds = Arc::new(Counting {
+            n: 10,
+            loaded: AtomicUsize::new(0),
+        });
+        let l = Loader::new(
+            ds,
+            LoaderConfig {
+                batch_size: 3,
+                drop_last: true,
+                workers: 2,
+                ..Default::default()
+            },
+        );
         assert_eq!(l.batches_per_epoch(), 3);
-        let all: Vec<Vec<u64>> = l.epoch(1).map(|b| b.unwrap().iter().map(|s| s.image_id).collect()).collect();
+        let all: Vec<Vec<u64>> = l
+            .epoch(1)
+            .map(|b| b.unwrap().iter().map(|s| s.image_id).collect())
+            .collect();
         assert_eq!(all.len(), 3);
-        let rest: Vec<Vec<u64>> = l.epoch_from(1, 1).map(|b| b.unwrap().iter().map(|s| s.image_id).collect()).collect();
+        let rest: Vec<Vec<u64>> = l
+            .epoch_from(1, 1)
+            .map(|b| b.unwrap().iter().map(|s| s.image_id).collect())
+            .collect();
         assert_eq!(&all[1..], &rest[..]);
     }
 }

@@ -24,7 +24,16 @@ const TEXTURES: [(&str, &[u8]); 3] = [
 
 pub const DIGIT_NAMES: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
 pub const FASHION_NAMES: [&str; 10] = [
-    "t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle-boot",
+    "t-shirt",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle-boot",
 ];
 
 /// 28x28 gray images with labels, as stored in an IDX pair.
@@ -72,7 +81,11 @@ pub fn parse_idx(images_gz: &[u8], labels_gz: &[u8], name: &str) -> Result<Idx> 
     if lb.len() < 8 || be_u32(&lb, 0) != 2049 {
         return Err(bad("label file magic is not 2049"));
     }
-    let (n, rows, cols) = (be_u32(&im, 4) as usize, be_u32(&im, 8) as usize, be_u32(&im, 12) as usize);
+    let (n, rows, cols) = (
+        be_u32(&im, 4) as usize,
+        be_u32(&im, 8) as usize,
+        be_u32(&im, 12) as usize,
+    );
     if be_u32(&lb, 4) as usize != n || im.len() != 16 + n * rows * cols || lb.len() != 8 + n {
         return Err(bad("counts and sizes disagree"));
     }
@@ -87,16 +100,19 @@ pub fn parse_idx(images_gz: &[u8], labels_gz: &[u8], name: &str) -> Result<Idx> 
 /// The 10,000 embedded MNIST digits.
 pub fn mnist() -> Result<&'static Idx> {
     static M: OnceLock<std::result::Result<Idx, String>> = OnceLock::new();
-    M.get_or_init(|| parse_idx(MNIST_IMAGES, MNIST_LABELS, "embedded MNIST").map_err(|e| e.to_string()))
-        .as_ref()
-        .map_err(|e| Error::Other(e.clone()))
+    M.get_or_init(|| {
+        parse_idx(MNIST_IMAGES, MNIST_LABELS, "embedded MNIST").map_err(|e| e.to_string())
+    })
+    .as_ref()
+    .map_err(|e| Error::Other(e.clone()))
 }
 
 /// The embedded Fashion-MNIST test split (10,000 images).
 pub fn fashion_mnist() -> Result<&'static Idx> {
     static F: OnceLock<std::result::Result<Idx, String>> = OnceLock::new();
     F.get_or_init(|| {
-        parse_idx(FASHION_IMAGES, FASHION_LABELS, "embedded Fashion-MNIST").map_err(|e| e.to_string())
+        parse_idx(FASHION_IMAGES, FASHION_LABELS, "embedded Fashion-MNIST")
+            .map_err(|e| e.to_string())
     })
     .as_ref()
     .map_err(|e| Error::Other(e.clone()))
@@ -160,7 +176,9 @@ impl std::str::FromStr for Split {
             "unlabeled" => Ok(Split::Unlabeled),
             "val" => Ok(Split::Val),
             "pretrain" => Ok(Split::Pretrain),
-            _ => Err(format!("unknown split {s:?} (train, unlabeled, val, pretrain)")),
+            _ => Err(format!(
+                "unknown split {s:?} (train, unlabeled, val, pretrain)"
+            )),
         }
     }
 }
@@ -244,7 +262,10 @@ impl DigitsConfig {
     fn validate(&self) -> Result<()> {
         let bad = |m: String| Error::invalid("digits config", "value", m);
         if self.min_digits == 0 || self.min_digits > self.max_digits {
-            return Err(bad(format!("need 1 <= min_digits <= max_digits, got {}..{}", self.min_digits, self.max_digits)));
+            return Err(bad(format!(
+                "need 1 <= min_digits <= max_digits, got {}..{}",
+                self.min_digits, self.max_digits
+            )));
         }
         if self.min_digit_size < 4 || self.min_digit_size > self.max_digit_size {
             return Err(bad(format!(
@@ -273,7 +294,9 @@ impl DigitScenes {
     pub fn new(config: &DigitsConfig, split: Split) -> Result<Self> {
         config.validate()?;
         if split == Split::Pretrain {
-            return Err(Error::Other("the pretrain pool holds single digits: use ClassificationSet::digits()".into()));
+            return Err(Error::Other(
+                "the pretrain pool holds single digits: use ClassificationSet::digits()".into(),
+            ));
         }
         Ok(DigitScenes {
             config: config.clone(),
@@ -305,13 +328,21 @@ impl DigitScenes {
         let x0 = rx + rng.below((rw - c + 1) as u64) as usize;
         let y0 = ry + rng.below((rh - c + 1) as u64) as usize;
         // Tint and contrast so scenes differ in colour; keep the texture's detail.
-        let tint = [rng.uniform(0.45, 1.0), rng.uniform(0.45, 1.0), rng.uniform(0.45, 1.0)];
+        let tint = [
+            rng.uniform(0.45, 1.0),
+            rng.uniform(0.45, 1.0),
+            rng.uniform(0.45, 1.0),
+        ];
         let gain = rng.uniform(0.5, 0.9);
         let mut out = Image::new(s, s, 3, 0);
         let scale = c as f64 / s as f64;
         for y in 0..s {
             for x in 0..s {
-                let v = bilinear(tex, x0 as f64 + (x as f64 + 0.5) * scale - 0.5, y0 as f64 + (y as f64 + 0.5) * scale - 0.5);
+                let v = bilinear(
+                    tex,
+                    x0 as f64 + (x as f64 + 0.5) * scale - 0.5,
+                    y0 as f64 + (y as f64 + 0.5) * scale - 0.5,
+                );
                 let p = out.pixel_mut(x, y);
                 for k in 0..3 {
                     p[k] = (v * gain * tint[k]).round().clamp(0.0, 255.0) as u8;
@@ -339,7 +370,8 @@ impl DigitScenes {
             attempts += 1;
             let d = self.pool[rng.below(self.pool.len() as u64) as usize];
             let digit = Plane::from_raw(mnist.cols, mnist.rows, mnist.image(d).to_vec());
-            let h = rng.range_inclusive(cfg.min_digit_size as i64, cfg.max_digit_size as i64) as usize;
+            let h =
+                rng.range_inclusive(cfg.min_digit_size as i64, cfg.max_digit_size as i64) as usize;
             let alpha = scaled_ink(&digit, h);
             let (pw, ph) = (alpha.width, alpha.height);
             if pw + 2 > s || ph + 2 > s {
@@ -349,7 +381,10 @@ impl DigitScenes {
             let py = 1 + rng.below((s - ph - 1) as u64) as usize;
             // Patches never touch: a 1-pixel gap keeps every mask and box exact.
             let rect = [px, py, px + pw, py + ph];
-            if taken.iter().any(|t| rect[0] <= t[2] && t[0] <= rect[2] && rect[1] <= t[3] && t[1] <= rect[3]) {
+            if taken
+                .iter()
+                .any(|t| rect[0] <= t[2] && t[0] <= rect[2] && rect[1] <= t[3] && t[1] <= rect[3])
+            {
                 continue;
             }
             let mut mask = Plane::new(s, s, 0);
@@ -394,7 +429,10 @@ pub const INK_THRESHOLD: u8 = 96;
 
 /// Crops a digit to its ink and scales it to `height` pixels tall (aspect kept).
 fn scaled_ink(digit: &Plane, height: usize) -> Plane {
-    let [x1, y1, x2, y2] = digit.bbox().unwrap_or([0.0, 0.0, digit.width as f32, digit.height as f32]);
+    let [x1, y1, x2, y2] =
+        digit
+            .bbox()
+            .unwrap_or([0.0, 0.0, digit.width as f32, digit.height as f32]);
     let (x1, y1, x2, y2) = (x1 as usize, y1 as usize, x2 as usize, y2 as usize);
     let (cw, ch) = (x2 - x1, y2 - y1);
     let scale = height as f64 / ch as f64;
@@ -403,13 +441,20 @@ fn scaled_ink(digit: &Plane, height: usize) -> Plane {
         cw,
         ch,
         1,
-        (y1..y2).flat_map(|y| (x1..x2).map(move |x| (y, x))).map(|(y, x)| digit.get(x, y)).collect(),
+        (y1..y2)
+            .flat_map(|y| (x1..x2).map(move |x| (y, x)))
+            .map(|(y, x)| digit.get(x, y))
+            .collect(),
     );
     let mut out = Plane::new(w, height, 0);
     let (sx, sy) = (cw as f64 / w as f64, ch as f64 / height as f64);
     for y in 0..height {
         for x in 0..w {
-            let v = bilinear(&crop, (x as f64 + 0.5) * sx - 0.5, (y as f64 + 0.5) * sy - 0.5);
+            let v = bilinear(
+                &crop,
+                (x as f64 + 0.5) * sx - 0.5,
+                (y as f64 + 0.5) * sy - 0.5,
+            );
             out.set(x, y, v.round().clamp(0.0, 255.0) as u8);
         }
     }
@@ -428,7 +473,11 @@ fn ink_colour(img: &Image, r: [usize; 4], rng: &mut Rng) -> [u8; 3] {
         }
     }
     let mean = sum / n.max(1.0);
-    let (lo, hi) = if mean < 110.0 { (190.0, 255.0) } else { (0.0, 60.0) };
+    let (lo, hi) = if mean < 110.0 {
+        (190.0, 255.0)
+    } else {
+        (0.0, 60.0)
+    };
     let mut c = [0u8; 3];
     for v in &mut c {
         *v = rng.uniform(lo, hi) as u8;
@@ -525,8 +574,13 @@ mod tests {
     fn embedded_sets_parse() {
         let m = mnist().unwrap();
         assert_eq!((m.len(), m.rows, m.cols), (10_000, 28, 28));
-        let counts: Vec<usize> = (0..10u8).map(|c| m.labels.iter().filter(|&&l| l == c).count()).collect();
-        assert_eq!(counts, vec![1001, 1127, 991, 1032, 980, 863, 1014, 1070, 944, 978]);
+        let counts: Vec<usize> = (0..10u8)
+            .map(|c| m.labels.iter().filter(|&&l| l == c).count())
+            .collect();
+        assert_eq!(
+            counts,
+            vec![1001, 1127, 991, 1032, 980, 863, 1014, 1070, 944, 978]
+        );
         let f = fashion_mnist().unwrap();
         assert_eq!(f.len(), 10_000);
         assert_eq!(textures().unwrap().len(), 3);
@@ -534,10 +588,11 @@ mod tests {
 
     #[test]
     fn pools_are_disjoint_and_cover_mnist() {
-        let pools: Vec<HashSet<usize>> = [Split::Train, Split::Unlabeled, Split::Val, Split::Pretrain]
-            .iter()
-            .map(|&s| digit_pool(s).unwrap().into_iter().collect())
-            .collect();
+        let pools: Vec<HashSet<usize>> =
+            [Split::Train, Split::Unlabeled, Split::Val, Split::Pretrain]
+                .iter()
+                .map(|&s| digit_pool(s).unwrap().into_iter().collect())
+                .collect();
         let total: usize = pools.iter().map(|p| p.len()).sum();
         assert_eq!(total, 10_000);
         for i in 0..4 {

@@ -111,9 +111,20 @@ pub fn draw_sample(sample: &Sample, _class_names: &[String]) -> Image {
     }
     for (k, b) in sample.boxes.iter().enumerate() {
         let crowd = sample.crowd.get(k).copied().unwrap_or(false);
-        let c = if crowd { [160, 160, 160] } else { class_colour(sample.classes[k]) };
+        let c = if crowd {
+            [160, 160, 160]
+        } else {
+            class_colour(sample.classes[k])
+        };
         draw_box(&mut img, *b, c);
-        draw_number(&mut img, b[0].floor() as i64, b[1].floor() as i64 - 7, sample.classes[k], [0, 0, 0], c);
+        draw_number(
+            &mut img,
+            b[0].floor() as i64,
+            b[1].floor() as i64 - 7,
+            sample.classes[k],
+            [0, 0, 0],
+            c,
+        );
     }
     img
 }

@@ -57,7 +57,11 @@ impl Error {
             msg,
         }
     }
-    pub fn invalid(path: impl AsRef<Path>, item: impl Into<String>, msg: impl Into<String>) -> Self {
+    pub fn invalid(
+        path: impl AsRef<Path>,
+        item: impl Into<String>,
+        msg: impl Into<String>,
+    ) -> Self {
         Error::Invalid {
             path: path.as_ref().to_path_buf(),
             item: item.into(),

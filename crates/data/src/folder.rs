@@ -13,7 +13,10 @@ pub struct ImageFolder {
 
 fn is_image(p: &Path) -> bool {
     matches!(
-        p.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref(),
+        p.extension()
+            .and_then(|e| e.to_str())
+            .map(|e| e.to_ascii_lowercase())
+            .as_deref(),
         Some("jpg" | "jpeg" | "png")
     )
 }
@@ -45,7 +48,10 @@ impl ImageFolder {
     /// Path relative to the root, as written into pseudo-label files.
     pub fn relative(&self, index: usize) -> String {
         let p = &self.paths[index];
-        p.strip_prefix(&self.root).unwrap_or(p).to_string_lossy().replace('\\', "/")
+        p.strip_prefix(&self.root)
+            .unwrap_or(p)
+            .to_string_lossy()
+            .replace('\\', "/")
     }
 }
 

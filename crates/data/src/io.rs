@@ -37,8 +37,12 @@ pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
 
 /// Serialises `value` as pretty JSON and writes it atomically.
 pub fn write_json_atomic<T: serde::Serialize>(path: impl AsRef<Path>, value: &T) -> Result<()> {
-    let bytes = serde_json::to_vec_pretty(value)
-        .map_err(|e| Error::Other(format!("{}: cannot serialise JSON: {e}", path.as_ref().display())))?;
+    let bytes = serde_json::to_vec_pretty(value).map_err(|e| {
+        Error::Other(format!(
+            "{}: cannot serialise JSON: {e}",
+            path.as_ref().display()
+        ))
+    })?;
     write_atomic(path, &bytes)
 }
 
@@ -65,7 +69,9 @@ pub fn decode_image(bytes: &[u8], path: &Path) -> Result<Image> {
             let (w, h) = g.dimensions();
             Image::from_raw(w as usize, h as usize, 1, g.into_raw())
         }
-        image::DynamicImage::ImageLuma16(_) | image::DynamicImage::ImageLumaA8(_) | image::DynamicImage::ImageLumaA16(_) => {
+        image::DynamicImage::ImageLuma16(_)
+        | image::DynamicImage::ImageLumaA8(_)
+        | image::DynamicImage::ImageLumaA16(_) => {
             let g = img.to_luma8();
             let (w, h) = g.dimensions();
             Image::from_raw(w as usize, h as usize, 1, g.into_raw())
@@ -80,7 +86,11 @@ pub fn decode_image(bytes: &[u8], path: &Path) -> Result<Image> {
 
 /// Encodes an image as PNG bytes.
 pub fn encode_png(img: &Image) -> Result<Vec<u8>> {
-    let color = if img.channels == 1 { png::ColorType::Grayscale } else { png::ColorType::Rgb };
+    let color = if img.channels == 1 {
+        png::ColorType::Grayscale
+    } else {
+        png::ColorType::Rgb
+    };
     encode_png_raw(img.width, img.height, color, &img.data, None)
 }
 
@@ -115,7 +125,13 @@ pub fn write_png(path: impl AsRef<Path>, img: &Image) -> Result<()> {
 
 /// Writes a label map as an 8-bit gray PNG (pixel = class id, 255 = ignore), atomically.
 pub fn write_label_png(path: impl AsRef<Path>, plane: &Plane) -> Result<()> {
-    let bytes = encode_png_raw(plane.width, plane.height, png::ColorType::Grayscale, &plane.data, None)?;
+    let bytes = encode_png_raw(
+        plane.width,
+        plane.height,
+        png::ColorType::Grayscale,
+        &plane.data,
+        None,
+    )?;
     write_atomic(path, &bytes)
 }
 
@@ -139,7 +155,13 @@ pub fn voc_palette() -> Vec<u8> {
 /// Writes a label map as a palette PNG with the VOC colour map (as `SegmentationClass/`).
 pub fn write_label_png_palette(path: impl AsRef<Path>, plane: &Plane) -> Result<()> {
     let pal = voc_palette();
-    let bytes = encode_png_raw(plane.width, plane.height, png::ColorType::Indexed, &plane.data, Some(&pal))?;
+    let bytes = encode_png_raw(
+        plane.width,
+        plane.height,
+        png::ColorType::Indexed,
+        &plane.data,
+        Some(&pal),
+    )?;
     write_atomic(path, &bytes)
 }
 
@@ -156,7 +178,9 @@ pub fn read_label_png(path: impl AsRef<Path>) -> Result<Plane> {
         .output_buffer_size()
         .ok_or_else(|| Error::image(path, "image too large"))?;
     let mut buf = vec![0u8; size];
-    let info = reader.next_frame(&mut buf).map_err(|e| Error::image(path, e))?;
+    let info = reader
+        .next_frame(&mut buf)
+        .map_err(|e| Error::image(path, e))?;
     let (w, h) = (info.width as usize, info.height as usize);
     buf.truncate(info.buffer_size());
     match (color, depth) {

@@ -121,7 +121,10 @@ impl Plane {
         let (mut x1, mut y1, mut x2, mut y2) = (usize::MAX, usize::MAX, 0, 0);
         for y in 0..self.height {
             let row = &self.data[y * self.width..(y + 1) * self.width];
-            if let (Some(a), Some(b)) = (row.iter().position(|&v| v != 0), row.iter().rposition(|&v| v != 0)) {
+            if let (Some(a), Some(b)) = (
+                row.iter().position(|&v| v != 0),
+                row.iter().rposition(|&v| v != 0),
+            ) {
                 x1 = x1.min(a);
                 x2 = x2.max(b + 1);
                 y1 = y1.min(y);
@@ -257,7 +260,12 @@ impl Sample {
 
     /// Keeps the boxes (with their classes, crowd flags and masks) for which `keep` is true.
     pub fn retain_boxes(&mut self, mut keep: impl FnMut(usize, &[f32; 4]) -> bool) {
-        let flags: Vec<bool> = self.boxes.iter().enumerate().map(|(i, b)| keep(i, b)).collect();
+        let flags: Vec<bool> = self
+            .boxes
+            .iter()
+            .enumerate()
+            .map(|(i, b)| keep(i, b))
+            .collect();
         let mut it = flags.iter();
         self.boxes.retain(|_| *it.next().unwrap());
         let mut it = flags.iter();
@@ -320,7 +328,11 @@ mod tests {
         s.boxes = vec![[0., 0., 1., 1.], [1., 1., 2., 2.], [2., 2., 3., 3.]];
         s.classes = vec![5, 6, 7];
         s.crowd = vec![false, true, false];
-        s.masks = Some(vec![Plane::new(4, 4, 0), Plane::new(4, 4, 1), Plane::new(4, 4, 2)]);
+        s.masks = Some(vec![
+            Plane::new(4, 4, 0),
+            Plane::new(4, 4, 1),
+            Plane::new(4, 4, 2),
+        ]);
         s.retain_boxes(|i, _| i != 1);
         assert_eq!(s.classes, vec![5, 7]);
         assert_eq!(s.crowd, vec![false, false]);
@@ -331,7 +343,11 @@ mod tests {
     #[test]
     fn meta_round_trips_through_flip_scale_and_crop() {
         let b = [10.0f32, 20.0, 30.0, 50.0];
-        let m = Meta::identity(100, 80).scaled(2.0, 1.5).shifted(7.0, -3.0).mirrored(130.0).scaled(0.5, 0.5);
+        let m = Meta::identity(100, 80)
+            .scaled(2.0, 1.5)
+            .shifted(7.0, -3.0)
+            .mirrored(130.0)
+            .scaled(0.5, 0.5);
         let c = m.to_current(b);
         // by hand: scale (x*1.5, y*2) -> shift (x+3, y-7) -> mirror in 130 px -> halve
         let by_hand = [

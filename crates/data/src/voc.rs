@@ -7,8 +7,26 @@ use crate::sample::{Plane, Sample};
 use std::path::{Path, PathBuf};
 
 pub const VOC_CLASSES: [&str; 20] = [
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
-    "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
 ];
 
 #[derive(Clone, Debug, PartialEq)]
@@ -60,30 +78,55 @@ impl VocAnnotation {
         })?;
         let root = doc.root_element();
         if !root.has_tag_name("annotation") {
-            return Err(Error::invalid(path, "root element", format!("expected <annotation>, found <{}>", root.tag_name().name())));
+            return Err(Error::invalid(
+                path,
+                "root element",
+                format!("expected <annotation>, found <{}>", root.tag_name().name()),
+            ));
         }
         let num = |n: roxmltree::Node, tag: &str, item: &str| -> Result<f32> {
-            let t = text(n, tag).ok_or_else(|| Error::invalid(path, item, format!("missing <{tag}>")))?;
+            let t = text(n, tag)
+                .ok_or_else(|| Error::invalid(path, item, format!("missing <{tag}>")))?;
             t.parse::<f32>()
                 .ok()
                 .filter(|v| v.is_finite())
-                .ok_or_else(|| Error::invalid(path, item, format!("<{tag}> is not a number: {t:?}")))
+                .ok_or_else(|| {
+                    Error::invalid(path, item, format!("<{tag}> is not a number: {t:?}"))
+                })
         };
         let filename = text(root, "filename").unwrap_or("").to_string();
         let (mut width, mut height, mut depth) = (0, 0, 3);
         if let Some(size) = child(root, "size") {
             width = num(size, "width", "size")? as usize;
             height = num(size, "height", "size")? as usize;
-            depth = text(size, "depth").and_then(|d| d.parse().ok()).unwrap_or(3);
+            depth = text(size, "depth")
+                .and_then(|d| d.parse().ok())
+                .unwrap_or(3);
         }
         let mut objects = Vec::new();
-        for (k, o) in root.children().filter(|c| c.has_tag_name("object")).enumerate() {
+        for (k, o) in root
+            .children()
+            .filter(|c| c.has_tag_name("object"))
+            .enumerate()
+        {
             let item = format!("object {k}");
-            let name = text(o, "name").filter(|s| !s.is_empty()).ok_or_else(|| Error::invalid(path, &item, "missing <name>"))?;
-            let bb = child(o, "bndbox").ok_or_else(|| Error::invalid(path, &item, "missing <bndbox>"))?;
-            let bndbox = [num(bb, "xmin", &item)?, num(bb, "ymin", &item)?, num(bb, "xmax", &item)?, num(bb, "ymax", &item)?];
+            let name = text(o, "name")
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| Error::invalid(path, &item, "missing <name>"))?;
+            let bb = child(o, "bndbox")
+                .ok_or_else(|| Error::invalid(path, &item, "missing <bndbox>"))?;
+            let bndbox = [
+                num(bb, "xmin", &item)?,
+                num(bb, "ymin", &item)?,
+                num(bb, "xmax", &item)?,
+                num(bb, "ymax", &item)?,
+            ];
             if bndbox[2] < bndbox[0] || bndbox[3] < bndbox[1] {
-                return Err(Error::invalid(path, format!("{item} ({name})"), format!("bndbox {bndbox:?} has negative size")));
+                return Err(Error::invalid(
+                    path,
+                    format!("{item} ({name})"),
+                    format!("bndbox {bndbox:?} has negative size"),
+                ));
             }
             objects.push(VocObject {
                 name: name.to_string(),
@@ -102,7 +145,11 @@ impl VocAnnotation {
     }
 
     pub fn to_xml(&self) -> String {
-        let esc = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+        let esc = |s: &str| {
+            s.replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;")
+        };
         let mut x = format!(
             "<annotation>\n  <filename>{}</filename>\n  <size>\n    <width>{}</width>\n    <height>{}</height>\n    <depth>{}</depth>\n  </size>\n  <segmented>1</segmented>\n",
             esc(&self.filename), self.width, self.height, self.depth
@@ -121,7 +168,10 @@ impl VocAnnotation {
 pub fn read_image_set(path: impl AsRef<Path>) -> Result<Vec<String>> {
     let path = path.as_ref();
     let s = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    Ok(s.lines().filter_map(|l| l.split_whitespace().next()).map(str::to_string).collect())
+    Ok(s.lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect())
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -144,13 +194,22 @@ pub struct VocDataset {
 }
 
 impl VocDataset {
-    pub fn open(root: impl AsRef<Path>, image_set: &str, task: VocTask, classes: Option<Vec<String>>) -> Result<Self> {
+    pub fn open(
+        root: impl AsRef<Path>,
+        image_set: &str,
+        task: VocTask,
+        classes: Option<Vec<String>>,
+    ) -> Result<Self> {
         let root = root.as_ref().to_path_buf();
         let sub = match task {
             VocTask::Detection => "Main",
             VocTask::Segmentation => "Segmentation",
         };
-        let ids = read_image_set(root.join("ImageSets").join(sub).join(format!("{image_set}.txt")))?;
+        let ids = read_image_set(
+            root.join("ImageSets")
+                .join(sub)
+                .join(format!("{image_set}.txt")),
+        )?;
         Ok(VocDataset {
             root,
             ids,
@@ -186,7 +245,9 @@ impl Dataset for VocDataset {
         let id = &self.ids[index];
         let ann_path = self.root.join("Annotations").join(format!("{id}.xml"));
         let ann = match (self.task, ann_path.exists()) {
-            (VocTask::Detection, _) | (VocTask::Segmentation, true) => Some(VocAnnotation::read(&ann_path)?),
+            (VocTask::Detection, _) | (VocTask::Segmentation, true) => {
+                Some(VocAnnotation::read(&ann_path)?)
+            }
             _ => None,
         };
         let img_path = self.image_path(id, ann.as_ref());
@@ -196,9 +257,17 @@ impl Dataset for VocDataset {
         s.source = Some(img_path.clone());
         if let Some(a) = &ann {
             for (k, o) in a.objects.iter().enumerate() {
-                let c = self.classes.iter().position(|c| *c == o.name).ok_or_else(|| {
-                    Error::invalid(&ann_path, format!("object {k}"), format!("unknown class {:?}", o.name))
-                })?;
+                let c = self
+                    .classes
+                    .iter()
+                    .position(|c| *c == o.name)
+                    .ok_or_else(|| {
+                        Error::invalid(
+                            &ann_path,
+                            format!("object {k}"),
+                            format!("unknown class {:?}", o.name),
+                        )
+                    })?;
                 let b = o.bndbox;
                 s.boxes.push([b[0] - 1.0, b[1] - 1.0, b[2], b[3]]);
                 s.classes.push(c as u32);
@@ -206,13 +275,23 @@ impl Dataset for VocDataset {
             }
         }
         if self.task == VocTask::Segmentation {
-            let lp = self.root.join("SegmentationClass").join(format!("{id}.png"));
+            let lp = self
+                .root
+                .join("SegmentationClass")
+                .join(format!("{id}.png"));
             let l: Plane = io::read_label_png(&lp)?;
             if (l.width, l.height) != (s.width(), s.height()) {
                 return Err(Error::invalid(
                     &lp,
                     format!("label map of {id}"),
-                    format!("is {}x{} but its image {} is {}x{}", l.width, l.height, img_path.display(), s.width(), s.height()),
+                    format!(
+                        "is {}x{} but its image {} is {}x{}",
+                        l.width,
+                        l.height,
+                        img_path.display(),
+                        s.width(),
+                        s.height()
+                    ),
                 ));
             }
             s.label_map = Some(l);
@@ -259,7 +338,10 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(e.contains("c.xml") && e.contains("object 0") && e.contains("xmin"), "{e}");
+        assert!(
+            e.contains("c.xml") && e.contains("object 0") && e.contains("xmin"),
+            "{e}"
+        );
         let e = VocAnnotation::parse(
             "<annotation><object><name>x</name><bndbox><xmin>5</xmin><ymin>1</ymin><xmax>2</xmax><ymax>3</ymax></bndbox></object></annotation>",
             Path::new("d.xml"),

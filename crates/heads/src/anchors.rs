@@ -89,7 +89,12 @@ impl AnchorConfig {
             for x in 0..gw {
                 let cx = stride / 2.0 + x as f64 * stride;
                 for &(hw, hh) in &cell {
-                    out.push([(cx - hw) as f32, (cy - hh) as f32, (cx + hw) as f32, (cy + hh) as f32]);
+                    out.push([
+                        (cx - hw) as f32,
+                        (cy - hh) as f32,
+                        (cx + hw) as f32,
+                        (cy + hh) as f32,
+                    ]);
                 }
             }
         }
@@ -98,14 +103,21 @@ impl AnchorConfig {
     fn torchvision_level(&self, level: usize, (gh, gw): (usize, usize), out: &mut Vec<[f32; 4]>) {
         let stride = 1usize << level;
         let base = self.anchor_size * stride as f64;
-        let sizes: Vec<f32> = (0..self.num_scales).map(|k| (base * 2f64.powf(k as f64 / self.num_scales as f64)) as i64 as f32).collect();
+        let sizes: Vec<f32> = (0..self.num_scales)
+            .map(|k| (base * 2f64.powf(k as f64 / self.num_scales as f64)) as i64 as f32)
+            .collect();
         let mut cell = Vec::new();
         for &r in &self.aspect_ratios {
             let h_ratio = (r as f32).sqrt();
             let w_ratio = 1.0 / h_ratio;
             for &size in &sizes {
                 let (ws, hs) = (w_ratio * size, h_ratio * size);
-                cell.push([(-ws / 2.0).round_ties_even(), (-hs / 2.0).round_ties_even(), (ws / 2.0).round_ties_even(), (hs / 2.0).round_ties_even()]);
+                cell.push([
+                    (-ws / 2.0).round_ties_even(),
+                    (-hs / 2.0).round_ties_even(),
+                    (ws / 2.0).round_ties_even(),
+                    (hs / 2.0).round_ties_even(),
+                ]);
             }
         }
         for y in 0..gh {
@@ -128,7 +140,16 @@ mod tests {
     fn paper_layout_count_and_first_anchor() {
         let (a, counts) = AnchorConfig::default().generate(640, 640);
         assert_eq!(a.len(), 76_725);
-        assert_eq!(counts, vec![80 * 80 * 9, 40 * 40 * 9, 20 * 20 * 9, 10 * 10 * 9, 5 * 5 * 9]);
+        assert_eq!(
+            counts,
+            vec![
+                80 * 80 * 9,
+                40 * 40 * 9,
+                20 * 20 * 9,
+                10 * 10 * 9,
+                5 * 5 * 9
+            ]
+        );
         // level 3, scale 0, aspect 1: 32x32 around (4, 4)
         assert_eq!(a[0], [-12.0, -12.0, 20.0, 20.0]);
         // aspect 2 (w/h): wider than tall

@@ -34,7 +34,11 @@ pub fn box_iou(a: &[[f32; 4]], b: &[[f32; 4]]) -> Vec<f32> {
 /// Order of boxes by descending score; ties keep index order (a stable sort).
 fn by_score(scores: &[f32]) -> Vec<usize> {
     let mut order: Vec<usize> = (0..scores.len()).collect();
-    order.sort_by(|&i, &j| scores[j].partial_cmp(&scores[i]).unwrap_or(std::cmp::Ordering::Equal));
+    order.sort_by(|&i, &j| {
+        scores[j]
+            .partial_cmp(&scores[i])
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
     order
 }
 
@@ -58,7 +62,12 @@ pub fn nms(boxes: &[[f32; 4]], scores: &[f32], iou_threshold: f32) -> Vec<usize>
 }
 
 /// NMS within each class independently; the result sorted by decreasing score.
-pub fn batched_nms(boxes: &[[f32; 4]], scores: &[f32], classes: &[usize], iou_threshold: f32) -> Vec<usize> {
+pub fn batched_nms(
+    boxes: &[[f32; 4]],
+    scores: &[f32],
+    classes: &[usize],
+    iou_threshold: f32,
+) -> Vec<usize> {
     let mut groups: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
     for (i, &c) in classes.iter().enumerate() {
         groups.entry(c).or_default().push(i);
@@ -69,21 +78,41 @@ pub fn batched_nms(boxes: &[[f32; 4]], scores: &[f32], classes: &[usize], iou_th
         let s: Vec<f32> = idx.iter().map(|&i| scores[i]).collect();
         keep.extend(nms(&b, &s, iou_threshold).into_iter().map(|k| idx[k]));
     }
-    keep.sort_by(|&i, &j| scores[j].partial_cmp(&scores[i]).unwrap_or(std::cmp::Ordering::Equal).then(i.cmp(&j)));
+    keep.sort_by(|&i, &j| {
+        scores[j]
+            .partial_cmp(&scores[i])
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then(i.cmp(&j))
+    });
     keep
 }
 
 /// Gaussian soft-NMS (Bodla et al.): instead of dropping overlapping boxes, their scores decay
 /// by `exp(-iou^2 / sigma)`; boxes whose score falls below `score_threshold` are dropped.
 /// Returns (index, new score) in decreasing new-score order.
-pub fn soft_nms(boxes: &[[f32; 4]], scores: &[f32], sigma: f32, score_threshold: f32) -> Vec<(usize, f32)> {
-    let mut live: Vec<(usize, f32)> = scores.iter().copied().enumerate().filter(|(_, s)| *s >= score_threshold).collect();
+pub fn soft_nms(
+    boxes: &[[f32; 4]],
+    scores: &[f32],
+    sigma: f32,
+    score_threshold: f32,
+) -> Vec<(usize, f32)> {
+    let mut live: Vec<(usize, f32)> = scores
+        .iter()
+        .copied()
+        .enumerate()
+        .filter(|(_, s)| *s >= score_threshold)
+        .collect();
     let mut out = Vec::new();
     while !live.is_empty() {
         let (m, _) = live
             .iter()
             .enumerate()
-            .max_by(|a, b| a.1 .1.partial_cmp(&b.1 .1).unwrap_or(std::cmp::Ordering::Equal).then(b.1 .0.cmp(&a.1 .0)))
+            .max_by(|a, b| {
+                a.1 .1
+                    .partial_cmp(&b.1 .1)
+                    .unwrap_or(std::cmp::Ordering::Equal)
+                    .then(b.1 .0.cmp(&a.1 .0))
+            })
             .unwrap();
         let best = live.swap_remove(m);
         out.push(best);
@@ -110,7 +139,11 @@ mod tests {
 
     #[test]
     fn soft_nms_decays_overlaps_instead_of_dropping() {
-        let b = [[0.0, 0.0, 10.0, 10.0], [1.0, 0.0, 11.0, 10.0], [50.0, 50.0, 60.0, 60.0]];
+        let b = [
+            [0.0, 0.0, 10.0, 10.0],
+            [1.0, 0.0, 11.0, 10.0],
+            [50.0, 50.0, 60.0, 60.0],
+        ];
         let s = [0.9, 0.8, 0.7];
         let hard = nms(&b, &s, 0.5);
         assert_eq!(hard, vec![0, 2]);

@@ -13,7 +13,10 @@ pub struct BoxCoder {
 
 impl Default for BoxCoder {
     fn default() -> Self {
-        BoxCoder { weights: [1.0; 4], clip: BBOX_XFORM_CLIP }
+        BoxCoder {
+            weights: [1.0; 4],
+            clip: BBOX_XFORM_CLIP,
+        }
     }
 }
 
@@ -29,7 +32,12 @@ impl BoxCoder {
         let (cx, cy, w, h) = centre(gt);
         let (ax, ay, aw, ah) = centre(anchor);
         let [wx, wy, ww, wh] = self.weights;
-        [wx * (cx - ax) / aw, wy * (cy - ay) / ah, ww * (w / aw).ln(), wh * (h / ah).ln()]
+        [
+            wx * (cx - ax) / aw,
+            wy * (cy - ay) / ah,
+            ww * (w / aw).ln(),
+            wh * (h / ah).ln(),
+        ]
     }
 
     pub fn decode(&self, d: &[f32; 4], anchor: &[f32; 4]) -> [f32; 4] {

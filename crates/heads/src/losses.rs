@@ -4,7 +4,12 @@ use candle_core::{DType, Result, Tensor, D};
 
 /// Sigmoid focal loss summed over all elements (torchvision's `sigmoid_focal_loss`,
 /// reduction "sum"), in the numerically stable form.
-pub fn sigmoid_focal_loss(logits: &Tensor, targets: &Tensor, alpha: f64, gamma: f64) -> Result<Tensor> {
+pub fn sigmoid_focal_loss(
+    logits: &Tensor,
+    targets: &Tensor,
+    alpha: f64,
+    gamma: f64,
+) -> Result<Tensor> {
     focal_elements(logits, targets, alpha, gamma)?.sum_all()
 }
 
@@ -38,14 +43,25 @@ pub fn huber_elements(pred: &Tensor, target: &Tensor, delta: f64) -> Result<Tens
 /// ignored.
 pub fn softmax_cross_entropy(logits: &Tensor, labels: &Tensor, ignore: u32) -> Result<Tensor> {
     let (b, k, h, w) = logits.dims4()?;
-    let lp = pupil_ops::log_softmax_last_dim(&logits.permute((0, 2, 3, 1))?.contiguous()?.reshape((b * h * w, k))?)?;
+    let lp = pupil_ops::log_softmax_last_dim(
+        &logits
+            .permute((0, 2, 3, 1))?
+            .contiguous()?
+            .reshape((b * h * w, k))?,
+    )?;
     let lab: Vec<u32> = labels.flatten_all()?.to_dtype(DType::U32)?.to_vec1()?;
-    let valid: Vec<f32> = lab.iter().map(|&l| if l == ignore { 0.0 } else { 1.0 }).collect();
+    let valid: Vec<f32> = lab
+        .iter()
+        .map(|&l| if l == ignore { 0.0 } else { 1.0 })
+        .collect();
     if let Some(&bad) = lab.iter().find(|&&l| l != ignore && l as usize >= k) {
         candle_core::bail!("label {bad} out of range for {k} classes")
     }
     let n_valid: f32 = valid.iter().sum();
-    let idx: Vec<u32> = lab.iter().map(|&l| if l == ignore { 0 } else { l }).collect();
+    let idx: Vec<u32> = lab
+        .iter()
+        .map(|&l| if l == ignore { 0 } else { l })
+        .collect();
     let dev = logits.device();
     let idx = Tensor::from_vec(idx, (b * h * w, 1), dev)?;
     let picked = lp.gather(&idx, D::Minus1)?.squeeze(D::Minus1)?;

@@ -18,7 +18,11 @@ pub struct Matcher {
 
 impl Default for Matcher {
     fn default() -> Self {
-        Matcher { match_threshold: 0.5, unmatched_threshold: 0.5, force_match: true }
+        Matcher {
+            match_threshold: 0.5,
+            unmatched_threshold: 0.5,
+            force_match: true,
+        }
     }
 }
 
@@ -34,9 +38,18 @@ pub struct Targets {
 impl Matcher {
     /// Index of the matched ground truth per anchor (None: negative or ignored, told apart by
     /// the returned flag).
-    pub fn assign(&self, anchors: &[[f32; 4]], gt: &[[f32; 4]], crowd: &[bool]) -> Vec<Result<usize, bool>> {
-        let real: Vec<usize> = (0..gt.len()).filter(|&g| !crowd.get(g).copied().unwrap_or(false)).collect();
-        let crowds: Vec<usize> = (0..gt.len()).filter(|&g| crowd.get(g).copied().unwrap_or(false)).collect();
+    pub fn assign(
+        &self,
+        anchors: &[[f32; 4]],
+        gt: &[[f32; 4]],
+        crowd: &[bool],
+    ) -> Vec<Result<usize, bool>> {
+        let real: Vec<usize> = (0..gt.len())
+            .filter(|&g| !crowd.get(g).copied().unwrap_or(false))
+            .collect();
+        let crowds: Vec<usize> = (0..gt.len())
+            .filter(|&g| crowd.get(g).copied().unwrap_or(false))
+            .collect();
         let mut out: Vec<Result<usize, bool>> = Vec::with_capacity(anchors.len());
         // best anchor per real ground truth, for forced matches
         let mut best: Vec<(f32, usize)> = vec![(-1.0, 0); real.len()];
@@ -55,7 +68,10 @@ impl Matcher {
                 Ok(m.1)
             } else if m.1 != usize::MAX && m.0 >= self.unmatched_threshold {
                 Err(true)
-            } else if crowds.iter().any(|&c| iou(anchor, &gt[c]) >= self.unmatched_threshold) {
+            } else if crowds
+                .iter()
+                .any(|&c| iou(anchor, &gt[c]) >= self.unmatched_threshold)
+            {
                 Err(true)
             } else {
                 Err(false)
@@ -73,9 +89,20 @@ impl Matcher {
     }
 
     /// Class and box targets of one image.
-    pub fn targets(&self, anchors: &[[f32; 4]], gt: &[[f32; 4]], classes: &[u32], crowd: &[bool], coder: &BoxCoder) -> Targets {
+    pub fn targets(
+        &self,
+        anchors: &[[f32; 4]],
+        gt: &[[f32; 4]],
+        classes: &[u32],
+        crowd: &[bool],
+        coder: &BoxCoder,
+    ) -> Targets {
         let assign = self.assign(anchors, gt, crowd);
-        let mut t = Targets { classes: Vec::with_capacity(anchors.len()), boxes: vec![[0.0; 4]; anchors.len()], num_positives: 0 };
+        let mut t = Targets {
+            classes: Vec::with_capacity(anchors.len()),
+            boxes: vec![[0.0; 4]; anchors.len()],
+            num_positives: 0,
+        };
         for (a, r) in assign.into_iter().enumerate() {
             match r {
                 Ok(g) => {
@@ -97,16 +124,40 @@ mod tests {
 
     #[test]
     fn thresholds_force_match_and_crowd() {
-        let anchors = [[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 30.0], [50.0, 50.0, 60.0, 60.0], [100.0, 100.0, 110.0, 110.0]];
+        let anchors = [
+            [0.0, 0.0, 10.0, 10.0],
+            [0.0, 0.0, 10.0, 30.0],
+            [50.0, 50.0, 60.0, 60.0],
+            [100.0, 100.0, 110.0, 110.0],
+        ];
         // gt 0 equals anchor 0; gt 1 overlaps anchor 2 only weakly; gt 2 is crowd over anchor 3
-        let gt = [[0.0, 0.0, 10.0, 10.0], [55.0, 55.0, 70.0, 70.0], [100.0, 100.0, 110.0, 110.0]];
-        let t = Matcher::default().targets(&anchors, &gt, &[3, 7, 9], &[false, false, true], &BoxCoder::default());
+        let gt = [
+            [0.0, 0.0, 10.0, 10.0],
+            [55.0, 55.0, 70.0, 70.0],
+            [100.0, 100.0, 110.0, 110.0],
+        ];
+        let t = Matcher::default().targets(
+            &anchors,
+            &gt,
+            &[3, 7, 9],
+            &[false, false, true],
+            &BoxCoder::default(),
+        );
         assert_eq!(t.classes, vec![3, NEGATIVE, 7, IGNORE]);
         assert_eq!(t.num_positives, 2, "anchor 2 is forced onto gt 1");
         assert_eq!(t.boxes[0], [0.0, 0.0, 0.0, 0.0]);
         assert_ne!(t.boxes[2], [0.0; 4]);
-        let no_force = Matcher { force_match: false, ..Default::default() };
-        let t = no_force.targets(&anchors, &gt, &[3, 7, 9], &[false, false, true], &BoxCoder::default());
+        let no_force = Matcher {
+            force_match: false,
+            ..Default::default()
+        };
+        let t = no_force.targets(
+            &anchors,
+            &gt,
+            &[3, 7, 9],
+            &[false, false, true],
+            &BoxCoder::default(),
+        );
         assert_eq!(t.classes[2], NEGATIVE);
     }
 }

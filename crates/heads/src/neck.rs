@@ -84,7 +84,17 @@ fn resize_to(x: &Tensor, size: (usize, usize)) -> Result<Tensor> {
         let s = h.div_ceil(size.0).max(w.div_ceil(size.1)).max(2);
         let (t, b) = same_pad(h, s, s, 1);
         let (l, r) = same_pad(w, s, s, 1);
-        let y = pupil_ops::max_pool2d(x, (s, s), (s, s), pupil_ops::Pad2d { top: t, bottom: b, left: l, right: r })?;
+        let y = pupil_ops::max_pool2d(
+            x,
+            (s, s),
+            (s, s),
+            pupil_ops::Pad2d {
+                top: t,
+                bottom: b,
+                left: l,
+                right: r,
+            },
+        )?;
         let (_, _, yh, yw) = y.dims4()?;
         if (yh, yw) == size {
             return Ok(y);
@@ -102,12 +112,32 @@ struct Conv3 {
 
 impl Conv3 {
     fn new(vb: &Vb, cin: usize, cout: usize, separable: bool, bias: bool) -> Result<Self> {
-        let c = ConvCfg { bias, pad: PadMode::Same, ..Default::default() };
+        let c = ConvCfg {
+            bias,
+            pad: PadMode::Same,
+            ..Default::default()
+        };
         if separable {
-            let dw = Conv2d::new(&vb.pp("depthwise"), cin, cin, 3, ConvCfg { groups: cin, bias: false, ..c })?;
-            Ok(Conv3 { dw: Some(dw), conv: Conv2d::new(&vb.pp("pointwise"), cin, cout, 1, c)? })
+            let dw = Conv2d::new(
+                &vb.pp("depthwise"),
+                cin,
+                cin,
+                3,
+                ConvCfg {
+                    groups: cin,
+                    bias: false,
+                    ..c
+                },
+            )?;
+            Ok(Conv3 {
+                dw: Some(dw),
+                conv: Conv2d::new(&vb.pp("pointwise"), cin, cout, 1, c)?,
+            })
         } else {
-            Ok(Conv3 { dw: None, conv: Conv2d::new(vb, cin, cout, 3, c)? })
+            Ok(Conv3 {
+                dw: None,
+                conv: Conv2d::new(vb, cin, cout, 3, c)?,
+            })
         }
     }
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -161,7 +191,10 @@ impl Neck {
     pub fn new(vb: &Vb, cfg: &NeckConfig, backbone: &[LevelInfo]) -> Result<Self> {
         let ch = cfg.channels;
         let bn = |vb: &Vb| BatchNorm2d::new(vb, ch, cfg.bn_eps, cfg.bn_momentum);
-        let input_levels: Vec<&LevelInfo> = backbone.iter().filter(|l| l.level >= cfg.min_level && l.level <= cfg.max_level).collect();
+        let input_levels: Vec<&LevelInfo> = backbone
+            .iter()
+            .filter(|l| l.level >= cfg.min_level && l.level <= cfg.max_level)
+            .collect();
         if input_levels.is_empty() || input_levels[0].level != cfg.min_level {
             candle_core::bail!("the backbone has no feature map at level {}", cfg.min_level)
         }
@@ -170,24 +203,49 @@ impl Neck {
                 for l in cfg.min_level..=cfg.max_level {
                     match backbone.iter().find(|b| b.level == l) {
                         Some(b) if b.channels == ch => {}
-                        _ => candle_core::bail!("identity neck needs {ch} channels at every level {}..={}", cfg.min_level, cfg.max_level),
+                        _ => candle_core::bail!(
+                            "identity neck needs {ch} channels at every level {}..={}",
+                            cfg.min_level,
+                            cfg.max_level
+                        ),
                     }
                 }
                 Kind::Identity
             }
             NeckKind::Fpn => {
-                let c = ConvCfg { bias: true, pad: PadMode::Same, ..Default::default() };
+                let c = ConvCfg {
+                    bias: true,
+                    pad: PadMode::Same,
+                    ..Default::default()
+                };
                 let lateral = input_levels
                     .iter()
-                    .map(|l| Ok((l.level, Conv2d::new(&vb.pp("lateral").pp(l.level), l.channels, ch, 1, c)?)))
+                    .map(|l| {
+                        Ok((
+                            l.level,
+                            Conv2d::new(&vb.pp("lateral").pp(l.level), l.channels, ch, 1, c)?,
+                        ))
+                    })
                     .collect::<Result<Vec<_>>>()?;
-                let post = input_levels.iter().map(|l| Conv2d::new(&vb.pp("post").pp(l.level), ch, ch, 3, c)).collect::<Result<Vec<_>>>()?;
+                let post = input_levels
+                    .iter()
+                    .map(|l| Conv2d::new(&vb.pp("post").pp(l.level), ch, ch, 3, c))
+                    .collect::<Result<Vec<_>>>()?;
                 let top = input_levels.last().unwrap().level;
                 let extra = (top + 1..=cfg.max_level)
-                    .map(|l| Conv2d::new(&vb.pp("extra").pp(l), ch, ch, 3, ConvCfg { stride: 2, ..c }))
+                    .map(|l| {
+                        Conv2d::new(&vb.pp("extra").pp(l), ch, ch, 3, ConvCfg { stride: 2, ..c })
+                    })
                     .collect::<Result<Vec<_>>>()?;
-                let bns = (cfg.min_level..=cfg.max_level).map(|l| bn(&vb.pp("bn").pp(l))).collect::<Result<Vec<_>>>()?;
-                Kind::Fpn(Fpn { lateral, post, extra, bns })
+                let bns = (cfg.min_level..=cfg.max_level)
+                    .map(|l| bn(&vb.pp("bn").pp(l)))
+                    .collect::<Result<Vec<_>>>()?;
+                Kind::Fpn(Fpn {
+                    lateral,
+                    post,
+                    extra,
+                    bns,
+                })
             }
             NeckKind::NasFpn => {
                 if cfg.max_level - cfg.min_level != 4 {
@@ -198,8 +256,21 @@ impl Neck {
                     let proj = match backbone.iter().find(|b| b.level == l) {
                         Some(b) if b.channels == ch => None,
                         Some(b) => {
-                            let c = ConvCfg { bias: false, pad: PadMode::Same, ..Default::default() };
-                            Some((Conv2d::new(&vb.pp("input").pp(l).pp("conv"), b.channels, ch, 1, c)?, bn(&vb.pp("input").pp(l).pp("bn"))?))
+                            let c = ConvCfg {
+                                bias: false,
+                                pad: PadMode::Same,
+                                ..Default::default()
+                            };
+                            Some((
+                                Conv2d::new(
+                                    &vb.pp("input").pp(l).pp("conv"),
+                                    b.channels,
+                                    ch,
+                                    1,
+                                    c,
+                                )?,
+                                bn(&vb.pp("input").pp(l).pp("bn"))?,
+                            ))
                         }
                         None => None,
                     };
@@ -210,7 +281,10 @@ impl Neck {
                         let ops = (0..NASFPN_CELL.len())
                             .map(|n| {
                                 let nvb = vb.pp("cell").pp(r).pp(n);
-                                Ok((Conv3::new(&nvb.pp("conv"), ch, ch, cfg.separable, true)?, bn(&nvb.pp("bn"))?))
+                                Ok((
+                                    Conv3::new(&nvb.pp("conv"), ch, ch, cfg.separable, true)?,
+                                    bn(&nvb.pp("bn"))?,
+                                ))
                             })
                             .collect::<Result<Vec<_>>>()?;
                         Ok(NasCell { ops })
@@ -219,7 +293,10 @@ impl Neck {
                 Kind::NasFpn(NasFpn { inputs, cells })
             }
         };
-        Ok(Neck { config: cfg.clone(), kind })
+        Ok(Neck {
+            config: cfg.clone(),
+            kind,
+        })
     }
 
     /// Levels min..=max, each `channels` wide.
@@ -227,9 +304,15 @@ impl Neck {
         let cfg = &self.config;
         let act = cfg.act.act();
         match &self.kind {
-            Kind::Identity => (cfg.min_level..=cfg.max_level).map(|l| f.get(l).cloned()).collect(),
+            Kind::Identity => (cfg.min_level..=cfg.max_level)
+                .map(|l| f.get(l).cloned())
+                .collect(),
             Kind::Fpn(n) => {
-                let lats: Vec<Tensor> = n.lateral.iter().map(|(l, c)| c.forward(f.get(*l)?)).collect::<Result<_>>()?;
+                let lats: Vec<Tensor> = n
+                    .lateral
+                    .iter()
+                    .map(|(l, c)| c.forward(f.get(*l)?))
+                    .collect::<Result<_>>()?;
                 // top-down: nearest upsampling of the coarser level, added to the lateral
                 let mut td = vec![lats.last().unwrap().clone()];
                 for i in (0..lats.len() - 1).rev() {
@@ -238,14 +321,25 @@ impl Neck {
                     td.push((&lats[i] + up)?);
                 }
                 td.reverse();
-                let mut outs: Vec<Tensor> = td.iter().zip(&n.post).map(|(t, c)| c.forward(t)).collect::<Result<_>>()?;
+                let mut outs: Vec<Tensor> = td
+                    .iter()
+                    .zip(&n.post)
+                    .map(|(t, c)| c.forward(t))
+                    .collect::<Result<_>>()?;
                 for (k, conv) in n.extra.iter().enumerate() {
                     let prev = outs.last().unwrap();
                     // ReLU before the convs above the first extra level, as the reference
-                    let inp = if k > 0 { act.apply(prev)? } else { prev.clone() };
+                    let inp = if k > 0 {
+                        act.apply(prev)?
+                    } else {
+                        prev.clone()
+                    };
                     outs.push(conv.forward(&inp)?);
                 }
-                outs.iter().zip(&n.bns).map(|(o, bn)| bn.forward_t(o, train)).collect()
+                outs.iter()
+                    .zip(&n.bns)
+                    .map(|(o, bn)| bn.forward_t(o, train))
+                    .collect()
             }
             Kind::NasFpn(n) => {
                 let mut feats: Vec<Tensor> = Vec::new();
@@ -275,7 +369,14 @@ impl Neck {
     }
 }
 
-fn nas_cell(cell: &NasCell, inputs: &[Tensor], min_level: usize, size: &dyn Fn(usize) -> (usize, usize), act: Act, train: bool) -> Result<Vec<Tensor>> {
+fn nas_cell(
+    cell: &NasCell,
+    inputs: &[Tensor],
+    min_level: usize,
+    size: &dyn Fn(usize) -> (usize, usize),
+    act: Act,
+    train: bool,
+) -> Result<Vec<Tensor>> {
     let mut feats: Vec<Tensor> = inputs.to_vec();
     let mut levels: Vec<usize> = (0..inputs.len()).map(|i| min_level + i).collect();
     let mut outgoing = vec![0usize; feats.len()];
@@ -289,7 +390,11 @@ fn nas_cell(cell: &NasCell, inputs: &[Tensor], min_level: usize, size: &dyn Fn(u
         outgoing[b] += 1;
         let mut node = if attention {
             // coarser input gates the finer one with its global max
-            let (c, f) = if levels[a] >= levels[b] { (xa, xb) } else { (xb, xa) };
+            let (c, f) = if levels[a] >= levels[b] {
+                (xa, xb)
+            } else {
+                (xb, xa)
+            };
             let m = crate::sigmoid(&c.max_keepdim(3)?.max_keepdim(2)?)?;
             (&c + f.broadcast_mul(&m)?)?
         } else {
@@ -312,10 +417,16 @@ fn nas_cell(cell: &NasCell, inputs: &[Tensor], min_level: usize, size: &dyn Fn(u
             out_nodes.push(feats.len() - 1);
         }
     }
-    let mut outs: Vec<(usize, Tensor)> = out_nodes.iter().map(|&i| (levels[i], feats[i].clone())).collect();
+    let mut outs: Vec<(usize, Tensor)> = out_nodes
+        .iter()
+        .map(|&i| (levels[i], feats[i].clone()))
+        .collect();
     outs.sort_by_key(|(l, _)| *l);
     Ok(outs.into_iter().map(|(_, t)| t).collect())
 }
 
 /// Normal(0, 0.01) initialisation for head convolutions.
-pub const HEAD_INIT: Init = Init::Normal { mean: 0.0, std: 0.01 };
+pub const HEAD_INIT: Init = Init::Normal {
+    mean: 0.0,
+    std: 0.01,
+};

@@ -28,7 +28,13 @@ pub struct PostConfig {
 
 impl Default for PostConfig {
     fn default() -> Self {
-        PostConfig { pre_nms_top_k: 5000, score_threshold: 0.05, nms_iou: 0.5, soft_nms_sigma: None, max_detections: 100 }
+        PostConfig {
+            pre_nms_top_k: 5000,
+            score_threshold: 0.05,
+            nms_iou: 0.5,
+            soft_nms_sigma: None,
+            max_detections: 100,
+        }
     }
 }
 
@@ -78,31 +84,70 @@ struct Subnet {
 impl Subnet {
     fn new(vb: &Vb, cfg: &RetinaNetConfig, cin: usize, out: usize, bias: f64) -> Result<Self> {
         let ch = cfg.head_channels;
-        let c = ConvCfg { bias: true, pad: PadMode::Same, init: HEAD_INIT, ..Default::default() };
+        let c = ConvCfg {
+            bias: true,
+            pad: PadMode::Same,
+            init: HEAD_INIT,
+            ..Default::default()
+        };
         let mut convs = Vec::new();
         let mut bns = Vec::new();
         for i in 0..cfg.head_convs {
-            convs.push(Conv2d::new(&vb.pp(format!("conv{i}")), if i == 0 { cin } else { ch }, ch, 3, c)?);
+            convs.push(Conv2d::new(
+                &vb.pp(format!("conv{i}")),
+                if i == 0 { cin } else { ch },
+                ch,
+                3,
+                c,
+            )?);
             bns.push(
                 (cfg.neck.min_level..=cfg.neck.max_level)
-                    .map(|l| BatchNorm2d::new(&vb.pp(format!("bn{i}")).pp(format!("level{l}")), ch, cfg.neck.bn_eps, cfg.neck.bn_momentum))
+                    .map(|l| {
+                        BatchNorm2d::new(
+                            &vb.pp(format!("bn{i}")).pp(format!("level{l}")),
+                            ch,
+                            cfg.neck.bn_eps,
+                            cfg.neck.bn_momentum,
+                        )
+                    })
                     .collect::<Result<Vec<_>>>()?,
             );
         }
         let cin_pred = if cfg.head_convs == 0 { cin } else { ch };
         let pvb = vb.pp("predict");
-        let predict = Conv2d::new(&pvb, cin_pred, out, 3, ConvCfg { init: Init::Normal { mean: 0.0, std: 1e-5 }, ..c })?;
+        let predict = Conv2d::new(
+            &pvb,
+            cin_pred,
+            out,
+            3,
+            ConvCfg {
+                init: Init::Normal {
+                    mean: 0.0,
+                    std: 1e-5,
+                },
+                ..c
+            },
+        )?;
         // The class prior: bias = -ln((1 - pi) / pi); new tensors only (a loaded checkpoint wins).
         if bias != 0.0 {
-            pvb.store().set(&pvb.name("bias"), &Tensor::full(bias as f32, out, pvb.device())?)?;
+            pvb.store().set(
+                &pvb.name("bias"),
+                &Tensor::full(bias as f32, out, pvb.device())?,
+            )?;
         }
-        Ok(Subnet { convs, bns, predict })
+        Ok(Subnet {
+            convs,
+            bns,
+            predict,
+        })
     }
 
     fn forward_t(&self, x: &Tensor, level_idx: usize, act: ActKind, train: bool) -> Result<Tensor> {
         let mut y = x.clone();
         for (c, bns) in self.convs.iter().zip(&self.bns) {
-            y = act.act().apply(&bns[level_idx].forward_t(&c.forward(&y)?, train)?)?;
+            y = act
+                .act()
+                .apply(&bns[level_idx].forward_t(&c.forward(&y)?, train)?)?;
         }
         self.predict.forward(&y)
     }
@@ -139,9 +184,22 @@ impl RetinaNet {
         let neck = Neck::new(&vb.pp("neck"), &cfg.neck, &bb.levels())?;
         let a = cfg.anchors.per_location();
         let prior = -((1.0f64 - 0.01) / 0.01).ln();
-        let class_net = Subnet::new(&vb.pp("class_net"), cfg, cfg.neck.channels, a * cfg.num_classes, prior)?;
+        let class_net = Subnet::new(
+            &vb.pp("class_net"),
+            cfg,
+            cfg.neck.channels,
+            a * cfg.num_classes,
+            prior,
+        )?;
         let box_net = Subnet::new(&vb.pp("box_net"), cfg, cfg.neck.channels, a * 4, 0.0)?;
-        Ok(RetinaNet { config: cfg.clone(), backbone: bb, neck, class_net, box_net, coder: BoxCoder::default() })
+        Ok(RetinaNet {
+            config: cfg.clone(),
+            backbone: bb,
+            neck,
+            class_net,
+            box_net,
+            coder: BoxCoder::default(),
+        })
     }
 
     /// Class logits [B, A, K] and box deltas [B, A, 4], anchors in the paper's order.
@@ -152,7 +210,9 @@ impl RetinaNet {
         let (mut cls, mut bx) = (Vec::new(), Vec::new());
         for (i, f) in levels.iter().enumerate() {
             let b = f.dim(0)?;
-            let c = self.class_net.forward_t(f, i, self.config.neck.act, train)?;
+            let c = self
+                .class_net
+                .forward_t(f, i, self.config.neck.act, train)?;
             let r = self.box_net.forward_t(f, i, self.config.neck.act, train)?;
             cls.push(c.permute((0, 2, 3, 1))?.reshape((b, (), k))?);
             bx.push(r.permute((0, 2, 3, 1))?.reshape((b, (), 4))?);
@@ -181,7 +241,11 @@ impl RetinaNet {
         let boxes = batch.boxes.to_vec3::<f32>()?;
         let classes = batch.classes.to_vec2::<i64>()?;
         let crowd = batch.crowd.to_vec2::<u8>()?;
-        let matcher = Matcher { match_threshold: cfg.match_threshold, unmatched_threshold: cfg.unmatched_threshold, force_match: true };
+        let matcher = Matcher {
+            match_threshold: cfg.match_threshold,
+            unmatched_threshold: cfg.unmatched_threshold,
+            force_match: true,
+        };
         let mut onehot = vec![0f32; b * a * k];
         let mut weight = vec![1f32; b * a];
         let mut box_t = vec![0f32; b * a * 4];
@@ -189,7 +253,10 @@ impl RetinaNet {
         let mut num_pos = 0usize;
         for i in 0..b {
             let n = batch.num_boxes[i];
-            let gt: Vec<[f32; 4]> = boxes[i][..n].iter().map(|v| [v[0], v[1], v[2], v[3]]).collect();
+            let gt: Vec<[f32; 4]> = boxes[i][..n]
+                .iter()
+                .map(|v| [v[0], v[1], v[2], v[3]])
+                .collect();
             let gc: Vec<u32> = classes[i][..n].iter().map(|&c| c as u32).collect();
             let cr: Vec<bool> = crowd[i][..n].iter().map(|&c| c != 0).collect();
             let t = matcher.targets(&anchors, &gt, &gc, &cr, &self.coder);
@@ -212,12 +279,28 @@ impl RetinaNet {
         let norm = num_pos as f64 + 1.0;
         let onehot = Tensor::from_vec(onehot, (b, a, k), dev)?;
         let weight = Tensor::from_vec(weight, (b, a, 1), dev)?;
-        let cls_loss = (focal_elements(&cls.to_dtype(DType::F32)?, &onehot, cfg.focal_alpha, cfg.focal_gamma)?.broadcast_mul(&weight)?.sum_all()? / norm)?;
+        let cls_loss = (focal_elements(
+            &cls.to_dtype(DType::F32)?,
+            &onehot,
+            cfg.focal_alpha,
+            cfg.focal_gamma,
+        )?
+        .broadcast_mul(&weight)?
+        .sum_all()?
+            / norm)?;
         let box_t = Tensor::from_vec(box_t, (b, a, 4), dev)?;
         let pos = Tensor::from_vec(pos, (b, a, 1), dev)?;
-        let box_loss = (huber_elements(&reg.to_dtype(DType::F32)?, &box_t, cfg.huber_delta)?.broadcast_mul(&pos)?.sum_all()? / (4.0 * norm))?;
+        let box_loss = (huber_elements(&reg.to_dtype(DType::F32)?, &box_t, cfg.huber_delta)?
+            .broadcast_mul(&pos)?
+            .sum_all()?
+            / (4.0 * norm))?;
         let total = (&cls_loss + (&box_loss * cfg.box_weight)?)?;
-        Ok(DetLoss { cls: cls_loss.to_scalar::<f32>()? as f64, boxes: box_loss.to_scalar::<f32>()? as f64, total, num_positives: num_pos })
+        Ok(DetLoss {
+            cls: cls_loss.to_scalar::<f32>()? as f64,
+            boxes: box_loss.to_scalar::<f32>()? as f64,
+            total,
+            num_positives: num_pos,
+        })
     }
 
     /// Detections per image, mapped back to original image coordinates.
@@ -226,7 +309,14 @@ impl RetinaNet {
         self.postprocess(&cls, &reg, images.dims4()?.2, images.dims4()?.3, info)
     }
 
-    pub fn postprocess(&self, cls: &Tensor, reg: &Tensor, h: usize, w: usize, info: &[ImageInfo]) -> Result<Vec<Vec<Detection>>> {
+    pub fn postprocess(
+        &self,
+        cls: &Tensor,
+        reg: &Tensor,
+        h: usize,
+        w: usize,
+        info: &[ImageInfo],
+    ) -> Result<Vec<Vec<Detection>>> {
         let p = &self.config.post;
         let anchors = self.anchors(h, w);
         let probs = crate::sigmoid(&cls.to_dtype(DType::F32)?)?;
@@ -250,12 +340,21 @@ impl RetinaNet {
             let mut cand_scores = Vec::new();
             let mut cand_classes = Vec::new();
             for (c, mut v) in per_class.into_iter().enumerate() {
-                v.sort_by(|x, y| y.0.partial_cmp(&x.0).unwrap_or(std::cmp::Ordering::Equal).then(x.1.cmp(&y.1)));
+                v.sort_by(|x, y| {
+                    y.0.partial_cmp(&x.0)
+                        .unwrap_or(std::cmp::Ordering::Equal)
+                        .then(x.1.cmp(&y.1))
+                });
                 v.truncate(p.pre_nms_top_k);
                 for (s, j) in v {
                     let d = &deltas[(i * a + j) * 4..(i * a + j) * 4 + 4];
                     let bx = self.coder.decode(&[d[0], d[1], d[2], d[3]], &anchors[j]);
-                    let bx = [bx[0].clamp(0.0, iw), bx[1].clamp(0.0, ih), bx[2].clamp(0.0, iw), bx[3].clamp(0.0, ih)];
+                    let bx = [
+                        bx[0].clamp(0.0, iw),
+                        bx[1].clamp(0.0, ih),
+                        bx[2].clamp(0.0, iw),
+                        bx[3].clamp(0.0, ih),
+                    ];
                     cand_boxes.push(bx);
                     cand_scores.push(s);
                     cand_classes.push(c);
@@ -265,20 +364,37 @@ impl RetinaNet {
                 Some(sigma) => {
                     let mut all = Vec::new();
                     for c in 0..k {
-                        let idx: Vec<usize> = (0..cand_boxes.len()).filter(|&n| cand_classes[n] == c).collect();
+                        let idx: Vec<usize> = (0..cand_boxes.len())
+                            .filter(|&n| cand_classes[n] == c)
+                            .collect();
                         let bb: Vec<[f32; 4]> = idx.iter().map(|&n| cand_boxes[n]).collect();
                         let ss: Vec<f32> = idx.iter().map(|&n| cand_scores[n]).collect();
-                        all.extend(soft_nms(&bb, &ss, sigma, p.score_threshold).into_iter().map(|(m, s)| (idx[m], s)));
+                        all.extend(
+                            soft_nms(&bb, &ss, sigma, p.score_threshold)
+                                .into_iter()
+                                .map(|(m, s)| (idx[m], s)),
+                        );
                     }
-                    all.sort_by(|x, y| y.1.partial_cmp(&x.1).unwrap_or(std::cmp::Ordering::Equal).then(x.0.cmp(&y.0)));
+                    all.sort_by(|x, y| {
+                        y.1.partial_cmp(&x.1)
+                            .unwrap_or(std::cmp::Ordering::Equal)
+                            .then(x.0.cmp(&y.0))
+                    });
                     all
                 }
-                None => batched_nms(&cand_boxes, &cand_scores, &cand_classes, p.nms_iou).into_iter().map(|n| (n, cand_scores[n])).collect(),
+                None => batched_nms(&cand_boxes, &cand_scores, &cand_classes, p.nms_iou)
+                    .into_iter()
+                    .map(|n| (n, cand_scores[n]))
+                    .collect(),
             };
             out.push(
                 kept.into_iter()
                     .take(p.max_detections)
-                    .map(|(n, s)| Detection { bbox: inf.meta.to_original(cand_boxes[n]), score: s, class: cand_classes[n] as u32 })
+                    .map(|(n, s)| Detection {
+                        bbox: inf.meta.to_original(cand_boxes[n]),
+                        score: s,
+                        class: cand_classes[n] as u32,
+                    })
                     .collect(),
             );
         }

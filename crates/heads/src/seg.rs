@@ -45,7 +45,13 @@ impl Default for SegmenterConfig {
             output_stride: 16,
             aspp_channels: 256,
             decoder_low_channels: 48,
-            neck: NeckConfig { kind: NeckKind::NasFpn, repeats: 7, separable: true, act: ActKind::Relu, ..NeckConfig::default() },
+            neck: NeckConfig {
+                kind: NeckKind::NasFpn,
+                repeats: 7,
+                separable: true,
+                act: ActKind::Relu,
+                ..NeckConfig::default()
+            },
             head_convs: 3,
             head_channels: 256,
             ignore_index: 255,
@@ -61,9 +67,30 @@ struct ConvBnRelu {
 }
 
 impl ConvBnRelu {
-    fn new(vb: &Vb, cfg: &SegmenterConfig, cin: usize, cout: usize, k: usize, dilation: usize, bias: bool) -> Result<Self> {
-        let c = ConvCfg { dilation, bias, pad: PadMode::Torch, init: if bias { HEAD_INIT } else { pupil_backbones::params::Init::KaimingFanOut }, ..Default::default() };
-        Ok(ConvBnRelu { conv: Conv2d::new(&vb.pp("conv"), cin, cout, k, c)?, bn: BatchNorm2d::new(&vb.pp("bn"), cout, cfg.bn_eps, cfg.bn_momentum)? })
+    fn new(
+        vb: &Vb,
+        cfg: &SegmenterConfig,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        dilation: usize,
+        bias: bool,
+    ) -> Result<Self> {
+        let c = ConvCfg {
+            dilation,
+            bias,
+            pad: PadMode::Torch,
+            init: if bias {
+                HEAD_INIT
+            } else {
+                pupil_backbones::params::Init::KaimingFanOut
+            },
+            ..Default::default()
+        };
+        Ok(ConvBnRelu {
+            conv: Conv2d::new(&vb.pp("conv"), cin, cout, k, c)?,
+            bn: BatchNorm2d::new(&vb.pp("bn"), cout, cfg.bn_eps, cfg.bn_momentum)?,
+        })
     }
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         self.bn.forward_t(&self.conv.forward(x)?, train)?.relu()
@@ -117,32 +144,97 @@ impl Segmenter {
                 };
                 let cin = ch_at(level)?;
                 let a = cfg.aspp_channels;
-                let mut branches = vec![ConvBnRelu::new(&hvb.pp("aspp").pp(0), cfg, cin, a, 1, 1, false)?];
+                let mut branches = vec![ConvBnRelu::new(
+                    &hvb.pp("aspp").pp(0),
+                    cfg,
+                    cin,
+                    a,
+                    1,
+                    1,
+                    false,
+                )?];
                 for (i, r) in rates.iter().enumerate() {
-                    branches.push(ConvBnRelu::new(&hvb.pp("aspp").pp(i + 1), cfg, cin, a, 3, *r, false)?);
+                    branches.push(ConvBnRelu::new(
+                        &hvb.pp("aspp").pp(i + 1),
+                        cfg,
+                        cin,
+                        a,
+                        3,
+                        *r,
+                        false,
+                    )?);
                 }
                 let pool = ConvBnRelu::new(&hvb.pp("aspp_pool"), cfg, cin, a, 1, 1, false)?;
                 let project = ConvBnRelu::new(&hvb.pp("aspp_project"), cfg, 5 * a, a, 1, 1, false)?;
-                let low = ConvBnRelu::new(&hvb.pp("low"), cfg, ch_at(2)?, cfg.decoder_low_channels, 1, 1, false)?;
+                let low = ConvBnRelu::new(
+                    &hvb.pp("low"),
+                    cfg,
+                    ch_at(2)?,
+                    cfg.decoder_low_channels,
+                    1,
+                    1,
+                    false,
+                )?;
                 let decoder = vec![
-                    ConvBnRelu::new(&hvb.pp("decoder").pp(0), cfg, a + cfg.decoder_low_channels, a, 3, 1, false)?,
+                    ConvBnRelu::new(
+                        &hvb.pp("decoder").pp(0),
+                        cfg,
+                        a + cfg.decoder_low_channels,
+                        a,
+                        3,
+                        1,
+                        false,
+                    )?,
                     ConvBnRelu::new(&hvb.pp("decoder").pp(1), cfg, a, a, 3, 1, false)?,
                 ];
-                (Head::DeepLab(DeepLab { level, branches, pool, project, low, decoder }), a)
+                (
+                    Head::DeepLab(DeepLab {
+                        level,
+                        branches,
+                        pool,
+                        project,
+                        low,
+                        decoder,
+                    }),
+                    a,
+                )
             }
             SegHeadKind::NasFpn => {
                 let neck = Neck::new(&hvb.pp("neck"), &cfg.neck, &levels)?;
                 let mut convs = Vec::new();
                 let mut c = cfg.neck.channels;
                 for i in 0..cfg.head_convs {
-                    convs.push(ConvBnRelu::new(&hvb.pp("convs").pp(i), cfg, c, cfg.head_channels, 3, 1, true)?);
+                    convs.push(ConvBnRelu::new(
+                        &hvb.pp("convs").pp(i),
+                        cfg,
+                        c,
+                        cfg.head_channels,
+                        3,
+                        1,
+                        true,
+                    )?);
                     c = cfg.head_channels;
                 }
                 (Head::NasFpn(NasHead { neck, convs }), c)
             }
         };
-        let classifier = Conv2d::new(&hvb.pp("classifier"), last, cfg.num_classes, 1, ConvCfg { bias: true, init: HEAD_INIT, ..Default::default() })?;
-        Ok(Segmenter { config: cfg.clone(), backbone: bb, head, classifier })
+        let classifier = Conv2d::new(
+            &hvb.pp("classifier"),
+            last,
+            cfg.num_classes,
+            1,
+            ConvCfg {
+                bias: true,
+                init: HEAD_INIT,
+                ..Default::default()
+            },
+        )?;
+        Ok(Segmenter {
+            config: cfg.clone(),
+            backbone: bb,
+            head,
+            classifier,
+        })
     }
 
     /// Logits at stride 4: [B, K, ceil(H/4), ceil(W/4)].
@@ -154,9 +246,18 @@ impl Segmenter {
             Head::DeepLab(d) => {
                 let f = feats.get(d.level)?;
                 let (_, _, fh, fw) = f.dims4()?;
-                let mut outs: Vec<Tensor> = d.branches.iter().map(|b| b.forward_t(f, train)).collect::<Result<_>>()?;
+                let mut outs: Vec<Tensor> = d
+                    .branches
+                    .iter()
+                    .map(|b| b.forward_t(f, train))
+                    .collect::<Result<_>>()?;
                 let pooled = global_avg_pool(f)?.unsqueeze(2)?.unsqueeze(3)?;
-                outs.push(d.pool.forward_t(&pooled, train)?.broadcast_as((f.dim(0)?, self.config.aspp_channels, fh, fw))?.contiguous()?);
+                outs.push(
+                    d.pool
+                        .forward_t(&pooled, train)?
+                        .broadcast_as((f.dim(0)?, self.config.aspp_channels, fh, fw))?
+                        .contiguous()?,
+                );
                 let aspp = d.project.forward_t(&Tensor::cat(&outs, 1)?, train)?;
                 let low = d.low.forward_t(feats.get(2)?, train)?;
                 let (_, _, lh, lw) = low.dims4()?;
@@ -218,7 +319,11 @@ impl Segmenter {
             for y in 0..oh {
                 let yc = ((y as f32 + 0.5) * sy - oy - 0.5).round();
                 for x in 0..ow {
-                    let xo = if inf.meta.flipped { ow as f32 - 1.0 - x as f32 } else { x as f32 };
+                    let xo = if inf.meta.flipped {
+                        ow as f32 - 1.0 - x as f32
+                    } else {
+                        x as f32
+                    };
                     let xc = ((xo + 0.5) * sx - ox - 0.5).round();
                     if yc >= 0.0 && xc >= 0.0 && (yc as usize) < ch && (xc as usize) < cw {
                         let at = ((yc as usize) * w + xc as usize) * k;

@@ -15,7 +15,12 @@ use pupil_heads::retinanet::{RetinaNet, RetinaNetConfig};
 use pupil_heads::seg::{SegHeadKind, Segmenter, SegmenterConfig};
 
 fn tiny_backbone() -> BackboneConfig {
-    BackboneConfig { width: Some(0.5), depth: Some(0.34), drop_path: Some(0.0), ..BackboneConfig::named("efficientnet") }
+    BackboneConfig {
+        width: Some(0.5),
+        depth: Some(0.34),
+        drop_path: Some(0.0),
+        ..BackboneConfig::named("efficientnet")
+    }
 }
 
 fn scenes(cfg: DigitsConfig) -> Vec<Sample> {
@@ -25,17 +30,40 @@ fn scenes(cfg: DigitsConfig) -> Vec<Sample> {
 
 fn optimizer(store: &ParamStore, lr: f64) -> AdamW {
     let vars = store.trainable().into_iter().map(|(_, v, _)| v).collect();
-    AdamW::new(vars, ParamsAdamW { lr, weight_decay: 0.0, ..Default::default() }).unwrap()
+    AdamW::new(
+        vars,
+        ParamsAdamW {
+            lr,
+            weight_decay: 0.0,
+            ..Default::default()
+        },
+    )
+    .unwrap()
 }
 
 #[test]
 fn retinanet_overfits_eight_scenes() {
-    let samples = scenes(DigitsConfig { max_digits: 4, ..Default::default() });
+    let samples = scenes(DigitsConfig {
+        max_digits: 4,
+        ..Default::default()
+    });
     let names: Vec<String> = (0..10).map(|d| d.to_string()).collect();
     let gt = CocoFile::from_samples(&samples, &names);
     let store = ParamStore::new(&Device::Cpu, DType::F32, 1);
-    let neck = NeckConfig { kind: NeckKind::Fpn, channels: 48, bn_momentum: 0.1, act: ActKind::Relu, ..Default::default() };
-    let mut cfg = RetinaNetConfig { num_classes: 10, neck, head_convs: 2, head_channels: 48, ..Default::default() };
+    let neck = NeckConfig {
+        kind: NeckKind::Fpn,
+        channels: 48,
+        bn_momentum: 0.1,
+        act: ActKind::Relu,
+        ..Default::default()
+    };
+    let mut cfg = RetinaNetConfig {
+        num_classes: 10,
+        neck,
+        head_convs: 2,
+        head_channels: 48,
+        ..Default::default()
+    };
     cfg.anchors.anchor_size = 2.0;
     let model = RetinaNet::new(&store.root(), &tiny_backbone(), &cfg).unwrap();
     let bc = BatchConfig::default();
@@ -48,7 +76,10 @@ fn retinanet_overfits_eight_scenes() {
         opt.backward_step(&l.total).unwrap();
         last = l.total.to_scalar::<f32>().unwrap() as f64;
         if step % 50 == 0 {
-            eprintln!("step {step}: loss {last:.4} (cls {:.4}, box {:.4}, positives {})", l.cls, l.boxes, l.num_positives);
+            eprintln!(
+                "step {step}: loss {last:.4} (cls {:.4}, box {:.4}, positives {})",
+                l.cls, l.boxes, l.num_positives
+            );
         }
     }
     let dets = model.predict(&batch.images, &batch.info).unwrap();
@@ -60,16 +91,41 @@ fn retinanet_overfits_eight_scenes() {
         ev.add_xyxy(s.image_id, &b, &c, &sc).unwrap();
     }
     let r = ev.evaluate().unwrap();
-    eprintln!("final loss {last:.4}; AP {:.3} AP50 {:.3} in {:.0?}", r.stats[0], r.stats[1], t0.elapsed());
+    eprintln!(
+        "final loss {last:.4}; AP {:.3} AP50 {:.3} in {:.0?}",
+        r.stats[0],
+        r.stats[1],
+        t0.elapsed()
+    );
     assert!(r.stats[1] >= 0.9, "AP50 {}", r.stats[1]);
 }
 
 #[test]
 fn segmenter_overfits_eight_scenes() {
-    let samples = scenes(DigitsConfig { min_digit_size: 30, max_digit_size: 44, max_digits: 3, ..Default::default() });
+    let samples = scenes(DigitsConfig {
+        min_digit_size: 30,
+        max_digit_size: 44,
+        max_digits: 3,
+        ..Default::default()
+    });
     let store = ParamStore::new(&Device::Cpu, DType::F32, 2);
-    let neck = NeckConfig { kind: NeckKind::NasFpn, channels: 32, repeats: 1, separable: true, bn_momentum: 0.1, ..Default::default() };
-    let cfg = SegmenterConfig { num_classes: 11, head: SegHeadKind::NasFpn, neck, head_convs: 2, head_channels: 32, bn_momentum: 0.1, ..Default::default() };
+    let neck = NeckConfig {
+        kind: NeckKind::NasFpn,
+        channels: 32,
+        repeats: 1,
+        separable: true,
+        bn_momentum: 0.1,
+        ..Default::default()
+    };
+    let cfg = SegmenterConfig {
+        num_classes: 11,
+        head: SegHeadKind::NasFpn,
+        neck,
+        head_convs: 2,
+        head_channels: 32,
+        bn_momentum: 0.1,
+        ..Default::default()
+    };
     let model = Segmenter::new(&store.root(), &tiny_backbone(), &cfg).unwrap();
     let batch = collate(&samples, &BatchConfig::default(), &Device::Cpu).unwrap();
     let labels = batch.label_maps.clone().unwrap();

@@ -14,7 +14,11 @@ fn fixtures() -> PathBuf {
         Some(v) => root.join(v),
         None => root.join("../shared/fixtures"),
     };
-    assert!(p.is_dir(), "fixtures folder {} is missing: set PUPIL_FIXTURES to the shared fixtures", p.display());
+    assert!(
+        p.is_dir(),
+        "fixtures folder {} is missing: set PUPIL_FIXTURES to the shared fixtures",
+        p.display()
+    );
     p
 }
 
@@ -23,7 +27,11 @@ fn load(name: &str) -> HashMap<String, Tensor> {
 }
 
 fn boxes(t: &Tensor) -> Vec<[f32; 4]> {
-    t.to_vec2::<f32>().unwrap().into_iter().map(|r| [r[0], r[1], r[2], r[3]]).collect()
+    t.to_vec2::<f32>()
+        .unwrap()
+        .into_iter()
+        .map(|r| [r[0], r[1], r[2], r[3]])
+        .collect()
 }
 
 fn scalar(t: &Tensor) -> f32 {
@@ -42,25 +50,56 @@ fn iou_nms_and_batched_nms() {
     let nb = boxes(&f["nms_boxes"]);
     let ns: Vec<f32> = f["nms_scores"].to_vec1().unwrap();
     let keep: Vec<i64> = f["nms_keep"].to_vec1().unwrap();
-    assert_eq!(nms(&nb, &ns, 0.5).iter().map(|&i| i as i64).collect::<Vec<_>>(), keep);
-    let idxs: Vec<usize> = f["nms_idxs"].to_vec1::<i64>().unwrap().into_iter().map(|v| v as usize).collect();
+    assert_eq!(
+        nms(&nb, &ns, 0.5)
+            .iter()
+            .map(|&i| i as i64)
+            .collect::<Vec<_>>(),
+        keep
+    );
+    let idxs: Vec<usize> = f["nms_idxs"]
+        .to_vec1::<i64>()
+        .unwrap()
+        .into_iter()
+        .map(|v| v as usize)
+        .collect();
     let bkeep: Vec<i64> = f["batched_keep"].to_vec1().unwrap();
-    assert_eq!(batched_nms(&nb, &ns, &idxs, 0.5).iter().map(|&i| i as i64).collect::<Vec<_>>(), bkeep);
+    assert_eq!(
+        batched_nms(&nb, &ns, &idxs, 0.5)
+            .iter()
+            .map(|&i| i as i64)
+            .collect::<Vec<_>>(),
+        bkeep
+    );
 }
 
 #[test]
 fn focal_and_huber_losses() {
     let f = load("detection_ops.safetensors");
     let (x, t) = (&f["fl_logits"], &f["fl_targets"]);
-    let close = |got: f32, want: f32, rtol: f32| assert!((got - want).abs() <= rtol * want.abs(), "{got} vs {want}");
-    close(scalar(&sigmoid_focal_loss(x, t, 0.25, 1.5).unwrap()), scalar(&f["fl_loss_sum"]), 1e-5);
-    close(scalar(&sigmoid_focal_loss(x, t, 0.25, 2.0).unwrap()), scalar(&f["fl_loss_sum_g2"]), 1e-5);
+    let close = |got: f32, want: f32, rtol: f32| {
+        assert!((got - want).abs() <= rtol * want.abs(), "{got} vs {want}")
+    };
+    close(
+        scalar(&sigmoid_focal_loss(x, t, 0.25, 1.5).unwrap()),
+        scalar(&f["fl_loss_sum"]),
+        1e-5,
+    );
+    close(
+        scalar(&sigmoid_focal_loss(x, t, 0.25, 2.0).unwrap()),
+        scalar(&f["fl_loss_sum_g2"]),
+        1e-5,
+    );
     let per: Vec<f32> = focal_elements(x, t, 0.25, 1.5).unwrap().to_vec1().unwrap();
     let want: Vec<f32> = f["fl_loss"].to_vec1().unwrap();
     for (g, w) in per.iter().zip(&want) {
         assert!((g - w).abs() <= 1e-5 + 1e-5 * w.abs(), "{g} vs {w}");
     }
-    close(scalar(&huber_loss(&f["huber_pred"], &f["huber_target"], 0.1).unwrap()), scalar(&f["huber_sum"]), 1e-5);
+    close(
+        scalar(&huber_loss(&f["huber_pred"], &f["huber_target"], 0.1).unwrap()),
+        scalar(&f["huber_sum"]),
+        1e-5,
+    );
 }
 
 #[test]
@@ -73,11 +112,21 @@ fn box_coder_encode_decode() {
     for i in 0..anchors.len() {
         let e = coder.encode(&gt[i], &anchors[i]);
         for k in 0..4 {
-            assert!((e[k] - deltas[i][k]).abs() <= 1e-4, "deltas[{i}][{k}] {} vs {}", e[k], deltas[i][k]);
+            assert!(
+                (e[k] - deltas[i][k]).abs() <= 1e-4,
+                "deltas[{i}][{k}] {} vs {}",
+                e[k],
+                deltas[i][k]
+            );
         }
         let d = coder.decode(&deltas[i], &anchors[i]);
         for k in 0..4 {
-            assert!((d[k] - decoded[i][k]).abs() <= 1e-3 + 1e-5 * decoded[i][k].abs(), "decoded[{i}][{k}] {} vs {}", d[k], decoded[i][k]);
+            assert!(
+                (d[k] - decoded[i][k]).abs() <= 1e-3 + 1e-5 * decoded[i][k].abs(),
+                "decoded[{i}][{k}] {} vs {}",
+                d[k],
+                decoded[i][k]
+            );
         }
     }
     let clamp: Vec<u8> = f["clamp_mask"].to_vec1().unwrap();

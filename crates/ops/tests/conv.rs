@@ -104,7 +104,7 @@ fn cases() -> Vec<Case> {
             p: Pad2d::new(1, 2, 0, 1),
             g: 1,
         },
-        // Non-square kernel over a tall plane (several row chunks per image).
+        // Non-square kernel over a tall plane.
         Case {
             x: [1, 2, 13, 6],
             w: [3, 2, 3, 2],
@@ -201,29 +201,32 @@ fn candle_conv(
 
 #[test]
 fn conv2d_f32_matches_candle() {
-    // (x, w, stride, dilation, padding, groups); the first has more im2col
-    // rows than one chunk holds, the last a single task (GEMM threads itself).
-    let shapes: [([usize; 4], [usize; 4], usize, usize, Pad2d, usize); 7] = [
+    // (x, w, stride, dilation, padding, groups). All but the last are big
+    // enough (>= 2M multiply-adds) to be split into parallel row chunks; the
+    // first also has more im2col rows than one chunk holds; the last runs on
+    // the calling thread.
+    type Shape = ([usize; 4], [usize; 4], usize, usize, Pad2d, usize);
+    let shapes: [Shape; 7] = [
         ([2, 64, 40, 40], [32, 64, 3, 3], 1, 1, Pad2d::uniform(1), 1),
         (
-            [3, 3, 33, 31],
-            [16, 3, 3, 3],
+            [1, 16, 67, 61],
+            [32, 16, 3, 3],
             2,
             1,
-            same_padding(33, 31, 3, 2, 1),
+            same_padding(67, 61, 3, 2, 1),
             1,
         ),
         (
-            [1, 24, 17, 19],
+            [1, 24, 37, 39],
             [24, 12, 3, 3],
             1,
             2,
             Pad2d::new(2, 1, 1, 2),
             2,
         ),
-        ([2, 32, 15, 15], [48, 32, 1, 1], 1, 1, Pad2d::default(), 1),
-        ([2, 32, 15, 15], [48, 32, 1, 1], 2, 1, Pad2d::default(), 1),
-        ([1, 16, 12, 12], [8, 16, 5, 5], 1, 1, Pad2d::uniform(2), 1),
+        ([1, 64, 30, 30], [64, 64, 1, 1], 1, 1, Pad2d::default(), 1),
+        ([2, 64, 41, 41], [48, 64, 1, 1], 2, 1, Pad2d::default(), 1),
+        ([1, 16, 24, 24], [16, 16, 5, 5], 1, 1, Pad2d::uniform(2), 1),
         ([1, 8, 1, 5], [4, 8, 1, 3], 1, 1, Pad2d::default(), 1),
     ];
     for (i, &(xd, wd, s, d, p, g)) in shapes.iter().enumerate() {
@@ -237,40 +240,51 @@ fn conv2d_f32_matches_candle() {
         let got = conv2d(&x, &w, Some(&b), s, p, d, g).unwrap();
         let want = candle_conv(&x, &w, &b, s, p, d, g);
         assert_eq!(got.dims(), want.dims(), "shape {i}");
-        let (got, want) = (
-            values(&got.to_dtype(DType::F64).unwrap()),
-            values(&want.to_dtype(DType::F64).unwrap()),
+        let f64v = |t: &Tensor| values(&t.to_dtype(DType::F64).unwrap());
+        assert_close(
+            &f64v(&got),
+            &f64v(&want),
+            1e-4,
+            &format!("f32 vs candle, shape {i}"),
         );
-        assert_close(&got, &want, 1e-4, &format!("f32 vs candle, shape {i}"));
     }
 }
 
 #[test]
-fn conv2d_grads_match_candle_on_chunked_sizes() {
-    // Batch 8 (one task per image) and 48x48x64: the input gradient and the
-    // filter gradient both go through several row chunks per image.
-    let (xd, wd, p) = ([8, 64, 48, 48], [16, 64, 3, 3], Pad2d::uniform(1));
-    let mut rng = Rng::new(1000);
-    let vars: Vec<Var> = [rng.tensor(&xd), rng.tensor(&wd), rng.tensor(&[wd[0]])]
-        .iter()
-        .map(|t| Var::from_tensor(t).unwrap())
-        .collect();
-    let (x, w, b) = (
-        vars[0].as_tensor(),
-        vars[1].as_tensor(),
-        vars[2].as_tensor(),
-    );
-    let r = rng.tensor(&[xd[0], wd[0], xd[2], xd[3]]);
-    let loss = |y: Tensor| (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
-    let ours = loss(conv2d(x, w, Some(b), 1, p, 1, 1).unwrap());
-    let theirs = loss(candle_conv(x, w, b, 1, p, 1, 1));
-    for (k, t) in [x, w, b].into_iter().enumerate() {
-        assert_close(
-            &values(ours.get(t).unwrap()),
-            &values(theirs.get(t).unwrap()),
-            1e-10,
-            &format!("grad of input {k}"),
+fn conv2d_grads_match_candle_on_parallel_sizes() {
+    // (x, w, stride, padding, groups), f64, sizes where no trailing pixel is
+    // unused (candle's backward needs that). The first: batch 8, one task
+    // per image, and 48x48x64 puts several im2col row chunks in each task.
+    // The second: one image in 2 groups, so the input gradient is split
+    // into channel blocks and the rest into row chunks, with stride 2.
+    let cases = [
+        ([8, 64, 48, 48], [16, 64, 3, 3], 1, Pad2d::uniform(1), 1),
+        ([1, 48, 45, 45], [64, 24, 3, 3], 2, Pad2d::uniform(1), 2),
+    ];
+    for (i, (xd, wd, s, p, g)) in cases.into_iter().enumerate() {
+        let mut rng = Rng::new(1000 + i as u64);
+        let vars: Vec<Var> = [rng.tensor(&xd), rng.tensor(&wd), rng.tensor(&[wd[0]])]
+            .iter()
+            .map(|t| Var::from_tensor(t).unwrap())
+            .collect();
+        let (x, w, b) = (
+            vars[0].as_tensor(),
+            vars[1].as_tensor(),
+            vars[2].as_tensor(),
         );
+        let ours = conv2d(x, w, Some(b), s, p, 1, g).unwrap();
+        let r = rng.tensor(ours.dims());
+        let loss = |y: Tensor| (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let ours = loss(ours);
+        let theirs = loss(candle_conv(x, w, b, s, p, 1, g));
+        for (k, t) in [x, w, b].into_iter().enumerate() {
+            assert_close(
+                &values(ours.get(t).unwrap()),
+                &values(theirs.get(t).unwrap()),
+                1e-10,
+                &format!("case {i}: grad of input {k}"),
+            );
+        }
     }
 }
 

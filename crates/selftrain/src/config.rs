@@ -71,7 +71,11 @@ pub struct AugmentConfig {
 
 impl Default for AugmentConfig {
     fn default() -> Self {
-        AugmentConfig { policy: "s4".into(), size: 640, pixel_scale: None }
+        AugmentConfig {
+            policy: "s4".into(),
+            size: 640,
+            pixel_scale: None,
+        }
     }
 }
 
@@ -141,11 +145,17 @@ pub struct SelfTrainConfig {
     pub pseudo_per_human: f64,
     /// Teacher score (detection) or pixel confidence (segmentation) threshold.
     pub score_threshold: f64,
+    /// Detection: teacher boxes scoring in [ignore_from, score_threshold) become ignore
+    /// regions (anchors on them are neither positive nor negative) instead of background.
+    /// `None` keeps the paper's plain hard labels.
+    pub ignore_from: Option<f64>,
     /// `random`, `teacher` or `pretrained:PATH|hf:...`.
     pub student_init: String,
     /// Student noise: stochastic depth rate of the last block, dropout.
     pub drop_path: f64,
     pub dropout: f64,
+    /// Multiplies the student's learning rates (below 1 when it starts from the teacher).
+    pub student_lr_scale: f64,
     /// Student becomes the next teacher this many times.
     pub rounds: usize,
     /// Source of unlabeled images: `digits:unlabeled` or a folder.
@@ -159,9 +169,11 @@ impl Default for SelfTrainConfig {
             loss_avg_decay: 0.99,
             pseudo_per_human: 1.0,
             score_threshold: 0.5,
+            ignore_from: None,
             student_init: "random".into(),
             drop_path: 0.2,
             dropout: 0.5,
+            student_lr_scale: 1.0,
             rounds: 1,
             unlabeled: "digits:unlabeled".into(),
         }
@@ -209,7 +221,9 @@ impl Default for TrainConfig {
 fn parse_value(v: &str) -> toml::Value {
     let doc = format!("v = {v}");
     match doc.parse::<toml::Table>() {
-        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(v.to_string())),
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(v.to_string())),
         Err(_) => toml::Value::String(v.to_string()),
     }
 }
@@ -222,7 +236,9 @@ pub fn set_path(table: &mut toml::Table, key: &str, value: &str) -> Result<(), S
     }
     let mut cur = table;
     for p in &parts[..parts.len() - 1] {
-        let e = cur.entry(p.to_string()).or_insert_with(|| toml::Value::Table(Default::default()));
+        let e = cur
+            .entry(p.to_string())
+            .or_insert_with(|| toml::Value::Table(Default::default()));
         cur = match e {
             toml::Value::Table(t) => t,
             _ => return Err(format!("--set {key}: {p} is not a table")),
@@ -233,19 +249,30 @@ pub fn set_path(table: &mut toml::Table, key: &str, value: &str) -> Result<(), S
 }
 
 /// Builds a config from an optional TOML file, a base table and `key=value` overrides.
-pub fn load_config<T: serde::de::DeserializeOwned>(file: Option<&Path>, base: Option<toml::Table>, sets: &[String]) -> Result<T, String> {
+pub fn load_config<T: serde::de::DeserializeOwned>(
+    file: Option<&Path>,
+    base: Option<toml::Table>,
+    sets: &[String],
+) -> Result<T, String> {
     let mut table = base.unwrap_or_default();
     if let Some(p) = file {
         let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
-        let t: toml::Table = text.parse().map_err(|e: toml::de::Error| format!("{}: {e}", p.display()))?;
+        let t: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| format!("{}: {e}", p.display()))?;
         merge(&mut table, t);
     }
     for s in sets {
-        let (k, v) = s.split_once('=').ok_or_else(|| format!("--set {s}: expected key=value"))?;
+        let (k, v) = s
+            .split_once('=')
+            .ok_or_else(|| format!("--set {s}: expected key=value"))?;
         set_path(&mut table, k.trim(), v.trim())?;
     }
-    let what = file.map(|p| p.display().to_string()).unwrap_or_else(|| "configuration".into());
-    T::deserialize(toml::Value::Table(table)).map_err(|e| format!("{what}: {}", e.to_string().trim()))
+    let what = file
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "configuration".into());
+    T::deserialize(toml::Value::Table(table))
+        .map_err(|e| format!("{what}: {}", e.to_string().trim()))
 }
 
 /// Deep merge: values of `b` win.
@@ -285,7 +312,12 @@ mod tests {
 
     #[test]
     fn overrides_and_unknown_keys() {
-        let sets = vec!["optim.steps=50".to_string(), "backbone.name=resnet-50".into(), "optim.ema_decay=0.999".into(), "augment.policy=s1".into()];
+        let sets = vec![
+            "optim.steps=50".to_string(),
+            "backbone.name=resnet-50".into(),
+            "optim.ema_decay=0.999".into(),
+            "augment.policy=s1".into(),
+        ];
         let c: TrainConfig = load_config(None, None, &sets).unwrap();
         assert_eq!(c.optim.steps, 50);
         assert_eq!(c.backbone.name, "resnet-50");

@@ -59,11 +59,15 @@ pub fn fraction(ds: Arc<dyn Dataset>, f: f64, seed: u64) -> Arc<dyn Dataset> {
     let mut idx = Rng::derive(&[seed, 0x4652_4143]).permutation(ds.len());
     idx.truncate(n);
     idx.sort_unstable();
-    Arc::new(Subset { inner: ds, indices: idx })
+    Arc::new(Subset {
+        inner: ds,
+        indices: idx,
+    })
 }
 
 fn need<'a>(v: &'a Option<String>, what: &str) -> Result<&'a String, String> {
-    v.as_ref().ok_or_else(|| format!("data.{what} is required for this dataset"))
+    v.as_ref()
+        .ok_or_else(|| format!("data.{what} is required for this dataset"))
 }
 
 /// (train, validation) datasets of a config, the train split already cut to its fraction.
@@ -72,13 +76,31 @@ pub fn datasets(cfg: &TrainConfig) -> Result<(Arc<dyn Dataset>, Arc<dyn Dataset>
     let err = |e: pupil_data::Error| e.to_string();
     let (train, val): (Arc<dyn Dataset>, Arc<dyn Dataset>) = match (cfg.task, d.dataset.as_str()) {
         (Task::Classification, "fashion" | "digit-pool") => {
-            let set = if d.dataset == "fashion" { ClassificationSet::fashion() } else { ClassificationSet::digits() }.map_err(err)?;
+            let set = if d.dataset == "fashion" {
+                ClassificationSet::fashion()
+            } else {
+                ClassificationSet::digits()
+            }
+            .map_err(err)?;
             let n = set.indices.len();
             let cut = n - n / 10;
             let all: Arc<dyn Dataset> = Arc::new(set);
-            (Arc::new(Subset { inner: all.clone(), indices: (0..cut).collect() }), Arc::new(Subset { inner: all, indices: (cut..n).collect() }))
+            (
+                Arc::new(Subset {
+                    inner: all.clone(),
+                    indices: (0..cut).collect(),
+                }),
+                Arc::new(Subset {
+                    inner: all,
+                    indices: (cut..n).collect(),
+                }),
+            )
         }
-        (Task::Classification, other) => return Err(format!("classification data must be fashion or digit-pool, not {other:?}")),
+        (Task::Classification, other) => {
+            return Err(format!(
+                "classification data must be fashion or digit-pool, not {other:?}"
+            ))
+        }
         (_, "digits") => (
             Arc::new(DigitScenes::new(&d.digits, Split::Train).map_err(err)?),
             Arc::new(DigitScenes::new(&d.digits, Split::Val).map_err(err)?),
@@ -86,13 +108,31 @@ pub fn datasets(cfg: &TrainConfig) -> Result<(Arc<dyn Dataset>, Arc<dyn Dataset>
         (task, "coco") => {
             let masks = task == Task::Segmentation;
             (
-                Arc::new(CocoDataset::open(need(&d.train_json, "train_json")?, need(&d.train_images, "train_images")?).map_err(err)?.with_masks(masks)),
-                Arc::new(CocoDataset::open(need(&d.val_json, "val_json")?, need(&d.val_images, "val_images")?).map_err(err)?.with_masks(masks)),
+                Arc::new(
+                    CocoDataset::open(
+                        need(&d.train_json, "train_json")?,
+                        need(&d.train_images, "train_images")?,
+                    )
+                    .map_err(err)?
+                    .with_masks(masks),
+                ),
+                Arc::new(
+                    CocoDataset::open(
+                        need(&d.val_json, "val_json")?,
+                        need(&d.val_images, "val_images")?,
+                    )
+                    .map_err(err)?
+                    .with_masks(masks),
+                ),
             )
         }
         (task, "voc") => {
             let root = need(&d.voc_root, "voc_root")?;
-            let t = if task == Task::Segmentation { VocTask::Segmentation } else { VocTask::Detection };
+            let t = if task == Task::Segmentation {
+                VocTask::Segmentation
+            } else {
+                VocTask::Detection
+            };
             (
                 Arc::new(VocDataset::open(root, &d.train_set, t, None).map_err(err)?),
                 Arc::new(VocDataset::open(root, &d.val_set, t, None).map_err(err)?),
@@ -107,16 +147,21 @@ pub fn datasets(cfg: &TrainConfig) -> Result<(Arc<dyn Dataset>, Arc<dyn Dataset>
 pub fn unlabeled_source(cfg: &TrainConfig, spec: &str) -> Result<Arc<dyn Dataset>, String> {
     if let Some(split) = spec.strip_prefix("digits:") {
         let s: Split = split.parse()?;
-        let ds: Arc<dyn Dataset> = Arc::new(DigitScenes::new(&cfg.data.digits, s).map_err(|e| e.to_string())?);
+        let ds: Arc<dyn Dataset> =
+            Arc::new(DigitScenes::new(&cfg.data.digits, s).map_err(|e| e.to_string())?);
         return Ok(Arc::new(Unlabeled(ds)));
     }
-    Ok(Arc::new(ImageFolder::open(spec).map_err(|e| e.to_string())?))
+    Ok(Arc::new(
+        ImageFolder::open(spec).map_err(|e| e.to_string())?,
+    ))
 }
 
 /// The ground truth behind an unlabeled source, where it exists (the embedded scenes).
 pub fn unlabeled_truth(cfg: &TrainConfig, spec: &str) -> Option<Arc<dyn Dataset>> {
     let split: Split = spec.strip_prefix("digits:")?.parse().ok()?;
-    DigitScenes::new(&cfg.data.digits, split).ok().map(|d| Arc::new(d) as Arc<dyn Dataset>)
+    DigitScenes::new(&cfg.data.digits, split)
+        .ok()
+        .map(|d| Arc::new(d) as Arc<dyn Dataset>)
 }
 
 fn scaled(h: Hparams, k: f64) -> Hparams {
@@ -138,11 +183,24 @@ pub fn train_transform(cfg: &TrainConfig) -> Result<Arc<Transform>, String> {
     let k = a.pixel_scale.unwrap_or(a.size as f64 / 640.0);
     let jitter = |lo: f64, hi: f64| FlipJitter {
         flip_prob: 0.5,
-        jitter: ScaleJitter { size, scale: (lo, hi), pad_multiple: cfg.data.size_divisor, fill: MEAN_FILL },
+        jitter: ScaleJitter {
+            size,
+            scale: (lo, hi),
+            pad_multiple: cfg.data.size_divisor,
+            fill: MEAN_FILL,
+        },
     };
     let mut p = Pipeline::new();
     match a.policy.to_ascii_lowercase().as_str() {
-        "none" => p.push("resize", ScaleJitter { size, scale: (1.0, 1.0), pad_multiple: cfg.data.size_divisor, fill: MEAN_FILL }),
+        "none" => p.push(
+            "resize",
+            ScaleJitter {
+                size,
+                scale: (1.0, 1.0),
+                pad_multiple: cfg.data.size_divisor,
+                fill: MEAN_FILL,
+            },
+        ),
         "s1" => p.push("hflip | scale_jitter", jitter(0.8, 1.2)),
         "s2" | "s3" => {
             let mut aa = AutoAugment::v0();
@@ -169,7 +227,15 @@ pub fn train_transform(cfg: &TrainConfig) -> Result<Arc<Transform>, String> {
 pub fn eval_transform(cfg: &TrainConfig) -> Arc<Transform> {
     let size = Size::new(cfg.augment.size, cfg.augment.size);
     let mut p = Pipeline::new();
-    p.push("resize", ScaleJitter { size, scale: (1.0, 1.0), pad_multiple: cfg.data.size_divisor, fill: MEAN_FILL });
+    p.push(
+        "resize",
+        ScaleJitter {
+            size,
+            scale: (1.0, 1.0),
+            pad_multiple: cfg.data.size_divisor,
+            fill: MEAN_FILL,
+        },
+    );
     p.into_transform()
 }
 

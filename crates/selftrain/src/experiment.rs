@@ -2,7 +2,9 @@
 //! paper's grid (init x self-training x augmentation x labeled fraction x seed), resumable,
 //! with its report.
 use crate::config::{Task, TrainConfig};
-use crate::data::{datasets, eval_transform, num_outputs, train_transform, unlabeled_source, unlabeled_truth};
+use crate::data::{
+    datasets, eval_transform, num_outputs, train_transform, unlabeled_source, unlabeled_truth,
+};
 use crate::model::{apply_init, device, load_model, Metrics, Model};
 use crate::pseudo::{self, PseudoLabeled, PseudoOptions, QualityRow};
 use crate::trainer::{Outcome, Trainer};
@@ -18,7 +20,13 @@ fn err(m: impl std::fmt::Display) -> candle_core::Error {
 }
 
 /// Supervised training (optionally with a pseudo-labeled set mixed in).
-pub fn train(cfg: &TrainConfig, out: &Path, pseudo: Option<Arc<dyn Dataset>>, resume: bool, quiet: bool) -> Result<Outcome> {
+pub fn train(
+    cfg: &TrainConfig,
+    out: &Path,
+    pseudo: Option<Arc<dyn Dataset>>,
+    resume: bool,
+    quiet: bool,
+) -> Result<Outcome> {
     let dev = device(&cfg.device)?;
     let (train_ds, val_ds) = datasets(cfg).map_err(err)?;
     let names = train_ds.class_names();
@@ -51,37 +59,78 @@ pub fn evaluate_model(path: &Path, dev_spec: &str) -> Result<Metrics> {
     let dev = device(dev_spec)?;
     let l = load_model(path, &dev)?;
     let (_, val) = datasets(&l.config).map_err(err)?;
-    let bc = pupil_data::batch::BatchConfig { size_divisor: l.config.data.size_divisor, ..Default::default() };
-    l.model.evaluate(val, eval_transform(&l.config), &bc, &dev, 16)
+    let bc = pupil_data::batch::BatchConfig {
+        size_divisor: l.config.data.size_divisor,
+        ..Default::default()
+    };
+    l.model
+        .evaluate(val, eval_transform(&l.config), &bc, &dev, 16)
 }
 
 /// Pseudo-labels every shard of the unlabeled source with a teacher (one process; the CLI
 /// runs single shards for clusters) and returns the labeled set, the merged shards and, where
 /// the source has ground truth, the quality report.
-pub fn pseudo_label_all(teacher_path: &Path, cfg: &TrainConfig, out: &Path, opts: &PseudoOptions, quiet: bool) -> Result<(Arc<PseudoLabeled>, Vec<QualityRow>)> {
+pub fn pseudo_label_all(
+    teacher_path: &Path,
+    cfg: &TrainConfig,
+    out: &Path,
+    opts: &PseudoOptions,
+    quiet: bool,
+) -> Result<(Arc<PseudoLabeled>, Vec<QualityRow>)> {
     let dev = device(&cfg.device)?;
     let teacher = load_model(teacher_path, &dev)?;
     let spec = &cfg.selftrain.unlabeled;
     let source = unlabeled_source(cfg, spec).map_err(err)?;
     for i in 0..opts.shard.1 {
-        let o = PseudoOptions { shard: (i, opts.shard.1), ..opts.clone() };
-        pseudo::label_shard(&teacher, &teacher_path.display().to_string(), source.clone(), spec, out, &o, &dev)?;
+        let o = PseudoOptions {
+            shard: (i, opts.shard.1),
+            ..opts.clone()
+        };
+        pseudo::label_shard(
+            &teacher,
+            &teacher_path.display().to_string(),
+            source.clone(),
+            spec,
+            out,
+            &o,
+            &dev,
+        )?;
     }
     let (m, all) = pseudo::merge(out)?;
     if m.labels == 0 {
         eprintln!("WARNING: the teacher {} emitted no pseudo labels at threshold {} on {} images: the student will learn from human labels only", teacher_path.display(), m.score_threshold, m.images);
     } else if !quiet {
-        eprintln!("pseudo labels: {} on {} images ({:.2} per image); per class {:?}", m.labels, m.images, m.labels as f64 / m.images.max(1) as f64, m.per_class);
+        eprintln!(
+            "pseudo labels: {} on {} images ({:.2} per image); per class {:?}",
+            m.labels,
+            m.images,
+            m.labels as f64 / m.images.max(1) as f64,
+            m.per_class
+        );
     }
-    pupil_data::io::write_json_atomic(out.join("pseudo.json"), &pseudo::to_coco(&m, &all)).map_err(err)?;
+    pupil_data::io::write_json_atomic(out.join("pseudo.json"), &pseudo::to_coco(&m, &all))
+        .map_err(err)?;
     let mut report = Vec::new();
     if teacher.config.task == Task::Detection {
         if let Some(truth) = unlabeled_truth(cfg, spec) {
-            report = pseudo::quality(&all, truth.as_ref(), &teacher.class_names, &[0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]).map_err(err)?;
+            report = pseudo::quality(
+                &all,
+                truth.as_ref(),
+                &teacher.class_names,
+                &[0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
+            )
+            .map_err(err)?;
             pupil_data::io::write_json_atomic(out.join("quality.json"), &report).map_err(err)?;
         }
     }
-    let ds = PseudoLabeled::new(source, out, &m, &all, opts.score_threshold);
+    let ds = PseudoLabeled::new(
+        source,
+        out,
+        &m,
+        &all,
+        opts.score_threshold,
+        cfg.selftrain.ignore_from,
+    );
     Ok((Arc::new(ds), report))
 }
 
@@ -92,11 +141,17 @@ pub fn self_train(teacher: &Path, cfg: &TrainConfig, out: &Path, quiet: bool) ->
     let mut last = None;
     for round in 0..cfg.selftrain.rounds.max(1) {
         let rdir = out.join(format!("round-{round}"));
-        let opts = PseudoOptions { score_threshold: cfg.selftrain.score_threshold, ..Default::default() };
+        let mut opts = PseudoOptions {
+            score_threshold: cfg.selftrain.score_threshold,
+            ..Default::default()
+        };
+        opts.keep_from = opts.keep_from.min(cfg.selftrain.ignore_from.unwrap_or(1.0));
         let (pseudo, _) = pseudo_label_all(&teacher, cfg, &rdir.join("pseudo"), &opts, quiet)?;
         let mut student = cfg.clone();
         student.backbone.drop_path = Some(cfg.selftrain.drop_path);
         student.backbone.dropout = Some(cfg.selftrain.dropout);
+        student.optim.lr_per_256 *= cfg.selftrain.student_lr_scale;
+        student.optim.warmup_lr_per_256 *= cfg.selftrain.student_lr_scale;
         student.init = match cfg.selftrain.student_init.as_str() {
             "random" => "random".into(),
             "teacher" => format!("pretrained:{}", teacher.display()),
@@ -168,7 +223,12 @@ pub struct ArmResult {
     pub seconds: f64,
 }
 
-fn pretrained_backbone(exp: &ExperimentConfig, out: &Path, seed: u64, quiet: bool) -> Result<PathBuf> {
+fn pretrained_backbone(
+    exp: &ExperimentConfig,
+    out: &Path,
+    seed: u64,
+    quiet: bool,
+) -> Result<PathBuf> {
     let mut c = exp.base.clone();
     c.task = Task::Classification;
     c.seed = seed;
@@ -189,22 +249,37 @@ fn pretrained_backbone(exp: &ExperimentConfig, out: &Path, seed: u64, quiet: boo
         return Ok(done);
     }
     if !quiet {
-        eprintln!("pre-training the backbone on {} ({} steps)", exp.pretrain_dataset, exp.pretrain_steps);
+        eprintln!(
+            "pre-training the backbone on {} ({} steps)",
+            exp.pretrain_dataset, exp.pretrain_steps
+        );
     }
     pretrain(&c, &dir, quiet)
 }
 
 /// Runs (or resumes) every arm of the grid; arms already finished are read back.
-pub fn run_grid(exp: &ExperimentConfig, out: &Path, quiet: bool, mut on_arm: impl FnMut(&ArmResult)) -> Result<Vec<ArmResult>> {
+pub fn run_grid(
+    exp: &ExperimentConfig,
+    out: &Path,
+    quiet: bool,
+    mut on_arm: impl FnMut(&ArmResult),
+) -> Result<Vec<ArmResult>> {
     std::fs::create_dir_all(out).map_err(|e| err(format!("{}: {e}", out.display())))?;
-    pupil_data::io::write_atomic(out.join("experiment.toml"), toml::to_string(exp).map_err(err)?.as_bytes()).map_err(err)?;
+    pupil_data::io::write_atomic(
+        out.join("experiment.toml"),
+        toml::to_string(exp).map_err(err)?.as_bytes(),
+    )
+    .map_err(err)?;
     let mut results = Vec::new();
     for &seed in &exp.seeds {
         for aug in &exp.augment {
             for &frac in &exp.labeled_fractions {
                 for init in &exp.inits {
                     let init_spec = match init.as_str() {
-                        "pretrained" => format!("pretrained:{}", pretrained_backbone(exp, out, seed, quiet)?.display()),
+                        "pretrained" => format!(
+                            "pretrained:{}",
+                            pretrained_backbone(exp, out, seed, quiet)?.display()
+                        ),
                         other => other.to_string(),
                     };
                     let mut base = exp.base.clone();
@@ -212,10 +287,18 @@ pub fn run_grid(exp: &ExperimentConfig, out: &Path, quiet: bool, mut on_arm: imp
                     base.augment.policy = aug.clone();
                     base.data.labeled_fraction = frac;
                     base.init = init_spec;
-                    let tag = format!("{}-{aug}-f{frac}-seed{seed}", if init == "random" { "random" } else { "pretrained" });
+                    let tag = format!(
+                        "{}-{aug}-f{frac}-seed{seed}",
+                        if init == "random" {
+                            "random"
+                        } else {
+                            "pretrained"
+                        }
+                    );
                     let sup_dir = out.join(format!("{tag}-supervised"));
                     for &st in &exp.self_training {
-                        let name = format!("{tag}-{}", if st { "self-training" } else { "supervised" });
+                        let name =
+                            format!("{tag}-{}", if st { "self-training" } else { "supervised" });
                         let dir = out.join(&name);
                         let result_path = dir.join("result.json");
                         if let Ok(r) = pupil_data::io::read_json::<ArmResult>(&result_path) {
@@ -236,7 +319,9 @@ pub fn run_grid(exp: &ExperimentConfig, out: &Path, quiet: bool, mut on_arm: imp
                                 train(&base, &sup_dir, None, true, quiet)?;
                             }
                             let mut student = base.clone();
-                            student.optim.steps = ((base.optim.steps as f64) * exp.student_steps_factor).round() as usize;
+                            student.optim.steps = ((base.optim.steps as f64)
+                                * exp.student_steps_factor)
+                                .round() as usize;
                             if student.selftrain.student_init == "random" {
                                 // random stays random; a pre-trained arm's student starts pre-trained
                                 student.selftrain.student_init = base.init.clone();

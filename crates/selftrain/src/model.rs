@@ -33,7 +33,11 @@ pub fn device(spec: &str) -> Result<Device> {
     match spec {
         "cpu" => Ok(Device::Cpu),
         s if s.starts_with("cuda") => {
-            let n = s.strip_prefix("cuda:").unwrap_or("0").parse::<usize>().map_err(|_| err(format!("bad device {s:?}")))?;
+            let n = s
+                .strip_prefix("cuda:")
+                .unwrap_or("0")
+                .parse::<usize>()
+                .map_err(|_| err(format!("bad device {s:?}")))?;
             Device::new_cuda(n)
         }
         s => Err(err(format!("unknown device {s:?} (cpu, cuda:N)"))),
@@ -74,16 +78,33 @@ impl Model {
         match self {
             Model::Detector(m) => {
                 let l = m.loss(batch, train)?;
-                Ok((l.total, vec![("cls".into(), l.cls), ("box".into(), l.boxes), ("positives".into(), l.num_positives as f64)]))
+                Ok((
+                    l.total,
+                    vec![
+                        ("cls".into(), l.cls),
+                        ("box".into(), l.boxes),
+                        ("positives".into(), l.num_positives as f64),
+                    ],
+                ))
             }
             Model::Segmenter(m) => {
-                let labels = batch.label_maps.as_ref().ok_or_else(|| err("segmentation needs label maps"))?;
+                let labels = batch
+                    .label_maps
+                    .as_ref()
+                    .ok_or_else(|| err("segmentation needs label maps"))?;
                 Ok((m.loss(&batch.images, labels, train)?, vec![]))
             }
             Model::Classifier(b) => {
-                let c = b.classifier().ok_or_else(|| err("no classification head"))?;
+                let c = b
+                    .classifier()
+                    .ok_or_else(|| err("no classification head"))?;
                 let logits = c.logits_t(&batch.images, train)?;
-                let labels: Vec<u32> = batch.classes.to_vec2::<i64>()?.iter().map(|r| r[0].max(0) as u32).collect();
+                let labels: Vec<u32> = batch
+                    .classes
+                    .to_vec2::<i64>()?
+                    .iter()
+                    .map(|r| r[0].max(0) as u32)
+                    .collect();
                 let n = labels.len();
                 let lp = pupil_ops::log_softmax_last_dim(&logits)?;
                 let idx = Tensor::from_vec(labels, (n, 1), logits.device())?;
@@ -94,8 +115,26 @@ impl Model {
     }
 
     /// AP / AP50 (detection), mIoU (segmentation) or top-1 accuracy on a dataset.
-    pub fn evaluate(&self, ds: Arc<dyn Dataset>, transform: Arc<Transform>, bc: &BatchConfig, device: &Device, batch_size: usize) -> Result<Metrics> {
-        let loader = Loader::new(ds.clone(), LoaderConfig { batch_size, shuffle: false, drop_last: false, seed: 0, workers: 2, prefetch: 2 }).with_transform(transform);
+    pub fn evaluate(
+        &self,
+        ds: Arc<dyn Dataset>,
+        transform: Arc<Transform>,
+        bc: &BatchConfig,
+        device: &Device,
+        batch_size: usize,
+    ) -> Result<Metrics> {
+        let loader = Loader::new(
+            ds.clone(),
+            LoaderConfig {
+                batch_size,
+                shuffle: false,
+                drop_last: false,
+                seed: 0,
+                workers: 2,
+                prefetch: 2,
+            },
+        )
+        .with_transform(transform);
         let names = ds.class_names();
         let mut out = Metrics::default();
         match self {
@@ -110,7 +149,10 @@ impl Model {
                     }
                 }
                 // ground truth in original coordinates
-                let originals: Vec<_> = (0..ds.len()).map(|i| ds.get(i)).collect::<std::result::Result<_, _>>().map_err(err)?;
+                let originals: Vec<_> = (0..ds.len())
+                    .map(|i| ds.get(i))
+                    .collect::<std::result::Result<_, _>>()
+                    .map_err(err)?;
                 let gt = CocoFile::from_samples(&originals, &names);
                 let mut ev = CocoEval::new(&gt);
                 for (id, d) in preds {
@@ -139,15 +181,21 @@ impl Model {
                 }
                 out.primary = cm.mean_iou().unwrap_or(0.0);
                 out.values.insert("mIoU".into(), out.primary);
-                out.values.insert("pixel_accuracy".into(), cm.pixel_accuracy().unwrap_or(0.0));
+                out.values
+                    .insert("pixel_accuracy".into(), cm.pixel_accuracy().unwrap_or(0.0));
             }
             Model::Classifier(b) => {
-                let c = b.classifier().ok_or_else(|| err("no classification head"))?;
+                let c = b
+                    .classifier()
+                    .ok_or_else(|| err("no classification head"))?;
                 let (mut right, mut n) = (0usize, 0usize);
                 for bt in loader.epoch(0) {
                     let samples = bt.map_err(err)?;
                     let batch = collate(&samples, bc, device).map_err(err)?;
-                    let pred: Vec<u32> = c.logits_t(&batch.images, false)?.argmax(D::Minus1)?.to_vec1()?;
+                    let pred: Vec<u32> = c
+                        .logits_t(&batch.images, false)?
+                        .argmax(D::Minus1)?
+                        .to_vec1()?;
                     for (s, p) in samples.iter().zip(pred) {
                         right += (s.classes[0] == p) as usize;
                         n += 1;
@@ -165,9 +213,12 @@ fn original_label(ds: &Arc<dyn Dataset>, image_id: u64) -> Result<pupil_data::Pl
     // The datasets used here number images 1..=len in order.
     let s = ds.get(image_id.saturating_sub(1) as usize).map_err(err)?;
     if s.image_id != image_id {
-        return Err(err(format!("image id {image_id} is not at its position in the dataset")));
+        return Err(err(format!(
+            "image id {image_id} is not at its position in the dataset"
+        )));
     }
-    s.label_map.ok_or_else(|| err(format!("image id {image_id} has no label map")))
+    s.label_map
+        .ok_or_else(|| err(format!("image id {image_id} has no label map")))
 }
 
 /// Initialises a model from `random` or `pretrained:PATH|hf:owner/name`: backbone tensors
@@ -176,15 +227,34 @@ pub fn apply_init(store: &ParamStore, init: &str) -> Result<()> {
     if init == "random" || init.is_empty() {
         return Ok(());
     }
-    let spec = init.strip_prefix("pretrained:").ok_or_else(|| err(format!("init must be random or pretrained:PATH, got {init:?}")))?;
+    let spec = init.strip_prefix("pretrained:").ok_or_else(|| {
+        err(format!(
+            "init must be random or pretrained:PATH, got {init:?}"
+        ))
+    })?;
     let path = hub::resolve(spec)?;
-    let tensors = candle_core::safetensors::load(&path, &Device::Cpu).map_err(|e| err(format!("{}: {e}", path.display())))?;
+    let tensors = candle_core::safetensors::load(&path, &Device::Cpu)
+        .map_err(|e| err(format!("{}: {e}", path.display())))?;
     // pupil training checkpoints keep the backbone under `backbone.`; plain backbone files
     // (pupil pretrain, timm) have bare names.
     let bare = !tensors.keys().any(|k| k.starts_with("backbone."));
-    let opts = LoadOptions { allow_missing: true, allow_unexpected: true, rename_prefix: if bare { Some((String::new(), "backbone.".into())) } else { None } };
-    let rep = store.load_tensors(&tensors, &opts).map_err(|e| err(format!("{}: {e}", path.display())))?;
-    let missing: Vec<&String> = rep.missing.iter().filter(|n| n.starts_with("backbone.")).collect();
+    let opts = LoadOptions {
+        allow_missing: true,
+        allow_unexpected: true,
+        rename_prefix: if bare {
+            Some((String::new(), "backbone.".into()))
+        } else {
+            None
+        },
+    };
+    let rep = store
+        .load_tensors(&tensors, &opts)
+        .map_err(|e| err(format!("{}: {e}", path.display())))?;
+    let missing: Vec<&String> = rep
+        .missing
+        .iter()
+        .filter(|n| n.starts_with("backbone."))
+        .collect();
     if !missing.is_empty() || rep.loaded.is_empty() {
         return Err(err(format!(
             "{}: does not hold this backbone ({} of its tensors missing, e.g. {:?})",
@@ -198,7 +268,13 @@ pub fn apply_init(store: &ParamStore, init: &str) -> Result<()> {
 
 /// A trained model saved with its config: `model.safetensors` holds every tensor and a header
 /// with the run config, task, class names and number of outputs.
-pub fn save_model(path: &Path, cfg: &TrainConfig, names: &[String], num_outputs: usize, store: &ParamStore) -> Result<()> {
+pub fn save_model(
+    path: &Path,
+    cfg: &TrainConfig,
+    names: &[String],
+    num_outputs: usize,
+    store: &ParamStore,
+) -> Result<()> {
     let header = serde_json::json!({
         "format": "pupil-model",
         "config": cfg,
@@ -218,19 +294,38 @@ pub struct Loaded {
 
 /// Loads a model written by [`save_model`] or a training checkpoint.
 pub fn load_model(path: &Path, device: &Device) -> Result<Loaded> {
-    let h = pupil_backbones::params::read_header(path)?.ok_or_else(|| err(format!("{}: not a pupil model (no header)", path.display())))?;
-    let config: TrainConfig = serde_json::from_value(h["config"].clone()).map_err(|e| err(format!("{}: config in the header: {e}", path.display())))?;
-    let class_names: Vec<String> = serde_json::from_value(h["class_names"].clone()).unwrap_or_default();
-    let num_outputs = h["num_outputs"].as_u64().ok_or_else(|| err(format!("{}: header lacks num_outputs", path.display())))? as usize;
+    let h = pupil_backbones::params::read_header(path)?
+        .ok_or_else(|| err(format!("{}: not a pupil model (no header)", path.display())))?;
+    let config: TrainConfig = serde_json::from_value(h["config"].clone())
+        .map_err(|e| err(format!("{}: config in the header: {e}", path.display())))?;
+    let class_names: Vec<String> =
+        serde_json::from_value(h["class_names"].clone()).unwrap_or_default();
+    let num_outputs = h["num_outputs"]
+        .as_u64()
+        .ok_or_else(|| err(format!("{}: header lacks num_outputs", path.display())))?
+        as usize;
     let store = ParamStore::new(device, DType::F32, config.seed);
     let model = Model::build(&config, num_outputs, &store)?;
-    let tensors = candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| err(format!("{}: {e}", path.display())))?;
+    let tensors = candle_core::safetensors::load(path, &Device::Cpu)
+        .map_err(|e| err(format!("{}: {e}", path.display())))?;
     // training checkpoints prefix the model's tensors with `model.`
-    let model_tensors: std::collections::HashMap<String, Tensor> = if tensors.keys().any(|k| k.starts_with("model.")) {
-        tensors.into_iter().filter_map(|(k, v)| k.strip_prefix("model.").map(|s| (s.to_string(), v))).collect()
-    } else {
-        tensors
-    };
-    store.load_tensors(&model_tensors, &LoadOptions::strict()).map_err(|e| err(format!("{}: {e}", path.display())))?;
-    Ok(Loaded { config, class_names, num_outputs, store, model })
+    let model_tensors: std::collections::HashMap<String, Tensor> =
+        if tensors.keys().any(|k| k.starts_with("model.")) {
+            tensors
+                .into_iter()
+                .filter_map(|(k, v)| k.strip_prefix("model.").map(|s| (s.to_string(), v)))
+                .collect()
+        } else {
+            tensors
+        };
+    store
+        .load_tensors(&model_tensors, &LoadOptions::strict())
+        .map_err(|e| err(format!("{}: {e}", path.display())))?;
+    Ok(Loaded {
+        config,
+        class_names,
+        num_outputs,
+        store,
+        model,
+    })
 }

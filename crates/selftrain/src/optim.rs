@@ -51,7 +51,13 @@ pub struct StepInfo {
 
 impl Sgd {
     pub fn new(store: &ParamStore, cfg: &OptimConfig) -> Self {
-        Sgd { momentum: cfg.momentum, weight_decay: cfg.weight_decay, clip_norm: cfg.clip_norm, params: store.trainable(), buffers: BTreeMap::new() }
+        Sgd {
+            momentum: cfg.momentum,
+            weight_decay: cfg.weight_decay,
+            clip_norm: cfg.clip_norm,
+            params: store.trainable(),
+            buffers: BTreeMap::new(),
+        }
     }
 
     /// One update with learning rate `lr` from the gradients of a loss.
@@ -59,14 +65,20 @@ impl Sgd {
         let mut gs: Vec<(usize, Tensor)> = Vec::new();
         let mut sq = 0f64;
         for (i, (_, var, kind)) in self.params.iter().enumerate() {
-            let Some(g) = grads.get(var.as_tensor()) else { continue };
+            let Some(g) = grads.get(var.as_tensor()) else {
+                continue;
+            };
             // Detached: buffers must not keep the step's graph alive.
             let mut g = g.detach();
             if *kind == ParamKind::Kernel && self.weight_decay > 0.0 {
                 // d/dw of wd * 0.5 * |w|^2
                 g = (g + (var.as_tensor().detach() * self.weight_decay)?)?;
             }
-            sq += g.sqr()?.sum_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+            sq += g
+                .sqr()?
+                .sum_all()?
+                .to_dtype(candle_core::DType::F64)?
+                .to_scalar::<f64>()?;
             gs.push((i, g));
         }
         let norm = sq.sqrt();
@@ -82,7 +94,10 @@ impl Sgd {
             var.set(&(var.as_tensor().detach() - (&v * lr)?)?)?;
             self.buffers.insert(name.clone(), v);
         }
-        Ok(StepInfo { grad_norm: norm, clipped })
+        Ok(StepInfo {
+            grad_norm: norm,
+            clipped,
+        })
     }
 }
 
@@ -94,7 +109,10 @@ pub struct Ema {
 
 impl Ema {
     pub fn new(store: &ParamStore, decay: f64) -> Self {
-        Ema { decay, shadow: store.tensors() }
+        Ema {
+            decay,
+            shadow: store.tensors(),
+        }
     }
 
     pub fn update(&mut self, store: &ParamStore) -> Result<()> {
@@ -130,15 +148,30 @@ mod tests {
 
     #[test]
     fn schedule_warms_up_then_decays() {
-        let c = OptimConfig { steps: 1100, batch_size: 256, ..Default::default() };
+        let c = OptimConfig {
+            steps: 1100,
+            batch_size: 256,
+            ..Default::default()
+        };
         assert!((learning_rate(&c, 0) - 0.0032).abs() < 1e-12);
         assert!((learning_rate(&c, 500) - (0.0032 + (0.32 - 0.0032) * 0.5)).abs() < 1e-12);
         assert!((learning_rate(&c, 1000) - 0.32).abs() < 1e-12);
         assert!((learning_rate(&c, 1050) - 0.16).abs() < 1e-9);
         assert!(learning_rate(&c, 1100).abs() < 1e-12);
-        let half = OptimConfig { batch_size: 128, ..c.clone() };
-        assert!((learning_rate(&half, 1000) - 0.16).abs() < 1e-12, "linear scaling rule");
-        let s = OptimConfig { schedule: ScheduleKind::Step, steps: 100, warmup_steps: 0, ..c };
+        let half = OptimConfig {
+            batch_size: 128,
+            ..c.clone()
+        };
+        assert!(
+            (learning_rate(&half, 1000) - 0.16).abs() < 1e-12,
+            "linear scaling rule"
+        );
+        let s = OptimConfig {
+            schedule: ScheduleKind::Step,
+            steps: 100,
+            warmup_steps: 0,
+            ..c
+        };
         assert!((learning_rate(&s, 89) - 0.32).abs() < 1e-12);
         assert!((learning_rate(&s, 90) - 0.032).abs() < 1e-12);
         assert!((learning_rate(&s, 99) - 0.0032).abs() < 1e-12);
@@ -150,16 +183,29 @@ mod tests {
         let r = store.root();
         let k = r.get(2, "k", Init::Const(1.0), ParamKind::Kernel).unwrap();
         let b = r.get(2, "b", Init::Const(1.0), ParamKind::Bias).unwrap();
-        let cfg = OptimConfig { momentum: 0.9, weight_decay: 0.1, clip_norm: 0.0, ..Default::default() };
+        let cfg = OptimConfig {
+            momentum: 0.9,
+            weight_decay: 0.1,
+            clip_norm: 0.0,
+            ..Default::default()
+        };
         let mut opt = Sgd::new(&store, &cfg);
         // loss = sum(k) + sum(b): gradient 1 everywhere
         let loss = (k.sum_all().unwrap() + b.sum_all().unwrap()).unwrap();
         let g = loss.backward().unwrap();
         opt.step(&g, 0.5).unwrap();
         // kernel: g = 1 + 0.1 * 1 = 1.1 -> 1 - 0.55; bias: 1 - 0.5
-        assert_eq!(store.get("k").unwrap().to_vec1::<f32>().unwrap(), vec![0.45, 0.45]);
-        assert_eq!(store.get("b").unwrap().to_vec1::<f32>().unwrap(), vec![0.5, 0.5]);
-        let loss = (store.get("k").unwrap().sum_all().unwrap() + store.get("b").unwrap().sum_all().unwrap()).unwrap();
+        assert_eq!(
+            store.get("k").unwrap().to_vec1::<f32>().unwrap(),
+            vec![0.45, 0.45]
+        );
+        assert_eq!(
+            store.get("b").unwrap().to_vec1::<f32>().unwrap(),
+            vec![0.5, 0.5]
+        );
+        let loss = (store.get("k").unwrap().sum_all().unwrap()
+            + store.get("b").unwrap().sum_all().unwrap())
+        .unwrap();
         let g = loss.backward().unwrap();
         opt.step(&g, 0.5).unwrap();
         // bias velocity 0.9 * 1 + 1 = 1.9 -> 0.5 - 0.95
@@ -167,14 +213,25 @@ mod tests {
         assert!((bv[0] + 0.45).abs() < 1e-6, "{bv:?}");
         // clipping: global norm of [3, 4] is 5, clipped to 1
         let s2 = ParamStore::new(&Device::Cpu, DType::F32, 0);
-        let w = s2.root().get(2, "w", Init::Const(0.0), ParamKind::Bias).unwrap();
-        let c2 = OptimConfig { momentum: 0.0, weight_decay: 0.0, clip_norm: 1.0, ..Default::default() };
+        let w = s2
+            .root()
+            .get(2, "w", Init::Const(0.0), ParamKind::Bias)
+            .unwrap();
+        let c2 = OptimConfig {
+            momentum: 0.0,
+            weight_decay: 0.0,
+            clip_norm: 1.0,
+            ..Default::default()
+        };
         let mut o2 = Sgd::new(&s2, &c2);
         let t = Tensor::new(&[3f32, 4.0], &Device::Cpu).unwrap();
         let g = (w * t).unwrap().sum_all().unwrap().backward().unwrap();
         let info = o2.step(&g, 1.0).unwrap();
         assert!(info.clipped && (info.grad_norm - 5.0).abs() < 1e-6);
         let wv = s2.get("w").unwrap().to_vec1::<f32>().unwrap();
-        assert!((wv[0] + 0.6).abs() < 1e-6 && (wv[1] + 0.8).abs() < 1e-6, "{wv:?}");
+        assert!(
+            (wv[0] + 0.6).abs() < 1e-6 && (wv[1] + 0.8).abs() < 1e-6,
+            "{wv:?}"
+        );
     }
 }

@@ -37,7 +37,14 @@ pub struct PseudoOptions {
 
 impl Default for PseudoOptions {
     fn default() -> Self {
-        PseudoOptions { score_threshold: 0.5, keep_from: 0.3, shard: (0, 1), flip: false, scales: vec![], batch_size: 16 }
+        PseudoOptions {
+            score_threshold: 0.5,
+            keep_from: 0.1,
+            shard: (0, 1),
+            flip: false,
+            scales: vec![],
+            batch_size: 16,
+        }
     }
 }
 
@@ -92,7 +99,15 @@ fn flip_sample(s: &Sample) -> Sample {
 
 /// Labels shard `opts.shard` of `source` with the teacher; returns the shard (also written to
 /// `out`), or the existing one when it is already there.
-pub fn label_shard(teacher: &Loaded, teacher_name: &str, source: Arc<dyn Dataset>, source_name: &str, out: &Path, opts: &PseudoOptions, device: &Device) -> Result<Shard> {
+pub fn label_shard(
+    teacher: &Loaded,
+    teacher_name: &str,
+    source: Arc<dyn Dataset>,
+    source_name: &str,
+    out: &Path,
+    opts: &PseudoOptions,
+    device: &Device,
+) -> Result<Shard> {
     let (i, n) = opts.shard;
     if n == 0 || i >= n {
         return Err(err(format!("shard {i}/{n}: need 0 <= I < N")));
@@ -106,12 +121,37 @@ pub fn label_shard(teacher: &Loaded, teacher_name: &str, source: Arc<dyn Dataset
         }
     }
     let range = shard_range(source.len(), i, n);
-    let part: Arc<dyn Dataset> = Arc::new(crate::data::Subset { inner: source.clone(), indices: range.collect() });
+    let part: Arc<dyn Dataset> = Arc::new(crate::data::Subset {
+        inner: source.clone(),
+        indices: range.collect(),
+    });
     let cfg = &teacher.config;
-    let bc = BatchConfig { size_divisor: cfg.data.size_divisor, ..Default::default() };
-    let mut shard = Shard { shard: i, of: n, images: vec![], detections: vec![], label_maps: HashMap::new() };
-    let sizes: Vec<usize> = std::iter::once(1.0).chain(opts.scales.iter().copied()).map(|s| ((cfg.augment.size as f64) * s).round().max(32.0) as usize).collect();
-    let loader = Loader::new(part, LoaderConfig { batch_size: opts.batch_size.max(1), shuffle: false, drop_last: false, seed: 0, workers: 2, prefetch: 2 });
+    let bc = BatchConfig {
+        size_divisor: cfg.data.size_divisor,
+        ..Default::default()
+    };
+    let mut shard = Shard {
+        shard: i,
+        of: n,
+        images: vec![],
+        detections: vec![],
+        label_maps: HashMap::new(),
+    };
+    let sizes: Vec<usize> = std::iter::once(1.0)
+        .chain(opts.scales.iter().copied())
+        .map(|s| ((cfg.augment.size as f64) * s).round().max(32.0) as usize)
+        .collect();
+    let loader = Loader::new(
+        part,
+        LoaderConfig {
+            batch_size: opts.batch_size.max(1),
+            shuffle: false,
+            drop_last: false,
+            seed: 0,
+            workers: 2,
+            prefetch: 2,
+        },
+    );
     for b in loader.epoch(0) {
         let originals = b.map_err(err)?;
         for s in &originals {
@@ -119,7 +159,12 @@ pub fn label_shard(teacher: &Loaded, teacher_name: &str, source: Arc<dyn Dataset
                 Some(p) => p.to_string_lossy().into_owned(),
                 None => format!("{source_name}/{:08}.png", s.image_id),
             };
-            shard.images.push(CocoImage { id: s.image_id, file_name, width: s.width(), height: s.height() });
+            shard.images.push(CocoImage {
+                id: s.image_id,
+                file_name,
+                width: s.width(),
+                height: s.height(),
+            });
         }
         // every (scale, flip) view of the batch
         let mut views: Vec<(Vec<Sample>, bool)> = Vec::new();
@@ -149,7 +194,11 @@ pub fn label_shard(teacher: &Loaded, teacher_name: &str, source: Arc<dyn Dataset
                     for (k, d) in dets.into_iter().enumerate() {
                         let w = originals[k].width() as f32;
                         for x in d {
-                            let b = if *flip { [w - x.bbox[2], x.bbox[1], w - x.bbox[0], x.bbox[3]] } else { x.bbox };
+                            let b = if *flip {
+                                [w - x.bbox[2], x.bbox[1], w - x.bbox[0], x.bbox[3]]
+                            } else {
+                                x.bbox
+                            };
                             all[k].push((x.class as usize, b, x.score));
                         }
                     }
@@ -158,7 +207,11 @@ pub fn label_shard(teacher: &Loaded, teacher_name: &str, source: Arc<dyn Dataset
                     let boxes: Vec<[f32; 4]> = dets.iter().map(|d| d.1).collect();
                     let scores: Vec<f32> = dets.iter().map(|d| d.2).collect();
                     let classes: Vec<usize> = dets.iter().map(|d| d.0).collect();
-                    let keep = if views.len() > 1 { batched_nms(&boxes, &scores, &classes, m.config.post.nms_iou) } else { (0..dets.len()).collect() };
+                    let keep = if views.len() > 1 {
+                        batched_nms(&boxes, &scores, &classes, m.config.post.nms_iou)
+                    } else {
+                        (0..dets.len()).collect()
+                    };
                     for j in keep {
                         if (scores[j] as f64) < opts.keep_from.min(opts.score_threshold) {
                             continue;
@@ -167,7 +220,12 @@ pub fn label_shard(teacher: &Loaded, teacher_name: &str, source: Arc<dyn Dataset
                         shard.detections.push(CocoDetection {
                             image_id: originals[k].image_id,
                             category_id: classes[j] as u64 + 1,
-                            bbox: [b[0] as f64, b[1] as f64, (b[2] - b[0]) as f64, (b[3] - b[1]) as f64],
+                            bbox: [
+                                b[0] as f64,
+                                b[1] as f64,
+                                (b[2] - b[0]) as f64,
+                                (b[3] - b[1]) as f64,
+                            ],
                             score: scores[j] as f64,
                             segmentation: None,
                         });
@@ -183,7 +241,13 @@ pub fn label_shard(teacher: &Loaded, teacher_name: &str, source: Arc<dyn Dataset
                     for (k, p) in probs.into_iter().enumerate() {
                         let (w, h) = (originals[k].width(), originals[k].height());
                         let p: Vec<Vec<f32>> = if *flip {
-                            p.into_iter().map(|ch| (0..h * w).map(|q| ch[(q / w) * w + (w - 1 - q % w)]).collect()).collect()
+                            p.into_iter()
+                                .map(|ch| {
+                                    (0..h * w)
+                                        .map(|q| ch[(q / w) * w + (w - 1 - q % w)])
+                                        .collect()
+                                })
+                                .collect()
                         } else {
                             p
                         };
@@ -218,21 +282,52 @@ pub fn label_shard(teacher: &Loaded, teacher_name: &str, source: Arc<dyn Dataset
                         }
                     }
                     let rel = format!("labels/{:08}.png", originals[k].image_id);
-                    io::write_label_png(labels_dir.join(format!("{:08}.png", originals[k].image_id)), &plane).map_err(err)?;
+                    io::write_label_png(
+                        labels_dir.join(format!("{:08}.png", originals[k].image_id)),
+                        &plane,
+                    )
+                    .map_err(err)?;
                     shard.label_maps.insert(originals[k].image_id, rel);
                 }
             }
-            Model::Classifier(_) => return Err(err("pseudo-labeling needs a detector or a segmenter")),
+            Model::Classifier(_) => {
+                return Err(err("pseudo-labeling needs a detector or a segmenter"))
+            }
         }
     }
     let bytes = serde_json::to_vec(&shard).map_err(err)?;
     io::write_atomic(&path, &bytes).map_err(err)?;
-    update_manifest(out, teacher, teacher_name, source_name, opts, n, Some(&shard))?;
+    update_manifest(
+        out,
+        teacher,
+        teacher_name,
+        source_name,
+        opts,
+        n,
+        Some(&shard),
+    )?;
     Ok(shard)
 }
 
-fn update_manifest(out: &Path, teacher: &Loaded, teacher_name: &str, source: &str, opts: &PseudoOptions, n: usize, _new: Option<&Shard>) -> Result<Manifest> {
-    let categories: Vec<CocoCategory> = teacher.class_names.iter().enumerate().map(|(i, c)| CocoCategory { id: i as u64 + 1, name: c.clone(), supercategory: None }).collect();
+fn update_manifest(
+    out: &Path,
+    teacher: &Loaded,
+    teacher_name: &str,
+    source: &str,
+    opts: &PseudoOptions,
+    n: usize,
+    _new: Option<&Shard>,
+) -> Result<Manifest> {
+    let categories: Vec<CocoCategory> = teacher
+        .class_names
+        .iter()
+        .enumerate()
+        .map(|(i, c)| CocoCategory {
+            id: i as u64 + 1,
+            name: c.clone(),
+            supercategory: None,
+        })
+        .collect();
     let mut m = Manifest {
         teacher: teacher_name.to_string(),
         source: source.to_string(),
@@ -246,11 +341,19 @@ fn update_manifest(out: &Path, teacher: &Loaded, teacher_name: &str, source: &st
         per_class: vec![0; teacher.class_names.len()],
     };
     for i in 0..n {
-        let Ok(bytes) = std::fs::read(shard_path(out, i, n)) else { continue };
-        let Ok(s) = serde_json::from_slice::<Shard>(&bytes) else { continue };
+        let Ok(bytes) = std::fs::read(shard_path(out, i, n)) else {
+            continue;
+        };
+        let Ok(s) = serde_json::from_slice::<Shard>(&bytes) else {
+            continue;
+        };
         m.done.push(i);
         m.images += s.images.len();
-        for d in s.detections.iter().filter(|d| d.score >= opts.score_threshold) {
+        for d in s
+            .detections
+            .iter()
+            .filter(|d| d.score >= opts.score_threshold)
+        {
             m.labels += 1;
             if let Some(c) = m.per_class.get_mut(d.category_id as usize - 1) {
                 *c += 1;
@@ -265,10 +368,17 @@ fn update_manifest(out: &Path, teacher: &Loaded, teacher_name: &str, source: &st
 /// All shards of a folder merged; fails if one is missing.
 pub fn merge(out: &Path) -> Result<(Manifest, Shard)> {
     let m: Manifest = io::read_json(out.join("manifest.json")).map_err(err)?;
-    let mut all = Shard { shard: 0, of: 1, images: vec![], detections: vec![], label_maps: HashMap::new() };
+    let mut all = Shard {
+        shard: 0,
+        of: 1,
+        images: vec![],
+        detections: vec![],
+        label_maps: HashMap::new(),
+    };
     for i in 0..m.shards {
         let p = shard_path(out, i, m.shards);
-        let s: Shard = io::read_json(&p).map_err(|e| err(format!("shard {i} of {} is not done: {e}", m.shards)))?;
+        let s: Shard = io::read_json(&p)
+            .map_err(|e| err(format!("shard {i} of {} is not done: {e}", m.shards)))?;
         all.images.extend(s.images);
         all.detections.extend(s.detections);
         all.label_maps.extend(s.label_maps);
@@ -279,7 +389,11 @@ pub fn merge(out: &Path) -> Result<(Manifest, Shard)> {
 
 /// The merged pseudo labels as a COCO instances file (boxes at or above the threshold).
 pub fn to_coco(m: &Manifest, s: &Shard) -> CocoFile {
-    let mut f = CocoFile { images: s.images.clone(), categories: m.categories.clone(), ..Default::default() };
+    let mut f = CocoFile {
+        images: s.images.clone(),
+        categories: m.categories.clone(),
+        ..Default::default()
+    };
     for d in s.detections.iter().filter(|d| d.score >= m.score_threshold) {
         f.annotations.push(pupil_data::coco::CocoAnnotation {
             id: f.annotations.len() as u64 + 1,
@@ -298,26 +412,55 @@ pub fn to_coco(m: &Manifest, s: &Shard) -> CocoFile {
 pub struct PseudoLabeled {
     pub source: Arc<dyn Dataset>,
     /// Source index -> (boxes, classes) or label map.
-    boxes: HashMap<u64, (Vec<[f32; 4]>, Vec<u32>)>,
+    boxes: HashMap<u64, (Vec<[f32; 4]>, Vec<u32>, Vec<bool>)>,
     maps: HashMap<u64, PathBuf>,
     names: Vec<String>,
     pub threshold: f64,
 }
 
 impl PseudoLabeled {
-    pub fn new(source: Arc<dyn Dataset>, out: &Path, manifest: &Manifest, shard: &Shard, threshold: f64) -> Self {
-        let mut boxes: HashMap<u64, (Vec<[f32; 4]>, Vec<u32>)> = HashMap::new();
-        for d in shard.detections.iter().filter(|d| d.score >= threshold) {
+    /// Boxes at or above `threshold` become labels; with `ignore_from`, boxes scoring in
+    /// [ignore_from, threshold) become ignore regions (crowd boxes).
+    pub fn new(
+        source: Arc<dyn Dataset>,
+        out: &Path,
+        manifest: &Manifest,
+        shard: &Shard,
+        threshold: f64,
+        ignore_from: Option<f64>,
+    ) -> Self {
+        let mut boxes: HashMap<u64, (Vec<[f32; 4]>, Vec<u32>, Vec<bool>)> = HashMap::new();
+        let lo = ignore_from.unwrap_or(threshold).min(threshold);
+        for d in shard.detections.iter().filter(|d| d.score >= lo) {
             let e = boxes.entry(d.image_id).or_default();
             let b = d.bbox;
-            e.0.push([b[0] as f32, b[1] as f32, (b[0] + b[2]) as f32, (b[1] + b[3]) as f32]);
+            e.0.push([
+                b[0] as f32,
+                b[1] as f32,
+                (b[0] + b[2]) as f32,
+                (b[1] + b[3]) as f32,
+            ]);
             e.1.push(d.category_id as u32 - 1);
+            e.2.push(d.score < threshold);
         }
-        let maps = shard.label_maps.iter().map(|(k, v)| (*k, out.join(v))).collect();
-        PseudoLabeled { source, boxes, maps, names: manifest.categories.iter().map(|c| c.name.clone()).collect(), threshold }
+        let maps = shard
+            .label_maps
+            .iter()
+            .map(|(k, v)| (*k, out.join(v)))
+            .collect();
+        PseudoLabeled {
+            source,
+            boxes,
+            maps,
+            names: manifest.categories.iter().map(|c| c.name.clone()).collect(),
+            threshold,
+        }
     }
     pub fn num_boxes(&self) -> usize {
-        self.boxes.values().map(|b| b.0.len()).sum()
+        self.boxes
+            .values()
+            .map(|b| b.2.iter().filter(|c| !**c).count())
+            .sum()
     }
 }
 
@@ -331,10 +474,10 @@ impl Dataset for PseudoLabeled {
         s.classes.clear();
         s.crowd.clear();
         s.masks = None;
-        if let Some((b, c)) = self.boxes.get(&s.image_id) {
+        if let Some((b, c, crowd)) = self.boxes.get(&s.image_id) {
             s.boxes = b.clone();
             s.classes = c.clone();
-            s.crowd = vec![false; b.len()];
+            s.crowd = crowd.clone();
         }
         if let Some(p) = self.maps.get(&s.image_id) {
             s.label_map = Some(io::read_label_png(p)?);
@@ -357,7 +500,12 @@ pub struct QualityRow {
     pub boxes: usize,
 }
 
-pub fn quality(shard: &Shard, truth: &dyn Dataset, names: &[String], thresholds: &[f64]) -> pupil_data::Result<Vec<QualityRow>> {
+pub fn quality(
+    shard: &Shard,
+    truth: &dyn Dataset,
+    names: &[String],
+    thresholds: &[f64],
+) -> pupil_data::Result<Vec<QualityRow>> {
     let mut by_image: HashMap<u64, Vec<&CocoDetection>> = HashMap::new();
     for d in &shard.detections {
         by_image.entry(d.image_id).or_default().push(d);
@@ -365,12 +513,26 @@ pub fn quality(shard: &Shard, truth: &dyn Dataset, names: &[String], thresholds:
     let ids: Vec<u64> = shard.images.iter().map(|i| i.id).collect();
     let mut rows = Vec::new();
     let k = names.len();
-    let truths: Vec<Sample> = ids.iter().map(|&id| truth.get(id as usize - 1)).collect::<pupil_data::Result<_>>()?;
+    let truths: Vec<Sample> = ids
+        .iter()
+        .map(|&id| truth.get(id as usize - 1))
+        .collect::<pupil_data::Result<_>>()?;
     for &t in thresholds {
-        let (mut tp, mut np, mut ng) = (vec![0usize; k + 1], vec![0usize; k + 1], vec![0usize; k + 1]);
+        let (mut tp, mut np, mut ng) = (
+            vec![0usize; k + 1],
+            vec![0usize; k + 1],
+            vec![0usize; k + 1],
+        );
         for (id, gt) in ids.iter().zip(&truths) {
-            let mut dets: Vec<&&CocoDetection> = by_image.get(id).map(|v| v.iter().filter(|d| d.score >= t).collect()).unwrap_or_default();
-            dets.sort_by(|a, b| b.score.partial_cmp(&a.score).unwrap_or(std::cmp::Ordering::Equal));
+            let mut dets: Vec<&&CocoDetection> = by_image
+                .get(id)
+                .map(|v| v.iter().filter(|d| d.score >= t).collect())
+                .unwrap_or_default();
+            dets.sort_by(|a, b| {
+                b.score
+                    .partial_cmp(&a.score)
+                    .unwrap_or(std::cmp::Ordering::Equal)
+            });
             let mut used = vec![false; gt.boxes.len()];
             for c in &gt.classes {
                 ng[*c as usize] += 1;
@@ -380,7 +542,12 @@ pub fn quality(shard: &Shard, truth: &dyn Dataset, names: &[String], thresholds:
                 let c = d.category_id as usize - 1;
                 np[c] += 1;
                 np[k] += 1;
-                let b = [d.bbox[0] as f32, d.bbox[1] as f32, (d.bbox[0] + d.bbox[2]) as f32, (d.bbox[1] + d.bbox[3]) as f32];
+                let b = [
+                    d.bbox[0] as f32,
+                    d.bbox[1] as f32,
+                    (d.bbox[0] + d.bbox[2]) as f32,
+                    (d.bbox[1] + d.bbox[3]) as f32,
+                ];
                 let best = (0..gt.boxes.len())
                     .filter(|&g| !used[g] && gt.classes[g] as usize == c)
                     .map(|g| (pupil_heads::boxes::iou(&b, &gt.boxes[g]), g))
@@ -397,9 +564,21 @@ pub fn quality(shard: &Shard, truth: &dyn Dataset, names: &[String], thresholds:
         for c in 0..=k {
             rows.push(QualityRow {
                 threshold: t,
-                class: if c == k { "all".into() } else { names[c].clone() },
-                precision: if np[c] == 0 { 0.0 } else { tp[c] as f64 / np[c] as f64 },
-                recall: if ng[c] == 0 { 0.0 } else { tp[c] as f64 / ng[c] as f64 },
+                class: if c == k {
+                    "all".into()
+                } else {
+                    names[c].clone()
+                },
+                precision: if np[c] == 0 {
+                    0.0
+                } else {
+                    tp[c] as f64 / np[c] as f64
+                },
+                recall: if ng[c] == 0 {
+                    0.0
+                } else {
+                    tp[c] as f64 / ng[c] as f64
+                },
                 boxes: np[c],
             });
         }

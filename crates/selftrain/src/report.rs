@@ -13,14 +13,14 @@ pub fn quickstart_preset() -> toml::Table {
     let text = r#"
 inits = ["random", "pretrained"]
 self_training = [false, true]
-augment = ["s4"]
+augment = ["s1"]
 labeled_fractions = [1.0]
 seeds = [0]
 pretrain_dataset = "fashion"
-pretrain_steps = 300
+pretrain_steps = 200
 pretrain_batch = 64
-pretrain_lr_per_256 = 0.8
-student_steps_factor = 1.0
+pretrain_lr_per_256 = 0.4
+student_steps_factor = 0.5
 
 [base]
 task = "detection"
@@ -60,18 +60,22 @@ val = 128
 size = 96
 
 [base.optim]
-steps = 300
-batch_size = 16
-lr_per_256 = 1.6
-warmup_steps = 30
-warmup_lr_per_256 = 0.016
+steps = 2000
+batch_size = 4
+lr_per_256 = 4.0
+warmup_steps = 100
+warmup_lr_per_256 = 0.04
 weight_decay = 4e-5
-log_every = 10
+log_every = 20
 eval_every = 0
-checkpoint_every = 100
+checkpoint_every = 500
 
 [base.selftrain]
 score_threshold = 0.5
+ignore_from = 0.1
+alpha = 0.25
+student_init = "teacher"
+student_lr_scale = 0.25
 drop_path = 0.1
 dropout = 0.0
 unlabeled = "digits:unlabeled"
@@ -82,18 +86,35 @@ unlabeled = "digits:unlabeled"
 fn mean_sd(v: &[f64]) -> (f64, f64) {
     let n = v.len().max(1) as f64;
     let m = v.iter().sum::<f64>() / n;
-    let sd = if v.len() > 1 { (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0)).sqrt() } else { 0.0 };
+    let sd = if v.len() > 1 {
+        (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+    } else {
+        0.0
+    };
     (m, sd)
 }
 
 fn row_name(r: &ArmResult) -> String {
-    format!("{} init{}", if r.init == "random" { "Rand" } else { "Pre-trained" }, if r.self_training { " + self-training" } else { "" })
+    format!(
+        "{} init{}",
+        if r.init == "random" {
+            "Rand"
+        } else {
+            "Pre-trained"
+        },
+        if r.self_training {
+            " + self-training"
+        } else {
+            ""
+        }
+    )
 }
 
 /// Writes results.json, results.csv, report.md and the plots; returns the Markdown table.
 pub fn write(out: &Path, exp: &ExperimentConfig, results: &[ArmResult]) -> anyhow::Result<String> {
     io::write_json_atomic(out.join("results.json"), &results)?;
-    let mut csv = String::from("name,init,self_training,augment,labeled_fraction,seed,metric,AP50,seconds\n");
+    let mut csv =
+        String::from("name,init,self_training,augment,labeled_fraction,seed,metric,AP50,seconds\n");
     for r in results {
         csv += &format!(
             "{},{},{},{},{},{},{:.6},{:.6},{:.1}\n",
@@ -129,15 +150,28 @@ pub fn write(out: &Path, exp: &ExperimentConfig, results: &[ArmResult]) -> anyho
         if !rows.contains(&name) {
             rows.push(name.clone());
         }
-        if let Some(c) = cols.iter().position(|c| c.0 == r.augment && c.1 == r.labeled_fraction) {
-            cells.entry((name.clone(), c)).or_default().push(100.0 * r.metrics.primary);
+        if let Some(c) = cols
+            .iter()
+            .position(|c| c.0 == r.augment && c.1 == r.labeled_fraction)
+        {
+            cells
+                .entry((name.clone(), c))
+                .or_default()
+                .push(100.0 * r.metrics.primary);
             if let Some(v) = r.metrics.values.get("AP50") {
                 cells50.entry((name, c)).or_default().push(100.0 * v);
             }
         }
     }
     let seeds = exp.seeds.len();
-    let mut md = format!("| Setup ({metric}{}) |", if seeds > 1 { format!(", mean ± sd over {seeds} seeds") } else { String::new() });
+    let mut md = format!(
+        "| Setup ({metric}{}) |",
+        if seeds > 1 {
+            format!(", mean ± sd over {seeds} seeds")
+        } else {
+            String::new()
+        }
+    );
     for (a, f) in &cols {
         md += &format!(" {} {:.0}% |", a.to_uppercase(), f * 100.0);
         if !cells50.is_empty() {
@@ -152,7 +186,10 @@ pub fn write(out: &Path, exp: &ExperimentConfig, results: &[ArmResult]) -> anyho
         }
     }
     md += "\n";
-    let base_row = rows.iter().find(|r| r.starts_with("Rand") && !r.contains("self")).cloned();
+    let base_row = rows
+        .iter()
+        .find(|r| r.starts_with("Rand") && !r.contains("self"))
+        .cloned();
     for row in &rows {
         md += &format!("| {row} |");
         for c in 0..cols.len() {
@@ -163,9 +200,17 @@ pub fn write(out: &Path, exp: &ExperimentConfig, results: &[ArmResult]) -> anyho
                 match table.get(&(row.clone(), c)) {
                     Some(v) => {
                         let (m, sd) = mean_sd(v);
-                        let mut s = if seeds > 1 { format!(" {m:.1} ± {sd:.1}") } else { format!(" {m:.1}") };
+                        let mut s = if seeds > 1 {
+                            format!(" {m:.1} ± {sd:.1}")
+                        } else {
+                            format!(" {m:.1}")
+                        };
                         if gain {
-                            if let Some(b) = base_row.as_ref().filter(|b| *b != row).and_then(|b| table.get(&(b.clone(), c))) {
+                            if let Some(b) = base_row
+                                .as_ref()
+                                .filter(|b| *b != row)
+                                .and_then(|b| table.get(&(b.clone(), c)))
+                            {
                                 let d = m - mean_sd(b).0;
                                 s += &format!(" ({d:+.1})");
                             }
@@ -184,11 +229,27 @@ pub fn write(out: &Path, exp: &ExperimentConfig, results: &[ArmResult]) -> anyho
     report += &md;
     report += "\nPer arm: results.json, results.csv; each arm's folder holds metrics.jsonl and model.safetensors.\n";
     if exp.augment.len() > 1 {
-        plot(&out.join("plot_augment.png"), &rows, &cells, &cols, |c| cols.iter().position(|x| x.0 == cols[c].0).unwrap_or(0) as f64, exp.labeled_fractions.last().copied(), |c| cols[c].1)?;
+        plot(
+            &out.join("plot_augment.png"),
+            &rows,
+            &cells,
+            &cols,
+            |c| cols.iter().position(|x| x.0 == cols[c].0).unwrap_or(0) as f64,
+            exp.labeled_fractions.last().copied(),
+            |c| cols[c].1,
+        )?;
         report += "\n![metric vs augmentation strength](plot_augment.png)\n\nx axis: augmentation S1..S4 (left to right); one line per setup, colours as the table's row order.\n";
     }
     if exp.labeled_fractions.len() > 1 {
-        plot(&out.join("plot_fraction.png"), &rows, &cells, &cols, |c| cols[c].1 * 100.0, None, |_| 0.0)?;
+        plot(
+            &out.join("plot_fraction.png"),
+            &rows,
+            &cells,
+            &cols,
+            |c| cols[c].1 * 100.0,
+            None,
+            |_| 0.0,
+        )?;
         report += "\n![metric vs labeled fraction](plot_fraction.png)\n\nx axis: percent of labeled data; one line per setup, colours as the table's row order.\n";
     }
     if exp.augment.len() == 1 && exp.labeled_fractions.len() == 1 {
@@ -205,8 +266,10 @@ fn line(img: &mut Image, (x0, y0): (i64, i64), (x1, y1): (i64, i64), c: [u8; 3])
         let x = x0 + (x1 - x0) * k / n;
         let y = y0 + (y1 - y0) * k / n;
         for dy in 0..2 {
-            if x >= 0 && y + dy >= 0 && (x as usize) < img.width && ((y + dy) as usize) < img.height {
-                img.pixel_mut(x as usize, (y + dy) as usize).copy_from_slice(&c);
+            if x >= 0 && y + dy >= 0 && (x as usize) < img.width && ((y + dy) as usize) < img.height
+            {
+                img.pixel_mut(x as usize, (y + dy) as usize)
+                    .copy_from_slice(&c);
             }
         }
     }
@@ -217,25 +280,56 @@ fn axes(w: usize, h: usize, lo: f64, hi: f64) -> (Image, impl Fn(f64) -> i64) {
     let (top, bottom, left) = (20i64, h as i64 - 30, 40i64);
     line(&mut img, (left, top), (left, bottom), [0, 0, 0]);
     line(&mut img, (left, bottom), (w as i64 - 10, bottom), [0, 0, 0]);
-    let to_y = move |v: f64| bottom - ((v - lo) / (hi - lo).max(1e-9) * (bottom - top) as f64).round() as i64;
+    let to_y = move |v: f64| {
+        bottom - ((v - lo) / (hi - lo).max(1e-9) * (bottom - top) as f64).round() as i64
+    };
     for k in 0..=4 {
         let v = lo + (hi - lo) * k as f64 / 4.0;
         let y = to_y(v);
         line(&mut img, (left - 4, y), (left, y), [0, 0, 0]);
-        draw_number(&mut img, 2, y - 3, v.round().max(0.0) as u32, [0, 0, 0], [255, 255, 255]);
+        draw_number(
+            &mut img,
+            2,
+            y - 3,
+            v.round().max(0.0) as u32,
+            [0, 0, 0],
+            [255, 255, 255],
+        );
     }
     (img, to_y)
 }
 
 type Cells = BTreeMap<(String, usize), Vec<f64>>;
 
-fn plot(path: &Path, rows: &[String], cells: &Cells, cols: &[(String, f64)], x_of: impl Fn(usize) -> f64, only_fraction: Option<f64>, frac_of: impl Fn(usize) -> f64) -> anyhow::Result<()> {
+fn plot(
+    path: &Path,
+    rows: &[String],
+    cells: &Cells,
+    cols: &[(String, f64)],
+    x_of: impl Fn(usize) -> f64,
+    only_fraction: Option<f64>,
+    frac_of: impl Fn(usize) -> f64,
+) -> anyhow::Result<()> {
     let vals: Vec<f64> = cells.values().map(|v| mean_sd(v).0).collect();
-    let (lo, hi) = (vals.iter().cloned().fold(f64::MAX, f64::min).min(100.0).floor(), vals.iter().cloned().fold(f64::MIN, f64::max).max(0.0).ceil());
+    let (lo, hi) = (
+        vals.iter()
+            .cloned()
+            .fold(f64::MAX, f64::min)
+            .min(100.0)
+            .floor(),
+        vals.iter()
+            .cloned()
+            .fold(f64::MIN, f64::max)
+            .max(0.0)
+            .ceil(),
+    );
     let (w, h) = (480usize, 300usize);
     let (mut img, to_y) = axes(w, h, lo, hi.max(lo + 1.0));
     let xs: Vec<f64> = (0..cols.len()).map(&x_of).collect();
-    let (xlo, xhi) = (xs.iter().cloned().fold(f64::MAX, f64::min), xs.iter().cloned().fold(f64::MIN, f64::max));
+    let (xlo, xhi) = (
+        xs.iter().cloned().fold(f64::MAX, f64::min),
+        xs.iter().cloned().fold(f64::MIN, f64::max),
+    );
     let to_x = |x: f64| 50 + ((x - xlo) / (xhi - xlo).max(1e-9) * (w as f64 - 80.0)).round() as i64;
     for (ri, row) in rows.iter().enumerate() {
         let colour = class_colour(ri as u32);
@@ -263,7 +357,15 @@ fn plot(path: &Path, rows: &[String], cells: &Cells, cols: &[(String, f64)], x_o
 }
 
 fn bars(path: &Path, rows: &[String], cells: &Cells) -> anyhow::Result<()> {
-    let vals: Vec<f64> = rows.iter().map(|r| cells.get(&(r.clone(), 0)).map(|v| mean_sd(v).0).unwrap_or(0.0)).collect();
+    let vals: Vec<f64> = rows
+        .iter()
+        .map(|r| {
+            cells
+                .get(&(r.clone(), 0))
+                .map(|v| mean_sd(v).0)
+                .unwrap_or(0.0)
+        })
+        .collect();
     let hi = vals.iter().cloned().fold(1.0, f64::max).ceil();
     let (w, h) = (360usize, 260usize);
     let (mut img, to_y) = axes(w, h, 0.0, hi);
@@ -274,7 +376,14 @@ fn bars(path: &Path, rows: &[String], cells: &Cells) -> anyhow::Result<()> {
         for x in x0..x0 + 40 {
             line(&mut img, (x, y), (x, h as i64 - 30), colour);
         }
-        draw_number(&mut img, x0 + 8, y - 10, v.round() as u32, [0, 0, 0], [255, 255, 255]);
+        draw_number(
+            &mut img,
+            x0 + 8,
+            y - 10,
+            v.round() as u32,
+            [0, 0, 0],
+            [255, 255, 255],
+        );
     }
     io::write_png(path, &img)?;
     Ok(())

@@ -79,9 +79,31 @@ struct Stream {
 }
 
 impl Stream {
-    fn new(ds: Arc<dyn Dataset>, batch: usize, seed: u64, workers: usize, t: Arc<Transform>, pos: Position) -> Self {
-        let loader = Loader::new(ds, LoaderConfig { batch_size: batch, shuffle: true, drop_last: true, seed, workers, prefetch: 4 }).with_transform(t);
-        Stream { loader, pos, iter: None }
+    fn new(
+        ds: Arc<dyn Dataset>,
+        batch: usize,
+        seed: u64,
+        workers: usize,
+        t: Arc<Transform>,
+        pos: Position,
+    ) -> Self {
+        let loader = Loader::new(
+            ds,
+            LoaderConfig {
+                batch_size: batch,
+                shuffle: true,
+                drop_last: true,
+                seed,
+                workers,
+                prefetch: 4,
+            },
+        )
+        .with_transform(t);
+        Stream {
+            loader,
+            pos,
+            iter: None,
+        }
     }
     fn next(&mut self) -> Result<Vec<Sample>> {
         for _ in 0..2 {
@@ -93,7 +115,10 @@ impl Stream {
                 return b.map_err(err);
             }
             self.iter = None;
-            self.pos = Position { epoch: self.pos.epoch + 1, batch: 0 };
+            self.pos = Position {
+                epoch: self.pos.epoch + 1,
+                batch: 0,
+            };
         }
         Err(err("the training set is smaller than one batch"))
     }
@@ -137,7 +162,10 @@ pub fn latest_checkpoint(out: &Path) -> Option<PathBuf> {
 
 impl<'a> Trainer<'a> {
     fn batch_config(&self) -> BatchConfig {
-        BatchConfig { size_divisor: self.cfg.data.size_divisor, ..Default::default() }
+        BatchConfig {
+            size_divisor: self.cfg.data.size_divisor,
+            ..Default::default()
+        }
     }
 
     fn save_checkpoint(&self, state: &TrainState, opt: &Sgd, ema: Option<&Ema>) -> Result<()> {
@@ -158,12 +186,17 @@ impl<'a> Trainer<'a> {
         let header = serde_json::to_value(state).map_err(err)?;
         save_tensors(&dir.join(&name), &t, &header)?;
         let latest = serde_json::json!({ "file": name, "step": state.step });
-        pupil_data::io::write_atomic(dir.join("latest.json"), latest.to_string().as_bytes()).map_err(err)?;
+        pupil_data::io::write_atomic(dir.join("latest.json"), latest.to_string().as_bytes())
+            .map_err(err)?;
         // keep the two newest
         let mut old: Vec<PathBuf> = std::fs::read_dir(&dir)
             .map_err(err)?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("step-") && n.ends_with(".safetensors")))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("step-") && n.ends_with(".safetensors"))
+            })
             .collect();
         old.sort();
         let keep = old.len().saturating_sub(2);
@@ -174,29 +207,45 @@ impl<'a> Trainer<'a> {
     }
 
     fn restore(&self, path: &Path, opt: &mut Sgd, ema: &mut Option<Ema>) -> Result<TrainState> {
-        let h = pupil_backbones::params::read_header(path)?.ok_or_else(|| err(format!("{}: no state header", path.display())))?;
-        let state: TrainState = serde_json::from_value(h).map_err(|e| err(format!("{}: {e}", path.display())))?;
-        let tensors = candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| err(format!("{}: {e}", path.display())))?;
+        let h = pupil_backbones::params::read_header(path)?
+            .ok_or_else(|| err(format!("{}: no state header", path.display())))?;
+        let state: TrainState =
+            serde_json::from_value(h).map_err(|e| err(format!("{}: {e}", path.display())))?;
+        let tensors = candle_core::safetensors::load(path, &Device::Cpu)
+            .map_err(|e| err(format!("{}: {e}", path.display())))?;
         let mut model = std::collections::HashMap::new();
         for (k, v) in tensors {
             if let Some(n) = k.strip_prefix("model.") {
                 model.insert(n.to_string(), v);
             } else if let Some(n) = k.strip_prefix("opt.") {
-                opt.buffers.insert(n.to_string(), v.to_device(&self.device)?);
+                opt.buffers
+                    .insert(n.to_string(), v.to_device(&self.device)?);
             } else if let Some(n) = k.strip_prefix("ema.") {
                 if let Some(e) = ema.as_mut() {
                     e.shadow.insert(n.to_string(), v.to_device(&self.device)?);
                 }
             }
         }
-        self.store.load_tensors(&model, &pupil_backbones::params::LoadOptions::strict()).map_err(|e| err(format!("{}: {e}", path.display())))?;
+        self.store
+            .load_tensors(&model, &pupil_backbones::params::LoadOptions::strict())
+            .map_err(|e| err(format!("{}: {e}", path.display())))?;
         self.store.set_noise_state(state.noise);
         Ok(state)
     }
 
     pub fn evaluate(&self, ema: Option<&Ema>) -> Result<Option<Metrics>> {
-        let Some(val) = &self.val else { return Ok(None) };
-        let run = || self.model.evaluate(val.clone(), self.eval_transform.clone(), &self.batch_config(), &self.device, self.cfg.optim.batch_size.clamp(1, 32));
+        let Some(val) = &self.val else {
+            return Ok(None);
+        };
+        let run = || {
+            self.model.evaluate(
+                val.clone(),
+                self.eval_transform.clone(),
+                &self.batch_config(),
+                &self.device,
+                self.cfg.optim.batch_size.clamp(1, 32),
+            )
+        };
         Ok(Some(match ema {
             Some(e) => e.with_weights(self.store, run)?,
             None => run()?,
@@ -207,7 +256,8 @@ impl<'a> Trainer<'a> {
     pub fn run(&self, resume: bool) -> Result<Outcome> {
         let cfg = self.cfg;
         let o = &cfg.optim;
-        std::fs::create_dir_all(&self.out).map_err(|e| err(format!("{}: {e}", self.out.display())))?;
+        std::fs::create_dir_all(&self.out)
+            .map_err(|e| err(format!("{}: {e}", self.out.display())))?;
         let mut opt = Sgd::new(self.store, o);
         let mut ema = o.ema_decay.map(|d| Ema::new(self.store, d));
         let mut state = TrainState {
@@ -230,22 +280,50 @@ impl<'a> Trainer<'a> {
                 }
             }
         }
+        // As the paper: the human batch keeps its size and pseudo-labeled images are added
+        // (256 + 256 at a 1:1 ratio).
         let (bh, bp) = match &self.pseudo {
-            Some(_) => {
-                let r = cfg.selftrain.pseudo_per_human.max(0.0);
-                let bh = ((o.batch_size as f64 / (1.0 + r)).round() as usize).clamp(1, o.batch_size);
-                (bh, o.batch_size.saturating_sub(bh).max(1))
-            }
+            Some(_) => (
+                o.batch_size,
+                ((o.batch_size as f64 * cfg.selftrain.pseudo_per_human).round() as usize).max(1),
+            ),
             None => (o.batch_size, 0),
         };
         let workers = cfg.data.workers;
-        let mut human = Stream::new(self.human.clone(), bh, cfg.seed, workers, self.train_transform.clone(), state.human);
-        let mut pseudo = self.pseudo.as_ref().map(|p| Stream::new(p.clone(), bp, cfg.seed ^ 0x5053_4555, workers, self.train_transform.clone(), state.pseudo));
+        let mut human = Stream::new(
+            self.human.clone(),
+            bh,
+            cfg.seed,
+            workers,
+            self.train_transform.clone(),
+            state.human,
+        );
+        let mut pseudo = self.pseudo.as_ref().map(|p| {
+            Stream::new(
+                p.clone(),
+                bp,
+                cfg.seed ^ 0x5053_4555,
+                workers,
+                self.train_transform.clone(),
+                state.pseudo,
+            )
+        });
         let bc = self.batch_config();
         let metrics_path = self.out.join("metrics.jsonl");
-        let mut log = std::fs::OpenOptions::new().create(true).append(true).open(&metrics_path).map_err(|e| err(format!("{}: {e}", metrics_path.display())))?;
-        let bar = if self.quiet { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(o.steps as u64) };
-        bar.set_style(indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} eta {eta}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&metrics_path)
+            .map_err(|e| err(format!("{}: {e}", metrics_path.display())))?;
+        let bar = if self.quiet {
+            indicatif::ProgressBar::hidden()
+        } else {
+            indicatif::ProgressBar::new(o.steps as u64)
+        };
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} eta {eta}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
         bar.set_position(state.step as u64);
         let t0 = std::time::Instant::now();
         let mut images = 0usize;
@@ -260,7 +338,10 @@ impl<'a> Trainer<'a> {
                     let pb = collate(&ps.next()?, &bc, &self.device).map_err(err)?;
                     images += pb.num_boxes.len();
                     let (lp, pparts) = self.model.loss(&pb, true)?;
-                    let (h, p) = (loss.to_scalar::<f32>()? as f64, lp.to_scalar::<f32>()? as f64);
+                    let (h, p) = (
+                        loss.to_scalar::<f32>()? as f64,
+                        lp.to_scalar::<f32>()? as f64,
+                    );
                     state.loss_norm.update(h, p, cfg.selftrain.loss_avg_decay);
                     record.insert("L_h".into(), h.into());
                     record.insert("L_p".into(), p.into());
@@ -300,13 +381,21 @@ impl<'a> Trainer<'a> {
             }
             bar.set_position(state.step as u64);
             bar.set_message(format!("loss {value:.4} lr {lr:.4} {ips:.1} img/s"));
-            let eval_now = o.eval_every > 0 && state.step % o.eval_every == 0 && state.step < o.steps;
+            let eval_now =
+                o.eval_every > 0 && state.step % o.eval_every == 0 && state.step < o.steps;
             if eval_now {
                 if let Some(m) = self.evaluate(ema.as_ref())? {
-                    writeln!(log, "{}", serde_json::json!({"step": state.step, "eval": m})).map_err(err)?;
+                    writeln!(
+                        log,
+                        "{}",
+                        serde_json::json!({"step": state.step, "eval": m})
+                    )
+                    .map_err(err)?;
                 }
             }
-            if (o.checkpoint_every > 0 && state.step % o.checkpoint_every == 0) || state.step == o.steps {
+            if (o.checkpoint_every > 0 && state.step % o.checkpoint_every == 0)
+                || state.step == o.steps
+            {
                 self.save_checkpoint(&state, &opt, ema.as_ref())?;
             }
         }
@@ -314,14 +403,38 @@ impl<'a> Trainer<'a> {
         // The final model: EMA weights when kept, else the live ones.
         let model_path = self.out.join("model.safetensors");
         match &ema {
-            Some(e) => e.with_weights(self.store, || save_model(&model_path, cfg, &self.class_names, self.num_outputs, self.store))?,
-            None => save_model(&model_path, cfg, &self.class_names, self.num_outputs, self.store)?,
+            Some(e) => e.with_weights(self.store, || {
+                save_model(
+                    &model_path,
+                    cfg,
+                    &self.class_names,
+                    self.num_outputs,
+                    self.store,
+                )
+            })?,
+            None => save_model(
+                &model_path,
+                cfg,
+                &self.class_names,
+                self.num_outputs,
+                self.store,
+            )?,
         }
         let final_metrics = self.evaluate(ema.as_ref())?;
         if let Some(m) = &final_metrics {
-            writeln!(log, "{}", serde_json::json!({"step": state.step, "eval": m, "final": true})).map_err(err)?;
+            writeln!(
+                log,
+                "{}",
+                serde_json::json!({"step": state.step, "eval": m, "final": true})
+            )
+            .map_err(err)?;
         }
-        Ok(Outcome { steps: state.step, seconds: t0.elapsed().as_secs_f64(), final_metrics, model_path })
+        Ok(Outcome {
+            steps: state.step,
+            seconds: t0.elapsed().as_secs_f64(),
+            final_metrics,
+            model_path,
+        })
     }
 }
 
@@ -338,13 +451,21 @@ mod tests {
         let lh = Tensor::new(2f32, &Device::Cpu).unwrap();
         let lp = Tensor::new(8f32, &Device::Cpu).unwrap();
         // (2 + 1 * (2/8) * 8) / 2 = 2
-        let l = n.combine(&lh, &lp, 1.0).unwrap().to_scalar::<f32>().unwrap();
+        let l = n
+            .combine(&lh, &lp, 1.0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert!((l - 2.0).abs() < 1e-6);
         n.update(4.0, 8.0, 0.9);
         assert!((n.avg_h.unwrap() - 2.2).abs() < 1e-12);
         // the ratio is a constant: the gradient w.r.t. L_p is alpha * ratio / (1 + alpha)
         let v = candle_core::Var::new(8f32, &Device::Cpu).unwrap();
-        let g = n.combine(&lh, v.as_tensor(), 3.0).unwrap().backward().unwrap();
+        let g = n
+            .combine(&lh, v.as_tensor(), 3.0)
+            .unwrap()
+            .backward()
+            .unwrap();
         let gp = g.get(v.as_tensor()).unwrap().to_scalar::<f32>().unwrap();
         assert!((gp as f64 - 3.0 * (2.2 / 8.0) / 4.0).abs() < 1e-6);
     }

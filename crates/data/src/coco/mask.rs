@@ -72,7 +72,12 @@ impl Rle {
 
     /// Foreground pixel count.
     pub fn area(&self) -> u64 {
-        self.counts.iter().skip(1).step_by(2).map(|&c| c as u64).sum()
+        self.counts
+            .iter()
+            .skip(1)
+            .step_by(2)
+            .map(|&c| c as u64)
+            .sum()
     }
 
     /// pycocotools' compressed string form (LEB128-like, 5 bits a character, deltas from the
@@ -113,7 +118,10 @@ impl Rle {
                     return Err("compressed RLE string ends inside a count".into());
                 }
                 if b[p] < 48 || b[p] > 48 + 63 {
-                    return Err(format!("invalid character {:?} in compressed RLE", b[p] as char));
+                    return Err(format!(
+                        "invalid character {:?} in compressed RLE",
+                        b[p] as char
+                    ));
                 }
                 let c = (b[p] - 48) as i64;
                 if k >= 12 {
@@ -159,7 +167,9 @@ impl Rle {
         }
         // C casts truncate toward zero.
         let mut x: Vec<i64> = (0..k).map(|j| (scale * xy[2 * j] + 0.5) as i64).collect();
-        let mut y: Vec<i64> = (0..k).map(|j| (scale * xy[2 * j + 1] + 0.5) as i64).collect();
+        let mut y: Vec<i64> = (0..k)
+            .map(|j| (scale * xy[2 * j + 1] + 0.5) as i64)
+            .collect();
         x.push(x[0]);
         y.push(y[0]);
         let mut u: Vec<i64> = Vec::new();
@@ -174,7 +184,11 @@ impl Rle {
                 std::mem::swap(&mut ys, &mut ye);
             }
             let s = if dx >= dy {
-                if dx == 0 { 0.0 } else { (ye - ys) as f64 / dx as f64 }
+                if dx == 0 {
+                    0.0
+                } else {
+                    (ye - ys) as f64 / dx as f64
+                }
             } else {
                 (xe - xs) as f64 / dy as f64
             };

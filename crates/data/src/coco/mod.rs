@@ -109,26 +109,46 @@ impl CocoFile {
         let mut images = HashMap::new();
         for im in &self.images {
             if images.insert(im.id, im).is_some() {
-                return Err(Error::invalid(path, format!("image id {}", im.id), "duplicate image id"));
+                return Err(Error::invalid(
+                    path,
+                    format!("image id {}", im.id),
+                    "duplicate image id",
+                ));
             }
         }
         let mut cats = HashMap::new();
         for c in &self.categories {
             if cats.insert(c.id, c).is_some() {
-                return Err(Error::invalid(path, format!("category id {}", c.id), "duplicate category id"));
+                return Err(Error::invalid(
+                    path,
+                    format!("category id {}", c.id),
+                    "duplicate category id",
+                ));
             }
         }
         for a in &self.annotations {
             let item = || format!("annotation id {}", a.id);
             if !images.contains_key(&a.image_id) {
-                return Err(Error::invalid(path, item(), format!("unknown image id {}", a.image_id)));
+                return Err(Error::invalid(
+                    path,
+                    item(),
+                    format!("unknown image id {}", a.image_id),
+                ));
             }
             if !cats.contains_key(&a.category_id) {
-                return Err(Error::invalid(path, item(), format!("unknown category id {}", a.category_id)));
+                return Err(Error::invalid(
+                    path,
+                    item(),
+                    format!("unknown category id {}", a.category_id),
+                ));
             }
             let [_, _, w, h] = a.bbox;
             if a.bbox.iter().any(|v| !v.is_finite()) {
-                return Err(Error::invalid(path, item(), format!("bbox {:?} is not finite", a.bbox)));
+                return Err(Error::invalid(
+                    path,
+                    item(),
+                    format!("bbox {:?} is not finite", a.bbox),
+                ));
             }
             if w < 0.0 || h < 0.0 {
                 return Err(Error::invalid(
@@ -153,16 +173,28 @@ impl CocoFile {
             categories: class_names
                 .iter()
                 .enumerate()
-                .map(|(i, n)| CocoCategory { id: i as u64 + 1, name: n.clone(), supercategory: None })
+                .map(|(i, n)| CocoCategory {
+                    id: i as u64 + 1,
+                    name: n.clone(),
+                    supercategory: None,
+                })
                 .collect(),
             ..Default::default()
         };
         for s in samples {
             let file_name = match &s.source {
-                Some(p) => p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+                Some(p) => p
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
                 None => format!("{:06}.png", s.image_id),
             };
-            f.images.push(CocoImage { id: s.image_id, file_name, width: s.width(), height: s.height() });
+            f.images.push(CocoImage {
+                id: s.image_id,
+                file_name,
+                width: s.width(),
+                height: s.height(),
+            });
             for (j, b) in s.boxes.iter().enumerate() {
                 let rle = s.masks.as_ref().map(|m| Rle::from_plane(&m[j]));
                 let area = match &rle {
@@ -173,7 +205,12 @@ impl CocoFile {
                     id: f.annotations.len() as u64 + 1,
                     image_id: s.image_id,
                     category_id: s.classes[j] as u64 + 1,
-                    bbox: [b[0] as f64, b[1] as f64, (b[2] - b[0]) as f64, (b[3] - b[1]) as f64],
+                    bbox: [
+                        b[0] as f64,
+                        b[1] as f64,
+                        (b[2] - b[0]) as f64,
+                        (b[3] - b[1]) as f64,
+                    ],
                     area,
                     iscrowd: Flag::Int(s.crowd[j] as i64),
                     segmentation: rle.map(|r| Segmentation::Rle {
@@ -208,8 +245,16 @@ impl CategoryMap {
         cats.sort_by_key(|c| c.id);
         let coco_ids: Vec<u64> = cats.iter().map(|c| c.id).collect();
         let names = cats.iter().map(|c| c.name.clone()).collect();
-        let index = coco_ids.iter().enumerate().map(|(i, &id)| (id, i as u32)).collect();
-        CategoryMap { coco_ids, names, index }
+        let index = coco_ids
+            .iter()
+            .enumerate()
+            .map(|(i, &id)| (id, i as u32))
+            .collect();
+        CategoryMap {
+            coco_ids,
+            names,
+            index,
+        }
     }
     pub fn to_train(&self, coco_id: u64) -> Option<u32> {
         self.index.get(&coco_id).copied()
@@ -226,12 +271,19 @@ impl CategoryMap {
 }
 
 /// Decodes an annotation's segmentation to a 0/1 mask of the image size.
-pub fn decode_segmentation(seg: &Segmentation, height: usize, width: usize) -> std::result::Result<Plane, String> {
+pub fn decode_segmentation(
+    seg: &Segmentation,
+    height: usize,
+    width: usize,
+) -> std::result::Result<Plane, String> {
     match seg {
         Segmentation::Polygons(polys) => {
             for p in polys {
                 if p.len() < 6 || p.len() % 2 != 0 {
-                    return Err(format!("a polygon needs an even number (>= 6) of coordinates, found {}", p.len()));
+                    return Err(format!(
+                        "a polygon needs an even number (>= 6) of coordinates, found {}",
+                        p.len()
+                    ));
                 }
                 if p.iter().any(|v| !v.is_finite()) {
                     return Err("a polygon has a non-finite coordinate".into());
@@ -246,7 +298,9 @@ pub fn decode_segmentation(seg: &Segmentation, height: usize, width: usize) -> s
         Segmentation::Rle { counts, size } => {
             let [h, w] = *size;
             if (h, w) != (height, width) {
-                return Err(format!("RLE size {h}x{w} differs from the image size {height}x{width}"));
+                return Err(format!(
+                    "RLE size {h}x{w} differs from the image size {height}x{width}"
+                ));
             }
             let rle = match counts {
                 RleCounts::Uncompressed(c) => Rle {
@@ -278,7 +332,12 @@ impl CocoDataset {
         let path = path.as_ref().to_path_buf();
         let file = CocoFile::read(&path)?;
         let categories = CategoryMap::new(&file.categories);
-        let pos: HashMap<u64, usize> = file.images.iter().enumerate().map(|(i, im)| (im.id, i)).collect();
+        let pos: HashMap<u64, usize> = file
+            .images
+            .iter()
+            .enumerate()
+            .map(|(i, im)| (im.id, i))
+            .collect();
         let mut per_image = vec![Vec::new(); file.images.len()];
         for (k, a) in file.annotations.iter().enumerate() {
             per_image[pos[&a.image_id]].push(k);
@@ -305,18 +364,26 @@ impl CocoDataset {
         for &k in &self.per_image[index] {
             let a = &self.file.annotations[k];
             let [x, y, w, h] = a.bbox;
-            sample.boxes.push([x as f32, y as f32, (x + w) as f32, (y + h) as f32]);
-            sample.classes.push(self.categories.to_train(a.category_id).expect("validated"));
+            sample
+                .boxes
+                .push([x as f32, y as f32, (x + w) as f32, (y + h) as f32]);
+            sample
+                .classes
+                .push(self.categories.to_train(a.category_id).expect("validated"));
             sample.crowd.push(a.iscrowd.is_set());
             if self.load_masks {
                 let m = match &a.segmentation {
-                    Some(seg) => decode_segmentation(seg, im.height, im.width)
-                        .map_err(|e| Error::invalid(&self.path, format!("annotation id {}", a.id), e))?,
+                    Some(seg) => decode_segmentation(seg, im.height, im.width).map_err(|e| {
+                        Error::invalid(&self.path, format!("annotation id {}", a.id), e)
+                    })?,
                     None => {
                         // No segmentation: the box is the mask.
                         let mut p = Plane::new(im.width, im.height, 0);
                         let (x0, y0) = (x.max(0.0) as usize, y.max(0.0) as usize);
-                        let (x1, y1) = (((x + w).ceil() as usize).min(im.width), ((y + h).ceil() as usize).min(im.height));
+                        let (x1, y1) = (
+                            ((x + w).ceil() as usize).min(im.width),
+                            ((y + h).ceil() as usize).min(im.height),
+                        );
                         for yy in y0..y1 {
                             p.data[yy * im.width + x0..yy * im.width + x1.max(x0)].fill(1);
                         }
@@ -385,7 +452,11 @@ pub fn read_results(path: impl AsRef<Path>) -> Result<Vec<CocoDetection>> {
     let dets: Vec<CocoDetection> = io::read_json(path)?;
     for (i, d) in dets.iter().enumerate() {
         if d.bbox.iter().any(|v| !v.is_finite()) || !d.score.is_finite() {
-            return Err(Error::invalid(path, format!("detection {i}"), "non-finite bbox or score"));
+            return Err(Error::invalid(
+                path,
+                format!("detection {i}"),
+                "non-finite bbox or score",
+            ));
         }
         if d.bbox[2] < 0.0 || d.bbox[3] < 0.0 {
             return Err(Error::invalid(
@@ -401,7 +472,8 @@ pub fn read_results(path: impl AsRef<Path>) -> Result<Vec<CocoDetection>> {
 /// Writes a COCO results file atomically.
 pub fn write_results(path: impl AsRef<Path>, dets: &[CocoDetection]) -> Result<()> {
     // Compact: results files are large.
-    let bytes = serde_json::to_vec(dets).map_err(|e| Error::Other(format!("cannot serialise results: {e}")))?;
+    let bytes = serde_json::to_vec(dets)
+        .map_err(|e| Error::Other(format!("cannot serialise results: {e}")))?;
     io::write_atomic(path, &bytes)
 }
 
@@ -412,9 +484,21 @@ mod tests {
     #[test]
     fn category_map_is_sorted_by_coco_id() {
         let cats = vec![
-            CocoCategory { id: 76, name: "b".into(), supercategory: None },
-            CocoCategory { id: 3, name: "a".into(), supercategory: None },
-            CocoCategory { id: 90, name: "c".into(), supercategory: None },
+            CocoCategory {
+                id: 76,
+                name: "b".into(),
+                supercategory: None,
+            },
+            CocoCategory {
+                id: 3,
+                name: "a".into(),
+                supercategory: None,
+            },
+            CocoCategory {
+                id: 90,
+                name: "c".into(),
+                supercategory: None,
+            },
         ];
         let m = CategoryMap::new(&cats);
         assert_eq!(m.to_train(3), Some(0));

@@ -8,6 +8,9 @@ use super::Window;
 use crate::storage::Real;
 use crate::Pad2d;
 use gemm::Parallelism;
+use std::cell::Cell;
+use std::marker::PhantomData;
+use std::mem::{align_of, size_of, MaybeUninit};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -15,6 +18,9 @@ use std::sync::Mutex;
 /// im2col just wrote from cache (1 MiB of f32 measured best; 4x larger
 /// chunks were up to 1.5x slower).
 const COL_CHUNK: usize = 1 << 18;
+/// Multiply-adds below which a conv runs on the calling thread: waking a
+/// parked worker costs tens of microseconds, more on a loaded machine.
+const PAR_MIN_MACS: usize = 1 << 21;
 
 /// Shape of one grouped convolution; `cin`/`cout` are per group.
 #[derive(Clone, Copy, Debug)]
@@ -104,9 +110,17 @@ impl Geom {
         w.oh.div_ceil(chunks)
     }
 
+    /// Whether the conv is big enough to be worth waking the pool's threads.
+    fn parallel(&self) -> bool {
+        self.n * self.groups * self.cout * self.k() * self.p() >= PAR_MIN_MACS
+    }
+
     /// Tasks per (image, group) wanted so that every thread gets about two.
     fn min_split(&self) -> usize {
-        (2 * threads()).div_ceil(self.n * self.groups)
+        match self.parallel() {
+            true => (2 * threads()).div_ceil(self.n * self.groups),
+            false => 1,
+        }
     }
 }
 
@@ -115,18 +129,67 @@ fn threads() -> usize {
     candle_core::utils::barrier_pool().n_workers() + 1
 }
 
-/// Runs `task(t, state)` for every `t < n` in parallel and returns the
-/// per-thread states (scratch buffers, partial sums).
+thread_local! {
+    static SCRATCH: Cell<Vec<u64>> = const { Cell::new(Vec::new()) };
+}
+
+/// This thread's im2col buffer, kept across calls: a fresh multi-MB buffer
+/// per call costs a page fault for every 4 KiB it touches.
+struct Scratch<T> {
+    buf: Vec<u64>,
+    _t: PhantomData<T>,
+}
+
+impl<T: Real> Scratch<T> {
+    fn take() -> Self {
+        assert!(size_of::<T>() <= 8 && align_of::<T>() <= 8);
+        Self {
+            buf: SCRATCH.take(),
+            _t: PhantomData,
+        }
+    }
+
+    /// `len` elements of unspecified (but valid) values.
+    fn get(&mut self, len: usize) -> &mut [T] {
+        let words = (len * size_of::<T>()).div_ceil(8);
+        if self.buf.len() < words {
+            self.buf.resize(words, 0);
+        }
+        // SAFETY: the u64 storage is aligned for T (checked in `take`), holds
+        // at least `len` of them, and T is a float, valid for any bits.
+        unsafe { std::slice::from_raw_parts_mut(self.buf.as_mut_ptr().cast(), len) }
+    }
+}
+
+impl<T> Drop for Scratch<T> {
+    fn drop(&mut self) {
+        SCRATCH.set(std::mem::take(&mut self.buf));
+    }
+}
+
+/// Runs `task(t, state, scratch)` for every `t < n` in parallel and returns
+/// the per-thread states (partial sums).
 ///
 /// Runs on candle's barrier pool, not rayon: candle's element-wise ops use
 /// that pool and its workers spin for a while after each op, so rayon
 /// threads started right after one fight them for the cores (on 2 cores
 /// this made forward+backward ~1.5x slower and candle's own ops ~10x).
-fn run_tasks<S: Default + Send>(n: usize, task: impl Fn(usize, &mut S) + Sync) -> Vec<S> {
+fn run_tasks<T: Real, S: Default + Send>(
+    n: usize,
+    parallel: bool,
+    task: impl Fn(usize, &mut S, &mut Scratch<T>) + Sync,
+) -> Vec<S> {
+    if !parallel || n < 2 {
+        let (mut st, mut scratch) = (S::default(), Scratch::take());
+        for t in 0..n {
+            task(t, &mut st, &mut scratch);
+        }
+        return vec![st];
+    }
     let next = AtomicUsize::new(0);
     let states = Mutex::new(Vec::new());
     candle_core::utils::barrier_pool().execute(|_| {
-        let mut st = S::default();
+        let (mut st, mut scratch) = (S::default(), Scratch::take());
         // A shared cursor lets a thread that got descheduled fall behind
         // without the others waiting for its share.
         loop {
@@ -134,7 +197,7 @@ fn run_tasks<S: Default + Send>(n: usize, task: impl Fn(usize, &mut S) + Sync) -
             if t >= n {
                 break;
             }
-            task(t, &mut st);
+            task(t, &mut st, &mut scratch);
         }
         states.lock().unwrap_or_else(|e| e.into_inner()).push(st);
     });
@@ -182,6 +245,16 @@ unsafe fn matmul<T: Real>(
         // The callers already keep every thread busy with tasks.
         Parallelism::None,
     )
+}
+
+/// Writes `v` to `len` possibly uninitialised elements from `dst`.
+///
+/// # Safety
+/// `dst..dst+len` must be inside one allocation and written by no one else.
+unsafe fn fill_raw<T: Copy>(dst: *mut T, len: usize, v: T) {
+    for e in std::slice::from_raw_parts_mut(dst.cast::<MaybeUninit<T>>(), len) {
+        e.write(v);
+    }
 }
 
 /// im2col of output rows `oy0..oy1` of one image-group `x` [cin, h, w] into
@@ -261,42 +334,52 @@ pub(crate) fn forward<T: Real>(x: &[T], wt: &[T], bias: Option<&[T]>, g: &Geom) 
     let chunks = win.oh.div_ceil(rows);
     let tasks = g.n * g.groups * chunks;
     let spans = g.spans();
-    let mut y = vec![T::ZERO; g.n * g.groups * g.cout * p];
+    // Left uninitialised: each task fills its own part right before its GEMM,
+    // so the first-touch page faults and the fill run in parallel and hot.
+    let len = g.n * g.groups * g.cout * p;
+    let mut y: Vec<T> = Vec::with_capacity(len);
     let out = Out(y.as_mut_ptr());
-    run_tasks(tasks, |t, col: &mut Vec<T>| {
-        let (ng, ch) = (t / chunks, t % chunks);
-        let (oy0, oy1) = (ch * rows, ((ch + 1) * rows).min(win.oh));
-        let (p0, pc) = (oy0 * win.ow, (oy1 - oy0) * win.ow);
-        let xg = &x[ng * g.cin * g.plane()..][..g.cin * g.plane()];
-        let wg = &wt[ng % g.groups * g.cout * k..][..g.cout * k];
-        // SAFETY: task t alone writes columns p0..p0+pc of the cout rows of
-        // its image-group, all inside y.
-        let dst = unsafe { out.at(ng * g.cout * p + p0) };
-        if let Some(b) = bias {
-            for (o, &bv) in b[ng % g.groups * g.cout..][..g.cout].iter().enumerate() {
-                unsafe { std::slice::from_raw_parts_mut(dst.add(o * p), pc) }.fill(bv);
+    run_tasks(
+        tasks,
+        g.parallel(),
+        |t, _: &mut (), scratch: &mut Scratch<T>| {
+            let (ng, ch) = (t / chunks, t % chunks);
+            let (oy0, oy1) = (ch * rows, ((ch + 1) * rows).min(win.oh));
+            let (p0, pc) = (oy0 * win.ow, (oy1 - oy0) * win.ow);
+            let xg = &x[ng * g.cin * g.plane()..][..g.cin * g.plane()];
+            let wg = &wt[ng % g.groups * g.cout * k..][..g.cout * k];
+            // SAFETY: task t alone writes columns p0..p0+pc of the cout rows of
+            // its image-group, all inside y.
+            let dst = unsafe { out.at(ng * g.cout * p + p0) };
+            for o in 0..g.cout {
+                // The GEMM adds onto the bias; without one it still starts from
+                // zeros, as gemm may read a partial tile's old values.
+                let v = bias.map_or(T::ZERO, |b| b[ng % g.groups * g.cout + o]);
+                unsafe { fill_raw(dst.add(o * p), pc, v) };
             }
-        }
-        let (rhs, rhs_rs) = if g.pointwise() {
-            (xg[p0..].as_ptr(), p)
-        } else {
-            col.resize(k * pc, T::ZERO);
-            im2col(xg, g, &spans, (oy0, oy1), &mut col[..k * pc]);
-            (col.as_ptr(), pc)
-        };
-        unsafe {
-            matmul(
-                (g.cout, pc, k),
-                dst,
-                p,
-                bias.is_some(),
-                wg.as_ptr(),
-                (k, 1),
-                rhs,
-                (rhs_rs, 1),
-            )
-        };
-    });
+            let (rhs, rhs_rs) = if g.pointwise() {
+                (xg[p0..].as_ptr(), p)
+            } else {
+                let col = scratch.get(k * pc);
+                im2col(xg, g, &spans, (oy0, oy1), col);
+                (col.as_ptr(), pc)
+            };
+            unsafe {
+                matmul(
+                    (g.cout, pc, k),
+                    dst,
+                    p,
+                    true,
+                    wg.as_ptr(),
+                    (k, 1),
+                    rhs,
+                    (rhs_rs, 1),
+                )
+            };
+        },
+    );
+    // SAFETY: the tasks' parts cover y and each was filled before its GEMM.
+    unsafe { y.set_len(len) };
     y
 }
 
@@ -310,55 +393,65 @@ pub(crate) fn backward_input<T: Real>(dy: &[T], wt: &[T], g: &Geom) -> Vec<T> {
     let tasks = g.n * g.groups * blocks;
     let spans = g.spans();
     let rows = g.rows_per_chunk(cb * kk, COL_CHUNK, 1);
-    let mut dx = vec![T::ZERO; g.n * g.groups * g.cin * plane];
+    // Uninitialised; each task zeroes its own channel block first.
+    let len = g.n * g.groups * g.cin * plane;
+    let mut dx: Vec<T> = Vec::with_capacity(len);
     let out = Out(dx.as_mut_ptr());
-    run_tasks(tasks, |t, col: &mut Vec<T>| {
-        let (ng, blk) = (t / blocks, t % blocks);
-        let (c0, c1) = (blk * cb, ((blk + 1) * cb).min(g.cin));
-        let grp = ng % g.groups;
-        let dyg = &dy[ng * g.cout * p..][..g.cout * p];
-        // W_g^T restricted to the block's rows (c, i, j): element (r, o) is
-        // w[grp*cout + o][c0*kk + r].
-        let lhs = wt[(grp * g.cout * k + c0 * kk)..].as_ptr();
-        let m = (c1 - c0) * kk;
-        // SAFETY: the block's channels of this image are written by task t only.
-        let dxb = unsafe {
-            std::slice::from_raw_parts_mut(out.at((ng * g.cin + c0) * plane), (c1 - c0) * plane)
-        };
-        if g.pointwise() {
-            unsafe {
-                matmul(
-                    (m, p, g.cout),
-                    dxb.as_mut_ptr(),
-                    p,
-                    false,
-                    lhs,
-                    (1, k),
-                    dyg.as_ptr(),
-                    (p, 1),
-                )
+    run_tasks(
+        tasks,
+        g.parallel(),
+        |t, _: &mut (), scratch: &mut Scratch<T>| {
+            let (ng, blk) = (t / blocks, t % blocks);
+            let (c0, c1) = (blk * cb, ((blk + 1) * cb).min(g.cin));
+            let grp = ng % g.groups;
+            let dyg = &dy[ng * g.cout * p..][..g.cout * p];
+            // W_g^T restricted to the block's rows (c, i, j): element (r, o) is
+            // w[grp*cout + o][c0*kk + r].
+            let lhs = wt[(grp * g.cout * k + c0 * kk)..].as_ptr();
+            let m = (c1 - c0) * kk;
+            // SAFETY: the block's channels of this image are written by task t only.
+            let dxb = unsafe {
+                let start = out.at((ng * g.cin + c0) * plane);
+                fill_raw(start, (c1 - c0) * plane, T::ZERO);
+                std::slice::from_raw_parts_mut(start, (c1 - c0) * plane)
             };
-            return;
-        }
-        for oy0 in (0..win.oh).step_by(rows) {
-            let oy1 = (oy0 + rows).min(win.oh);
-            let pc = (oy1 - oy0) * win.ow;
-            col.resize(m * pc, T::ZERO);
-            unsafe {
-                matmul(
-                    (m, pc, g.cout),
-                    col.as_mut_ptr(),
-                    pc,
-                    false,
-                    lhs,
-                    (1, k),
-                    dyg[oy0 * win.ow..].as_ptr(),
-                    (p, 1),
-                )
-            };
-            col2im(&col[..m * pc], g, &spans, (oy0, oy1), dxb);
-        }
-    });
+            if g.pointwise() {
+                unsafe {
+                    matmul(
+                        (m, p, g.cout),
+                        dxb.as_mut_ptr(),
+                        p,
+                        false,
+                        lhs,
+                        (1, k),
+                        dyg.as_ptr(),
+                        (p, 1),
+                    )
+                };
+                return;
+            }
+            for oy0 in (0..win.oh).step_by(rows) {
+                let oy1 = (oy0 + rows).min(win.oh);
+                let pc = (oy1 - oy0) * win.ow;
+                let col = scratch.get(m * pc);
+                unsafe {
+                    matmul(
+                        (m, pc, g.cout),
+                        col.as_mut_ptr(),
+                        pc,
+                        false,
+                        lhs,
+                        (1, k),
+                        dyg[oy0 * win.ow..].as_ptr(),
+                        (p, 1),
+                    )
+                };
+                col2im(col, g, &spans, (oy0, oy1), dxb);
+            }
+        },
+    );
+    // SAFETY: the tasks' channel blocks cover dx and each was zeroed first.
+    unsafe { dx.set_len(len) };
     dx
 }
 
@@ -371,39 +464,40 @@ pub(crate) fn backward_filter<T: Real>(x: &[T], dy: &[T], g: &Geom) -> Vec<T> {
     let chunks = win.oh.div_ceil(rows);
     let tasks = g.n * g.groups * chunks;
     let spans = g.spans();
-    let parts = run_tasks(tasks, |t, (acc, col): &mut (Vec<T>, Vec<T>)| {
-        acc.resize(len, T::ZERO);
-        let (ng, ch) = (t / chunks, t % chunks);
-        let (oy0, oy1) = (ch * rows, ((ch + 1) * rows).min(win.oh));
-        let (p0, pc) = (oy0 * win.ow, (oy1 - oy0) * win.ow);
-        let xg = &x[ng * g.cin * g.plane()..][..g.cin * g.plane()];
-        let dyg = &dy[ng * g.cout * p + p0..];
-        // col^T: element (q, r) of the [pc, k] operand is col[r][q].
-        let (rhs, rhs_cs) = if g.pointwise() {
-            (xg[p0..].as_ptr(), p)
-        } else {
-            col.resize(k * pc, T::ZERO);
-            im2col(xg, g, &spans, (oy0, oy1), &mut col[..k * pc]);
-            (col.as_ptr(), pc)
-        };
-        let dst = acc[ng % g.groups * g.cout * k..].as_mut_ptr();
-        unsafe {
-            matmul(
-                (g.cout, k, pc),
-                dst,
-                k,
-                true,
-                dyg.as_ptr(),
-                (p, 1),
-                rhs,
-                (1, rhs_cs),
-            )
-        };
-    });
-    let mut parts = parts
-        .into_iter()
-        .map(|(acc, _)| acc)
-        .filter(|a| !a.is_empty());
+    let parts = run_tasks(
+        tasks,
+        g.parallel(),
+        |t, acc: &mut Vec<T>, scratch: &mut Scratch<T>| {
+            acc.resize(len, T::ZERO);
+            let (ng, ch) = (t / chunks, t % chunks);
+            let (oy0, oy1) = (ch * rows, ((ch + 1) * rows).min(win.oh));
+            let (p0, pc) = (oy0 * win.ow, (oy1 - oy0) * win.ow);
+            let xg = &x[ng * g.cin * g.plane()..][..g.cin * g.plane()];
+            let dyg = &dy[ng * g.cout * p + p0..];
+            // col^T: element (q, r) of the [pc, k] operand is col[r][q].
+            let (rhs, rhs_cs) = if g.pointwise() {
+                (xg[p0..].as_ptr(), p)
+            } else {
+                let col = scratch.get(k * pc);
+                im2col(xg, g, &spans, (oy0, oy1), col);
+                (col.as_ptr(), pc)
+            };
+            let dst = acc[ng % g.groups * g.cout * k..].as_mut_ptr();
+            unsafe {
+                matmul(
+                    (g.cout, k, pc),
+                    dst,
+                    k,
+                    true,
+                    dyg.as_ptr(),
+                    (p, 1),
+                    rhs,
+                    (1, rhs_cs),
+                )
+            };
+        },
+    );
+    let mut parts = parts.into_iter().filter(|a| !a.is_empty());
     let mut sum = parts.next().unwrap_or_else(|| vec![T::ZERO; len]);
     for part in parts {
         for (s, &v) in sum.iter_mut().zip(&part) {
@@ -418,11 +512,15 @@ pub(crate) fn backward_bias<T: Real>(dy: &[T], c: usize, plane: usize) -> Vec<T>
     let n = dy.len() / (c * plane).max(1);
     let mut db = vec![T::ZERO; c];
     let out = Out(db.as_mut_ptr());
-    run_tasks(c, |o, _: &mut ()| {
-        let s = (0..n).fold(T::ZERO, |s, b| s + sum(&dy[(b * c + o) * plane..][..plane]));
-        // SAFETY: task o alone writes db[o].
-        unsafe { *out.at(o) = s };
-    });
+    run_tasks(
+        c,
+        dy.len() >= PAR_MIN_MACS,
+        |o, _: &mut (), _: &mut Scratch<T>| {
+            let s = (0..n).fold(T::ZERO, |s, b| s + sum(&dy[(b * c + o) * plane..][..plane]));
+            // SAFETY: task o alone writes db[o].
+            unsafe { *out.at(o) = s };
+        },
+    );
     db
 }
 
@@ -437,49 +535,4 @@ fn sum<T: Real>(v: &[T]) -> T {
     }
     let tail = chunks.remainder().iter().fold(T::ZERO, |s, &x| s + x);
     (acc[0] + acc[4]) + (acc[1] + acc[5]) + (acc[2] + acc[6]) + (acc[3] + acc[7]) + tail
-}
-
-#[cfg(test)]
-mod probe {
-    use super::*;
-    #[test]
-    #[ignore]
-    fn probe_times() {
-        let a: Vec<usize> = std::env::var("PROBE")
-            .unwrap()
-            .split(',')
-            .map(|s| s.parse().unwrap())
-            .collect();
-        let (n, c, hw, co, k) = (a[0], a[1], a[2], a[3], a[4]);
-        let win =
-            Window::new("p", (hw, hw), (k, k), (1, 1), (1, 1), Pad2d::uniform(k / 2)).unwrap();
-        let g = Geom {
-            n,
-            groups: 1,
-            cin: c,
-            cout: co,
-            win,
-        };
-        let x: Vec<f32> = (0..n * c * hw * hw).map(|i| ((i * 2654435761) % 1000) as f32 * 1e-3 - 0.5).collect();
-        let w: Vec<f32> = (0..co * c * k * k).map(|i| (i % 5) as f32).collect();
-        let dy: Vec<f32> = (0..n * co * win.oh * win.ow)
-            .map(|i| (i % 3) as f32)
-            .collect();
-        let t = |name: &str, f: &dyn Fn() -> Vec<f32>| {
-            f();
-            let mut v: Vec<f64> = (0..7)
-                .map(|_| {
-                    let s = std::time::Instant::now();
-                    std::hint::black_box(f());
-                    s.elapsed().as_secs_f64() * 1e3
-                })
-                .collect();
-            v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-            println!("{name}: {:.2} ms (min {:.2})", v[3], v[0]);
-        };
-        t("fwd", &|| forward(&x, &w, None, &g));
-        t("gx", &|| backward_input(&dy, &w, &g));
-        t("gw", &|| backward_filter(&x, &dy, &g));
-        t("gb", &|| backward_bias(&dy, co, win.oh * win.ow));
-    }
 }
