@@ -1,6 +1,11 @@
 //! The `pupil` command: a thin layer of argument parsing over the pupil crates.
 use clap::{Parser, Subcommand};
 
+// Tensors are large, short-lived allocations: mimalloc reuses them instead of mapping and
+// zeroing fresh pages every time.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod cmd_augment;
 mod cmd_data;
 mod cmd_eval;

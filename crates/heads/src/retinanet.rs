@@ -276,11 +276,16 @@ impl RetinaNet {
             }
         }
         let dev = cls.device();
+        // losses in f32 at least (half precision is upcast); f64 stays for gradient checks
+        let dt = match cls.dtype() {
+            DType::F16 | DType::BF16 => DType::F32,
+            d => d,
+        };
         let norm = num_pos as f64 + 1.0;
-        let onehot = Tensor::from_vec(onehot, (b, a, k), dev)?;
-        let weight = Tensor::from_vec(weight, (b, a, 1), dev)?;
+        let onehot = Tensor::from_vec(onehot, (b, a, k), dev)?.to_dtype(dt)?;
+        let weight = Tensor::from_vec(weight, (b, a, 1), dev)?.to_dtype(dt)?;
         let cls_loss = (focal_elements(
-            &cls.to_dtype(DType::F32)?,
+            &cls.to_dtype(dt)?,
             &onehot,
             cfg.focal_alpha,
             cfg.focal_gamma,
@@ -288,16 +293,17 @@ impl RetinaNet {
         .broadcast_mul(&weight)?
         .sum_all()?
             / norm)?;
-        let box_t = Tensor::from_vec(box_t, (b, a, 4), dev)?;
-        let pos = Tensor::from_vec(pos, (b, a, 1), dev)?;
-        let box_loss = (huber_elements(&reg.to_dtype(DType::F32)?, &box_t, cfg.huber_delta)?
+        let box_t = Tensor::from_vec(box_t, (b, a, 4), dev)?.to_dtype(dt)?;
+        let pos = Tensor::from_vec(pos, (b, a, 1), dev)?.to_dtype(dt)?;
+        let box_loss = (huber_elements(&reg.to_dtype(dt)?, &box_t, cfg.huber_delta)?
             .broadcast_mul(&pos)?
             .sum_all()?
             / (4.0 * norm))?;
         let total = (&cls_loss + (&box_loss * cfg.box_weight)?)?;
+        let scalar = |t: &Tensor| -> Result<f64> { t.to_dtype(DType::F64)?.to_scalar::<f64>() };
         Ok(DetLoss {
-            cls: cls_loss.to_scalar::<f32>()? as f64,
-            boxes: box_loss.to_scalar::<f32>()? as f64,
+            cls: scalar(&cls_loss)?,
+            boxes: scalar(&box_loss)?,
             total,
             num_positives: num_pos,
         })

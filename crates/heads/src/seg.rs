@@ -295,7 +295,11 @@ impl Segmenter {
     pub fn loss(&self, images: &Tensor, labels: &Tensor, train: bool) -> Result<Tensor> {
         let logits = self.forward_t(images, train)?;
         let (_, lh, lw) = labels.dims3()?;
-        let up = pupil_ops::resize_bilinear(&logits.to_dtype(DType::F32)?, lh, lw, false)?;
+        let dt = match logits.dtype() {
+            DType::F16 | DType::BF16 => DType::F32,
+            d => d,
+        };
+        let up = pupil_ops::resize_bilinear(&logits.to_dtype(dt)?, lh, lw, false)?;
         softmax_cross_entropy(&up, labels, self.config.ignore_index)
     }
 

@@ -339,8 +339,8 @@ impl<'a> Trainer<'a> {
                     images += pb.num_boxes.len();
                     let (lp, pparts) = self.model.loss(&pb, true)?;
                     let (h, p) = (
-                        loss.to_scalar::<f32>()? as f64,
-                        lp.to_scalar::<f32>()? as f64,
+                        loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?,
+                        lp.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?,
                     );
                     state.loss_norm.update(h, p, cfg.selftrain.loss_avg_decay);
                     record.insert("L_h".into(), h.into());
@@ -352,7 +352,9 @@ impl<'a> Trainer<'a> {
                 }
                 None => loss,
             };
-            let value = total.to_scalar::<f32>()? as f64;
+            let value = total
+                .to_dtype(candle_core::DType::F64)?
+                .to_scalar::<f64>()?;
             if !value.is_finite() {
                 return Err(err(format!("loss became {value} at step {}", state.step)));
             }
