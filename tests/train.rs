@@ -383,3 +383,62 @@ fn quickstart_writes_its_table_results_and_report() {
     ]);
     assert!(again.contains("| Rand init |"));
 }
+
+#[test]
+fn segmentation_trains_and_pseudo_labels_pixels() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = config(d.path(), 4);
+    let run = d.path().join("seg");
+    ok(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--set",
+        "task=segmentation",
+        "--set",
+        "segmenter.neck.channels=8",
+        "--set",
+        "segmenter.neck.repeats=1",
+        "--set",
+        "segmenter.head_convs=1",
+        "--set",
+        "segmenter.head_channels=8",
+    ]);
+    let teacher = run.join("model.safetensors");
+    let pl = d.path().join("pl");
+    let out = ok(&[
+        "pseudo-label",
+        "--teacher",
+        teacher.to_str().unwrap(),
+        "--images",
+        "digits:unlabeled",
+        "--out",
+        pl.to_str().unwrap(),
+        "--score-threshold",
+        "0.0",
+    ]);
+    assert!(out.contains("10 label maps"), "{out}");
+    let map = pupil_data::io::read_label_png(pl.join("labels/00000001.png")).unwrap();
+    assert_eq!((map.width, map.height), (64, 64));
+    assert!(
+        map.data.iter().all(|&v| v < 11),
+        "threshold 0 labels every pixel"
+    );
+    // a confidence no pixel reaches leaves everything ignored
+    let pl2 = d.path().join("pl2");
+    ok(&[
+        "pseudo-label",
+        "--teacher",
+        teacher.to_str().unwrap(),
+        "--images",
+        "digits:unlabeled",
+        "--out",
+        pl2.to_str().unwrap(),
+        "--score-threshold",
+        "1.01",
+    ]);
+    let map = pupil_data::io::read_label_png(pl2.join("labels/00000001.png")).unwrap();
+    assert!(map.data.iter().all(|&v| v == 255));
+}
