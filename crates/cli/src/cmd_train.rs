@@ -79,6 +79,7 @@ pub struct PretrainArgs {
     /// fashion (out of domain) or digit-pool (in domain).
     #[arg(long, default_value = "fashion")]
     pub dataset: String,
+    /// Run folder (model.safetensors holds the pre-trained backbone).
     #[arg(long)]
     pub out: PathBuf,
 }
@@ -116,6 +117,7 @@ pub struct PseudoArgs {
     /// Unlabeled images: a folder (recursive jpg/png) or digits:unlabeled.
     #[arg(long)]
     pub images: String,
+    /// Output folder: shard files, manifest.json, pseudo.json, labels/.
     #[arg(long)]
     pub out: PathBuf,
     #[arg(long, default_value_t = 0.5)]
@@ -193,8 +195,10 @@ pub fn pseudo_label(a: PseudoArgs) -> Result<()> {
 pub struct SelfTrainArgs {
     #[command(flatten)]
     pub cfg: ConfigArgs,
+    /// Teacher model (model.safetensors of a run); its config is the student's base.
     #[arg(long)]
     pub teacher: PathBuf,
+    /// Run folder: round-N/pseudo and round-N/student.
     #[arg(long)]
     pub out: PathBuf,
 }
@@ -211,8 +215,10 @@ pub fn self_train(a: SelfTrainArgs) -> Result<()> {
 
 #[derive(clap::Args)]
 pub struct PredictArgs {
+    /// Model (model.safetensors of a run).
     #[arg(long)]
     pub checkpoint: PathBuf,
+    /// A JPEG or PNG image.
     #[arg(long)]
     pub image: PathBuf,
     /// Picture with boxes or masks drawn.
@@ -297,8 +303,10 @@ pub struct ExperimentArgs {
     /// labeled_fractions, seeds, pretrain_*.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Override a key, e.g. seeds=[0,1,2] or base.optim.steps=500.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
+    /// Experiment folder: one folder per arm, results.json/csv, report.md, plots.
     #[arg(long)]
     pub out: PathBuf,
 }
@@ -316,10 +324,13 @@ pub fn run_experiment(a: ExperimentArgs) -> Result<()> {
 
 #[derive(clap::Args)]
 pub struct QuickstartArgs {
+    /// Output folder: results.json, report.md, plot_arms.png and one folder per arm.
     #[arg(long, default_value = "out/quickstart")]
     pub out: PathBuf,
+    /// Seed of every arm (data order, initialisation, augmentation).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Override a key of the quickstart's experiment config, e.g. base.optim.steps=500.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
 }
