@@ -324,27 +324,22 @@ fn pseudo_label_shards_resume_merge_and_self_train() {
 #[test]
 fn quickstart_writes_its_table_results_and_report() {
     // The real quickstart trains for minutes; this runs its pipeline with tiny budgets.
+    const TINY_SETS: [&str; 7] = [
+        "base.optim.steps=8",
+        "pretrain_steps=4",
+        "base.data.digits.train=8",
+        "base.data.digits.unlabeled=8",
+        "base.data.digits.val=4",
+        "base.selftrain.score_threshold=0.01",
+        "base.selftrain.ignore_from=0.005",
+    ];
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("qs");
-    let o = ok(&[
-        "quickstart",
-        "--out",
-        out.to_str().unwrap(),
-        "--set",
-        "base.optim.steps=8",
-        "--set",
-        "pretrain_steps=4",
-        "--set",
-        "base.data.digits.train=8",
-        "--set",
-        "base.data.digits.unlabeled=8",
-        "--set",
-        "base.data.digits.val=4",
-        "--set",
-        "base.selftrain.score_threshold=0.01",
-        "--set",
-        "base.selftrain.ignore_from=0.005",
-    ]);
+    let mut args = vec!["quickstart", "--out", out.to_str().unwrap()];
+    for s in TINY_SETS {
+        args.extend(["--set", s]);
+    }
+    let o = ok(&args);
     for row in [
         "Rand init",
         "Rand init + self-training",
@@ -366,21 +361,7 @@ fn quickstart_writes_its_table_results_and_report() {
             && out.join("results.csv").exists()
     );
     // resumable: a second run reads every arm back
-    let again = ok(&[
-        "quickstart",
-        "--out",
-        out.to_str().unwrap(),
-        "--set",
-        "base.optim.steps=8",
-        "--set",
-        "pretrain_steps=4",
-        "--set",
-        "base.data.digits.train=8",
-        "--set",
-        "base.data.digits.unlabeled=8",
-        "--set",
-        "base.data.digits.val=4",
-    ]);
+    let again = ok(&args);
     assert!(again.contains("| Rand init |"));
 }
 

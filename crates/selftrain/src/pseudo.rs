@@ -116,7 +116,7 @@ pub fn label_shard(
     let path = shard_path(out, i, n);
     if let Ok(bytes) = std::fs::read(&path) {
         if let Ok(s) = serde_json::from_slice::<Shard>(&bytes) {
-            update_manifest(out, teacher, teacher_name, source_name, opts, n, Some(&s))?;
+            update_manifest(out, teacher, teacher_name, source_name, opts, n)?;
             return Ok(s);
         }
     }
@@ -297,15 +297,7 @@ pub fn label_shard(
     }
     let bytes = serde_json::to_vec(&shard).map_err(err)?;
     io::write_atomic(&path, &bytes).map_err(err)?;
-    update_manifest(
-        out,
-        teacher,
-        teacher_name,
-        source_name,
-        opts,
-        n,
-        Some(&shard),
-    )?;
+    update_manifest(out, teacher, teacher_name, source_name, opts, n)?;
     Ok(shard)
 }
 
@@ -316,7 +308,6 @@ fn update_manifest(
     source: &str,
     opts: &PseudoOptions,
     n: usize,
-    _new: Option<&Shard>,
 ) -> Result<Manifest> {
     let categories: Vec<CocoCategory> = teacher
         .class_names
