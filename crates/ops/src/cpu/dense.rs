@@ -173,7 +173,7 @@ impl<T> Drop for Scratch<T> {
 /// Runs on candle's barrier pool, not rayon: candle's element-wise ops use
 /// that pool and its workers spin for a while after each op, so rayon
 /// threads started right after one fight them for the cores (on 2 cores
-/// this made forward+backward ~1.5x slower and candle's own ops ~10x).
+/// this made forward+backward 1.3-1.8x slower and candle's own ops ~10x).
 fn run_tasks<T: Real, S: Default + Send>(
     n: usize,
     parallel: bool,
