@@ -52,28 +52,31 @@ impl Real for f64 {
     }
 }
 
-/// Per-channel (mean, 1/sqrt(var + eps)) of an NCHW buffer, variance biased.
-fn stats<T: Real>(x: &[T], n: usize, c: usize, hw: usize, eps: f64) -> Vec<(f64, f64)> {
+/// Per-channel (mean, biased variance) of an NCHW buffer.
+fn moments<T: Real>(x: &[T], n: usize, c: usize, hw: usize) -> Vec<(f64, f64)> {
     (0..c)
         .into_par_iter()
         .map(|ch| {
             let (mut s, mut ss) = (0f64, 0f64);
             for b in 0..n {
-                let row = &x[(b * c + ch) * hw..(b * c + ch + 1) * hw];
-                let (mut a, mut q) = (0f64, 0f64);
-                for &v in row {
+                for &v in &x[(b * c + ch) * hw..(b * c + ch + 1) * hw] {
                     let v = v.to();
-                    a += v;
-                    q += v * v;
+                    s += v;
+                    ss += v * v;
                 }
-                s += a;
-                ss += q;
             }
             let m = (n * hw) as f64;
             let mean = s / m;
-            let var = (ss / m - mean * mean).max(0.0);
-            (mean, 1.0 / (var + eps).sqrt())
+            (mean, (ss / m - mean * mean).max(0.0))
         })
+        .collect()
+}
+
+/// Per-channel (mean, 1 / sqrt(var + eps)).
+fn stats<T: Real>(x: &[T], n: usize, c: usize, hw: usize, eps: f64) -> Vec<(f64, f64)> {
+    moments(x, n, c, hw)
+        .into_iter()
+        .map(|(m, v)| (m, 1.0 / (v + eps).sqrt()))
         .collect()
 }
 
@@ -81,35 +84,16 @@ fn stats<T: Real>(x: &[T], n: usize, c: usize, hw: usize, eps: f64) -> Vec<(f64,
 pub fn channel_mean_var(x: &Tensor) -> Result<(Vec<f64>, Vec<f64>)> {
     let (n, c, h, w) = x.dims4()?;
     let x = x.contiguous()?;
-    let (st, eps) = match x.dtype() {
-        DType::F64 => (
-            stats(&x.flatten_all()?.to_vec1::<f64>()?, n, c, h * w, 0.0),
-            0.0,
-        ),
-        _ => (
-            stats(
-                &x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?,
-                n,
-                c,
-                h * w,
-                0.0,
-            ),
-            0.0,
+    let m = match x.dtype() {
+        DType::F64 => moments(&x.flatten_all()?.to_vec1::<f64>()?, n, c, h * w),
+        _ => moments(
+            &x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?,
+            n,
+            c,
+            h * w,
         ),
     };
-    let _ = eps;
-    let means = st.iter().map(|s| s.0).collect();
-    let vars = st
-        .iter()
-        .map(|s| {
-            if s.1.is_finite() {
-                1.0 / (s.1 * s.1)
-            } else {
-                0.0
-            }
-        })
-        .collect();
-    Ok((means, vars))
+    Ok(m.into_iter().unzip())
 }
 
 /// y = (x - mean) * invstd * gamma + beta with batch statistics; inputs x [N,C,H,W],
