@@ -133,27 +133,38 @@ impl Model {
                 workers: 2,
                 prefetch: 2,
             },
-        )
-        .with_transform(transform);
+        );
+        // Originals come from the loader and are transformed here, so ground truth and
+        // predictions come from one read of each image.
+        let view = |samples: &[pupil_data::Sample]| -> Result<Vec<pupil_data::Sample>> {
+            samples
+                .iter()
+                .map(|s| transform(s.clone(), &mut pupil_data::Rng::new(0)).map_err(err))
+                .collect()
+        };
         let names = ds.class_names();
         let mut out = Metrics::default();
         match self {
             Model::Detector(m) => {
                 let mut preds = Vec::new();
+                let mut gt = CocoFile::from_samples(&[], &names);
                 for b in loader.epoch(0) {
-                    let samples = b.map_err(err)?;
-                    let batch = collate(&samples, bc, device).map_err(err)?;
+                    let originals = b.map_err(err)?;
+                    let batch = collate(&view(&originals)?, bc, device).map_err(err)?;
                     let dets = m.predict(&batch.images, &batch.info)?;
-                    for (s, d) in samples.iter().zip(dets) {
+                    for (s, d) in originals.iter().zip(dets) {
                         preds.push((s.image_id, d));
                     }
+                    // ground truth in original coordinates
+                    let part = CocoFile::from_samples(&originals, &names);
+                    let first = gt.annotations.len() as u64;
+                    gt.images.extend(part.images);
+                    gt.annotations
+                        .extend(part.annotations.into_iter().map(|mut a| {
+                            a.id += first;
+                            a
+                        }));
                 }
-                // ground truth in original coordinates
-                let originals: Vec<_> = (0..ds.len())
-                    .map(|i| ds.get(i))
-                    .collect::<std::result::Result<_, _>>()
-                    .map_err(err)?;
-                let gt = CocoFile::from_samples(&originals, &names);
                 let mut ev = CocoEval::new(&gt);
                 for (id, d) in preds {
                     let b: Vec<[f32; 4]> = d.iter().map(|x| x.bbox).collect();
@@ -171,12 +182,14 @@ impl Model {
                 let k = m.config.num_classes;
                 let mut cm = ConfusionMatrix::new(k);
                 for b in loader.epoch(0) {
-                    let samples = b.map_err(err)?;
-                    let batch = collate(&samples, bc, device).map_err(err)?;
+                    let originals = b.map_err(err)?;
+                    let batch = collate(&view(&originals)?, bc, device).map_err(err)?;
                     let preds = m.predict(&batch.images, &batch.info)?;
-                    for (s, (p, _)) in samples.iter().zip(preds) {
-                        let gt = original_label(&ds, s.image_id)?;
-                        cm.update_planes(&gt, &p).map_err(err)?;
+                    for (s, (p, _)) in originals.iter().zip(preds) {
+                        let gt = s.label_map.as_ref().ok_or_else(|| {
+                            err(format!("image id {} has no label map", s.image_id))
+                        })?;
+                        cm.update_planes(gt, &p).map_err(err)?;
                     }
                 }
                 out.primary = cm.mean_iou().unwrap_or(0.0);
@@ -191,7 +204,7 @@ impl Model {
                 let (mut right, mut n) = (0usize, 0usize);
                 for bt in loader.epoch(0) {
                     let samples = bt.map_err(err)?;
-                    let batch = collate(&samples, bc, device).map_err(err)?;
+                    let batch = collate(&view(&samples)?, bc, device).map_err(err)?;
                     let pred: Vec<u32> = c
                         .logits_t(&batch.images, false)?
                         .argmax(D::Minus1)?
@@ -207,18 +220,6 @@ impl Model {
         }
         Ok(out)
     }
-}
-
-fn original_label(ds: &Arc<dyn Dataset>, image_id: u64) -> Result<pupil_data::Plane> {
-    // The datasets used here number images 1..=len in order.
-    let s = ds.get(image_id.saturating_sub(1) as usize).map_err(err)?;
-    if s.image_id != image_id {
-        return Err(err(format!(
-            "image id {image_id} is not at its position in the dataset"
-        )));
-    }
-    s.label_map
-        .ok_or_else(|| err(format!("image id {image_id} has no label map")))
 }
 
 /// Initialises a model from `random` or `pretrained:PATH|hf:owner/name`: backbone tensors
