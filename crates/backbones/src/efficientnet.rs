@@ -1,7 +1,7 @@
 //! EfficientNet B0-B8 and L2 with timm's parameter names, in PyTorch-style padding
 //! (`efficientnet_*`) or TensorFlow 'SAME' padding with BN eps 1e-3 (`tf_efficientnet_*`,
 //! the family of the paper's checkpoints).
-use crate::fused::silu;
+use crate::fused::{scale_planes, silu, Act};
 use crate::nn::{
     drop_path, dropout, global_avg_pool, sigmoid, BatchNorm2d, Conv2d, ConvCfg, Linear, PadMode,
 };
@@ -125,10 +125,11 @@ impl SqueezeExcite {
         })
     }
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let s = x.mean_keepdim(3)?.mean_keepdim(2)?;
+        let (n, c, _, _) = x.dims4()?;
+        let s = x.reshape((n, c, ()))?.mean_keepdim(2)?.unsqueeze(3)?;
         let s = silu(&self.reduce.forward(&s)?)?;
         let g = sigmoid(&self.expand.forward(&s)?)?;
-        x.broadcast_mul(&g)
+        scale_planes(x, &g)
     }
 }
 
@@ -170,7 +171,7 @@ impl Block {
                 conv_pw,
                 bn2,
             } => {
-                let y = silu(&bn1.forward_t(&conv_dw.forward(x)?, train)?)?;
+                let y = bn1.forward_act(&conv_dw.forward(x)?, train, Act::Silu)?;
                 let y = se.forward(&y)?;
                 bn2.forward_t(&conv_pw.forward(&y)?, train)?
             }
@@ -183,8 +184,8 @@ impl Block {
                 conv_pwl,
                 bn3,
             } => {
-                let y = silu(&bn1.forward_t(&conv_pw.forward(x)?, train)?)?;
-                let y = silu(&bn2.forward_t(&conv_dw.forward(&y)?, train)?)?;
+                let y = bn1.forward_act(&conv_pw.forward(x)?, train, Act::Silu)?;
+                let y = bn2.forward_act(&conv_dw.forward(&y)?, train, Act::Silu)?;
                 let y = se.forward(&y)?;
                 bn3.forward_t(&conv_pwl.forward(&y)?, train)?
             }
@@ -294,7 +295,9 @@ impl EfficientNet {
 
     /// Output of every stage (index = stage 0..6).
     pub fn stages_t(&self, x: &Tensor, train: bool) -> Result<Vec<Tensor>> {
-        let mut x = silu(&self.bn1.forward_t(&self.conv_stem.forward(x)?, train)?)?;
+        let mut x = self
+            .bn1
+            .forward_act(&self.conv_stem.forward(x)?, train, Act::Silu)?;
         let mut outs = Vec::with_capacity(self.blocks.len());
         for stage in &self.blocks {
             for b in stage {
@@ -312,7 +315,7 @@ impl EfficientNet {
             .as_ref()
             .ok_or_else(|| candle_core::Error::Msg("this EfficientNet has no head".into()))?;
         let last = self.stages_t(x, train)?.pop().expect("7 stages");
-        global_avg_pool(&silu(&bn2.forward_t(&conv_head.forward(&last)?, train)?)?)
+        global_avg_pool(&bn2.forward_act(&conv_head.forward(&last)?, train, Act::Silu)?)
     }
 
     pub fn stage_channels(&self) -> &[usize] {

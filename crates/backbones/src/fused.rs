@@ -80,19 +80,27 @@ fn stats<T: Real>(x: &[T], n: usize, c: usize, hw: usize, eps: f64) -> Vec<(f64,
         .collect()
 }
 
-/// Batch mean and biased variance per channel (for the running statistics).
+/// Batch mean and biased variance per channel (for the running statistics), read in place.
 pub fn channel_mean_var(x: &Tensor) -> Result<(Vec<f64>, Vec<f64>)> {
     let (n, c, h, w) = x.dims4()?;
     let x = x.contiguous()?;
-    let m = match x.dtype() {
-        DType::F64 => moments(&x.flatten_all()?.to_vec1::<f64>()?, n, c, h * w),
-        _ => moments(
-            &x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?,
-            n,
-            c,
-            h * w,
-        ),
-    };
+    if x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) {
+        let (st, l) = x.storage_and_layout();
+        let m = match &*st {
+            candle_core::Storage::Cpu(cpu) => match cpu.dtype() {
+                DType::F32 => moments(slice::<f32>(cpu, l)?, n, c, h * w),
+                _ => moments(slice::<f64>(cpu, l)?, n, c, h * w),
+            },
+            _ => candle_core::bail!("channel_mean_var: expected CPU storage"),
+        };
+        return Ok(m.into_iter().unzip());
+    }
+    let m = moments(
+        &x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?,
+        n,
+        c,
+        h * w,
+    );
     Ok(m.into_iter().unzip())
 }
 
@@ -100,9 +108,20 @@ pub fn channel_mean_var(x: &Tensor) -> Result<(Vec<f64>, Vec<f64>)> {
 /// gamma [C], beta [C].
 struct BnTrain {
     eps: f64,
+    act: Act,
 }
 
-fn bn_fwd<T: Real>(x: &[T], g: &[T], b: &[T], n: usize, c: usize, hw: usize, eps: f64) -> Vec<T> {
+#[allow(clippy::too_many_arguments)]
+fn bn_fwd<T: Real>(
+    x: &[T],
+    g: &[T],
+    b: &[T],
+    n: usize,
+    c: usize,
+    hw: usize,
+    eps: f64,
+    act: Act,
+) -> Vec<T> {
     let st = stats(x, n, c, hw, eps);
     let mut y = vec![T::f(0.0); x.len()];
     y.par_chunks_mut(hw).enumerate().for_each(|(row, out)| {
@@ -111,8 +130,16 @@ fn bn_fwd<T: Real>(x: &[T], g: &[T], b: &[T], n: usize, c: usize, hw: usize, eps
         let scale = inv * g[ch].to();
         let shift = b[ch].to() - mean * scale;
         let (scale, shift) = (T::f(scale), T::f(shift));
-        for (o, &v) in out.iter_mut().zip(&x[row * hw..(row + 1) * hw]) {
-            *o = v * scale + shift;
+        let xs = &x[row * hw..(row + 1) * hw];
+        match act {
+            Act::Identity => out
+                .iter_mut()
+                .zip(xs)
+                .for_each(|(o, &v)| *o = v * scale + shift),
+            Act::Silu => out.iter_mut().zip(xs).for_each(|(o, &v)| {
+                let z = v * scale + shift;
+                *o = z * sig(z)
+            }),
         }
     });
     y
@@ -141,6 +168,7 @@ impl CustomOp3 for BnTrain {
                 c,
                 h * w,
                 self.eps,
+                self.act,
             )),
             DType::F64 => CpuStorage::F64(bn_fwd(
                 slice::<f64>(s1, l1)?,
@@ -150,6 +178,7 @@ impl CustomOp3 for BnTrain {
                 c,
                 h * w,
                 self.eps,
+                self.act,
             )),
             d => candle_core::bail!("batch norm: unsupported dtype {d:?}"),
         };
@@ -159,15 +188,20 @@ impl CustomOp3 for BnTrain {
         &self,
         x: &Tensor,
         g: &Tensor,
-        _b: &Tensor,
+        b: &Tensor,
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let c = x.dim(1)?;
+        // gamma and beta travel as one [2C] input: the activation's derivative needs both.
+        let gb = Tensor::cat(&[g, b], 0)?;
         let packed = x.apply_op3(
-            &g.contiguous()?,
+            &gb,
             &dy.contiguous()?,
-            BnBackward { eps: self.eps },
+            BnBackward {
+                eps: self.eps,
+                act: self.act,
+            },
         )?;
         let dx = packed.narrow(0, 0, x.elem_count())?.reshape(x.shape())?;
         let dg = packed.narrow(0, x.elem_count(), c)?;
@@ -179,11 +213,45 @@ impl CustomOp3 for BnTrain {
 /// Gradients of [`BnTrain`], packed as [dx (flat), dgamma, dbeta].
 struct BnBackward {
     eps: f64,
+    act: Act,
 }
 
-fn bn_bwd<T: Real>(x: &[T], g: &[T], dy: &[T], n: usize, c: usize, hw: usize, eps: f64) -> Vec<T> {
+#[allow(clippy::too_many_arguments)]
+fn bn_bwd<T: Real>(
+    x: &[T],
+    gb: &[T],
+    dy: &[T],
+    n: usize,
+    c: usize,
+    hw: usize,
+    eps: f64,
+    act: Act,
+) -> Vec<T> {
+    let (g, beta) = gb.split_at(c);
     let st = stats(x, n, c, hw, eps);
     let m = (n * hw) as f64;
+    // Through the activation first: dz = dy * act'(z), z recomputed from x.
+    let dz_buf: Vec<T>;
+    let dy: &[T] = match act {
+        Act::Identity => dy,
+        Act::Silu => {
+            let mut d = vec![T::f(0.0); x.len()];
+            d.par_chunks_mut(hw).enumerate().for_each(|(row, o)| {
+                let ch = row % c;
+                let (mean, inv) = st[ch];
+                let scale = inv * g[ch].to();
+                let (scale, shift) = (T::f(scale), T::f(beta[ch].to() - mean * scale));
+                let base = row * hw;
+                for (j, v) in o.iter_mut().enumerate() {
+                    let z = x[base + j] * scale + shift;
+                    let s = sig(z);
+                    *v = dy[base + j] * (s + z * s * (T::f(1.0) - s));
+                }
+            });
+            dz_buf = d;
+            &dz_buf
+        }
+    };
     // per channel: sum(dy), sum(dy * xhat)
     let sums: Vec<(f64, f64)> = (0..c)
         .into_par_iter()
@@ -247,6 +315,7 @@ impl CustomOp3 for BnBackward {
                 c,
                 h * w,
                 self.eps,
+                self.act,
             )),
             DType::F64 => CpuStorage::F64(bn_bwd(
                 slice::<f64>(s1, l1)?,
@@ -256,6 +325,7 @@ impl CustomOp3 for BnBackward {
                 c,
                 h * w,
                 self.eps,
+                self.act,
             )),
             d => candle_core::bail!("batch norm backward: unsupported dtype {d:?}"),
         };
@@ -265,8 +335,24 @@ impl CustomOp3 for BnBackward {
 
 /// Batch norm with batch statistics; fused on CPU.
 pub fn batch_norm_train(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result<Tensor> {
+    batch_norm_train_act(x, gamma, beta, eps, Act::Identity)
+}
+
+/// Batch norm with batch statistics followed by `act`, one op: the normalised tensor is
+/// never stored (the backward recomputes it), which saves one activation per layer.
+pub fn batch_norm_train_act(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+    act: Act,
+) -> Result<Tensor> {
     let x = x.contiguous()?;
-    x.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, BnTrain { eps })
+    x.apply_op3(
+        &gamma.contiguous()?,
+        &beta.contiguous()?,
+        BnTrain { eps, act },
+    )
 }
 
 struct Silu;
@@ -343,6 +429,187 @@ pub fn silu(x: &Tensor) -> Result<Tensor> {
     } else {
         x.silu()
     }
+}
+
+/// Activation applied after a fused per-channel affine map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Act {
+    Identity,
+    Silu,
+}
+
+struct Affine {
+    act: Act,
+}
+
+fn affine_fwd<T: Real>(x: &[T], a: &[T], b: &[T], c: usize, hw: usize, act: Act) -> Vec<T> {
+    let mut y = vec![T::f(0.0); x.len()];
+    y.par_chunks_mut(hw)
+        .zip(x.par_chunks(hw))
+        .enumerate()
+        .for_each(|(plane, (o, i))| {
+            let (s, t) = (a[plane % c], b[plane % c]);
+            match act {
+                Act::Identity => o.iter_mut().zip(i).for_each(|(o, &v)| *o = v * s + t),
+                Act::Silu => o.iter_mut().zip(i).for_each(|(o, &v)| {
+                    let z = v * s + t;
+                    *o = z * sig(z)
+                }),
+            }
+        });
+    y
+}
+
+impl CustomOp3 for Affine {
+    fn name(&self) -> &'static str {
+        "pupil-affine-act"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let dims = l1.shape().dims();
+        let (c, hw) = (dims[1], dims[2..].iter().product::<usize>().max(1));
+        let out = match s1.dtype() {
+            DType::F32 => CpuStorage::F32(affine_fwd(
+                slice::<f32>(s1, l1)?,
+                slice::<f32>(s2, l2)?,
+                slice::<f32>(s3, l3)?,
+                c,
+                hw,
+                self.act,
+            )),
+            DType::F64 => CpuStorage::F64(affine_fwd(
+                slice::<f64>(s1, l1)?,
+                slice::<f64>(s2, l2)?,
+                slice::<f64>(s3, l3)?,
+                c,
+                hw,
+                self.act,
+            )),
+            d => candle_core::bail!("affine: unsupported dtype {d:?}"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+    fn bwd(
+        &self,
+        x: &Tensor,
+        a: &Tensor,
+        b: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        // Rare (gradients through eval-mode batch norm): composed ops are enough.
+        let c = a.dim(0)?;
+        let mut bshape = vec![1usize; x.rank()];
+        bshape[1] = c;
+        let (ar, br) = (a.reshape(bshape.clone())?, b.reshape(bshape)?);
+        let dz = match self.act {
+            Act::Identity => dy.clone(),
+            Act::Silu => {
+                let z = x.broadcast_mul(&ar)?.broadcast_add(&br)?;
+                z.apply_op2(&dy.contiguous()?, SiluBackward)?
+            }
+        };
+        let reduce = |t: &Tensor| -> Result<Tensor> {
+            let t = t.transpose(0, 1)?.contiguous()?;
+            t.reshape((c, ()))?.sum(1)
+        };
+        Ok((
+            Some(dz.broadcast_mul(&ar)?),
+            Some(reduce(&(&dz * x)?)?),
+            Some(reduce(&dz)?),
+        ))
+    }
+}
+
+/// `act(x * a[c] + b[c])` over the channel axis (dim 1) of `x`, in one pass on CPU.
+pub fn affine_act(x: &Tensor, a: &Tensor, b: &Tensor, act: Act) -> Result<Tensor> {
+    let c = x.dim(1)?;
+    if x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) {
+        let a = a.to_dtype(x.dtype())?.contiguous()?;
+        let b = b.to_dtype(x.dtype())?.contiguous()?;
+        if a.elem_count() != c || b.elem_count() != c {
+            candle_core::bail!(
+                "affine: {c} channels, scale {:?}, shift {:?}",
+                a.shape(),
+                b.shape()
+            )
+        }
+        return x.contiguous()?.apply_op3(&a, &b, Affine { act });
+    }
+    let mut shape = vec![1usize; x.rank()];
+    shape[1] = c;
+    let z = x
+        .broadcast_mul(&a.reshape(shape.clone())?)?
+        .broadcast_add(&b.reshape(shape)?)?;
+    match act {
+        Act::Identity => Ok(z),
+        Act::Silu => z.silu(),
+    }
+}
+
+struct PlaneScale;
+
+impl CustomOp2 for PlaneScale {
+    fn name(&self) -> &'static str {
+        "pupil-plane-scale"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        fn go<T: Real>(x: &[T], g: &[T]) -> Vec<T> {
+            let hw = x.len() / g.len().max(1);
+            let mut y = vec![T::f(0.0); x.len()];
+            y.par_chunks_mut(hw.max(1))
+                .zip(x.par_chunks(hw.max(1)))
+                .zip(g.par_iter())
+                .for_each(|((o, i), &s)| o.iter_mut().zip(i).for_each(|(o, &v)| *o = v * s));
+            y
+        }
+        let out = match s1.dtype() {
+            DType::F32 => CpuStorage::F32(go(slice::<f32>(s1, l1)?, slice::<f32>(s2, l2)?)),
+            DType::F64 => CpuStorage::F64(go(slice::<f64>(s1, l1)?, slice::<f64>(s2, l2)?)),
+            d => candle_core::bail!("plane scale: unsupported dtype {d:?}"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+    fn bwd(
+        &self,
+        x: &Tensor,
+        g: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let dx = dy.contiguous()?.apply_op2(g, PlaneScale)?;
+        let (n, c) = (x.dim(0)?, x.dim(1)?);
+        let dg = (dy * x)?
+            .reshape((n, c, ()))?
+            .sum_keepdim(2)?
+            .reshape(g.shape())?;
+        Ok((Some(dx), Some(dg)))
+    }
+}
+
+/// `x * g` for `x` [N, C, ...] and a gate `g` [N, C, 1, 1] (squeeze-excite), one pass on CPU.
+pub fn scale_planes(x: &Tensor, g: &Tensor) -> Result<Tensor> {
+    let (n, c) = (x.dim(0)?, x.dim(1)?);
+    if x.device().is_cpu()
+        && matches!(x.dtype(), DType::F32 | DType::F64)
+        && g.elem_count() == n * c
+    {
+        return x.contiguous()?.apply_op2(&g.contiguous()?, PlaneScale);
+    }
+    x.broadcast_mul(g)
 }
 
 #[cfg(test)]
@@ -445,6 +712,18 @@ mod tests {
             &b,
             1e-5,
         );
+        // With SiLU fused in: same values as the two ops, gradients by finite differences.
+        let fused = batch_norm_train_act(&x, &g, &b, 1e-3, Act::Silu).unwrap();
+        let two = silu(&batch_norm_train(&x, &g, &b, 1e-3).unwrap()).unwrap();
+        let d = (fused - two).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(d.to_scalar::<f64>().unwrap() < 1e-12);
+        let (gg, bb) = (g.clone(), b.clone());
+        let act =
+            |x: &Tensor, g: &Tensor, b: &Tensor| batch_norm_train_act(x, g, b, 1e-3, Act::Silu);
+        fd_check(&|x: &Tensor| (act(x, &gg, &bb)? * &w)?.sum_all(), &x, 1e-5);
+        let xx = x.clone();
+        fd_check(&|g: &Tensor| (act(&xx, g, &bb)? * &w)?.sum_all(), &g, 1e-5);
+        fd_check(&|b: &Tensor| (act(&xx, &gg, b)? * &w)?.sum_all(), &b, 1e-5);
     }
 
     #[test]
@@ -462,5 +741,67 @@ mod tests {
         assert!(d < 1e-12);
         let w = Tensor::randn(0f64, 1.0, (5, 9), &dev).unwrap();
         fd_check(&|x: &Tensor| (silu(x)? * &w)?.sum_all(), &x, 1e-6);
+    }
+
+    #[test]
+    fn affine_act_matches_composed_ops_and_finite_differences() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f64, 2.0, (2, 3, 4, 5), &dev).unwrap();
+        let a = Tensor::new(&[1.5f64, -0.5, 2.0], &dev).unwrap();
+        let b = Tensor::new(&[0.1f64, -0.2, 0.3], &dev).unwrap();
+        let z = x
+            .broadcast_mul(&a.reshape((1, 3, 1, 1)).unwrap())
+            .unwrap()
+            .broadcast_add(&b.reshape((1, 3, 1, 1)).unwrap())
+            .unwrap();
+        for (act, want) in [(Act::Identity, z.clone()), (Act::Silu, z.silu().unwrap())] {
+            let got = affine_act(&x, &a, &b, act).unwrap();
+            let d = (got - want).unwrap().abs().unwrap().max_all().unwrap();
+            assert!(d.to_scalar::<f64>().unwrap() < 1e-12);
+            let w = Tensor::randn(0f64, 1.0, (2, 3, 4, 5), &dev).unwrap();
+            let (aa, bb, xx) = (a.clone(), b.clone(), x.clone());
+            fd_check(
+                &|x: &Tensor| (affine_act(x, &aa, &bb, act)? * &w)?.sum_all(),
+                &x,
+                1e-6,
+            );
+            fd_check(
+                &|a: &Tensor| (affine_act(&xx, a, &bb, act)? * &w)?.sum_all(),
+                &a,
+                1e-6,
+            );
+            fd_check(
+                &|b: &Tensor| (affine_act(&xx, &aa, b, act)? * &w)?.sum_all(),
+                &b,
+                1e-6,
+            );
+        }
+    }
+
+    #[test]
+    fn scale_planes_matches_broadcast_mul_and_finite_differences() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f64, 2.0, (2, 3, 4, 5), &dev).unwrap();
+        let g = Tensor::randn(0f64, 1.0, (2, 3, 1, 1), &dev).unwrap();
+        let d = (scale_planes(&x, &g).unwrap() - x.broadcast_mul(&g).unwrap())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap();
+        assert!(d.to_scalar::<f64>().unwrap() < 1e-12);
+        let w = Tensor::randn(0f64, 1.0, (2, 3, 4, 5), &dev).unwrap();
+        let gg = g.clone();
+        fd_check(
+            &|x: &Tensor| (scale_planes(x, &gg)? * &w)?.sum_all(),
+            &x,
+            1e-6,
+        );
+        let xx = x.clone();
+        fd_check(
+            &|g: &Tensor| (scale_planes(&xx, g)? * &w)?.sum_all(),
+            &g,
+            1e-6,
+        );
     }
 }

@@ -199,31 +199,54 @@ impl BatchNorm2d {
         })
     }
 
-    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let c = x.dim(1)?;
-        let shape = (1, c, 1, 1);
+    /// Batch norm followed by `act`; in eval mode both run as one pass.
+    pub fn forward_act(&self, x: &Tensor, train: bool, act: crate::fused::Act) -> Result<Tensor> {
         if !train {
-            // Folded into one scale and shift.
-            let inv = (self.running_var.as_detached_tensor() + self.eps)?
-                .sqrt()?
-                .recip()?;
-            let scale = (&self.weight * &inv)?;
-            let shift = (&self.bias - (self.running_mean.as_detached_tensor() * &scale)?)?;
-            return x
-                .broadcast_mul(&scale.reshape(shape)?)?
-                .broadcast_add(&shift.reshape(shape)?);
+            let (scale, shift) = self.eval_affine()?;
+            return crate::fused::affine_act(x, &scale, &shift, act);
         }
-        let (n, _, h, w) = x.dims4()?;
+        self.train_forward(x, act)
+    }
+
+    /// Running statistics folded into one per-channel scale and shift.
+    fn eval_affine(&self) -> Result<(Tensor, Tensor)> {
+        let inv = (self.running_var.as_detached_tensor() + self.eps)?
+            .sqrt()?
+            .recip()?;
+        let scale = (&self.weight * &inv)?;
+        let shift = (&self.bias - (self.running_mean.as_detached_tensor() * &scale)?)?;
+        Ok((scale, shift))
+    }
+
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if !train {
+            let (scale, shift) = self.eval_affine()?;
+            return crate::fused::affine_act(x, &scale, &shift, crate::fused::Act::Identity);
+        }
+        self.train_forward(x, crate::fused::Act::Identity)
+    }
+
+    fn train_forward(&self, x: &Tensor, act: crate::fused::Act) -> Result<Tensor> {
+        let (n, c, h, w) = x.dims4()?;
+        let shape = (1, c, 1, 1);
         let count = (n * h * w) as f64;
-        let y = if x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) {
-            crate::fused::batch_norm_train(
+        let dev = x.device();
+        let (y, bm, bv) = if dev.is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) {
+            let y = crate::fused::batch_norm_train_act(
                 x,
                 &self.weight.to_dtype(x.dtype())?,
                 &self.bias.to_dtype(x.dtype())?,
                 self.eps,
-            )?
+                act,
+            )?;
+            let (bm, bv) = crate::fused::channel_mean_var(&x.detach())?;
+            (
+                y,
+                Tensor::from_vec(bm, c, dev)?,
+                Tensor::from_vec(bv, c, dev)?,
+            )
         } else {
-            // Statistics in f32 at least (half-precision inputs are upcast).
+            // Composed ops (GPU); statistics in f32 at least (half-precision inputs are upcast).
             let inner = match x.dtype() {
                 DType::F16 | DType::BF16 => DType::F32,
                 d => d,
@@ -245,18 +268,21 @@ impl BatchNorm2d {
                 .to_dtype(inner)?
                 .reshape(shape)?
                 .broadcast_mul(&inv)?;
-            centred
+            let y = centred
                 .broadcast_mul(&scale)?
-                .broadcast_add(&self.bias.to_dtype(inner)?.reshape(shape)?)?
-                .to_dtype(x.dtype())?
+                .broadcast_add(&self.bias.to_dtype(inner)?.reshape(shape)?)?;
+            let y = match act {
+                crate::fused::Act::Identity => y,
+                crate::fused::Act::Silu => y.silu()?,
+            }
+            .to_dtype(x.dtype())?;
+            (y, mean.detach().flatten_all()?, var.detach().flatten_all()?)
         };
         // Running statistics, outside the graph; the running variance is unbiased as PyTorch's.
-        let (bm, bv) = crate::fused::channel_mean_var(&x.detach())?;
         let m = self.momentum;
         let unbias = count / (count - 1.0).max(1.0);
-        let dev = x.device();
-        let bm = Tensor::from_vec(bm, c, dev)?.to_dtype(self.running_mean.dtype())?;
-        let bv = (Tensor::from_vec(bv, c, dev)? * unbias)?.to_dtype(self.running_var.dtype())?;
+        let bm = bm.to_dtype(self.running_mean.dtype())?;
+        let bv = (bv.to_dtype(DType::F64)? * unbias)?.to_dtype(self.running_var.dtype())?;
         let rm = ((self.running_mean.as_detached_tensor() * (1.0 - m))? + (bm * m)?)?;
         let rv = ((self.running_var.as_detached_tensor() * (1.0 - m))? + (bv * m)?)?;
         self.running_mean.set(&rm)?;

@@ -48,6 +48,7 @@ enum Command {
 }
 
 fn main() {
+    pupil_backbones::keep_freed_memory();
     let cli = Cli::parse();
     let r = match cli.command {
         Command::Data(a) => cmd_data::run(a),

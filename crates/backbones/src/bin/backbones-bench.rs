@@ -21,6 +21,7 @@ fn peak_rss_mb() -> f64 {
 }
 
 fn main() -> candle_core::Result<()> {
+    pupil_backbones::keep_freed_memory();
     let args: Vec<String> = std::env::args().collect();
     let mode = args.get(1).map(String::as_str).unwrap_or("infer");
     let batch: usize = args.get(2).and_then(|v| v.parse().ok()).unwrap_or(1);
