@@ -56,8 +56,7 @@ pub fn exp_f32(x: f32) -> f32 {
     let x = x.max(-87.0).min(88.0);
     let n = (x * LOG2E + ROUND) - ROUND;
     let r = x - n * C1 - n * C2;
-    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2)
-        * r
+    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
         + 1.666_666_5e-1)
         * r
         + 5.000_000_1e-1;
@@ -845,10 +844,12 @@ mod tests {
         assert_eq!(exp_f32(0.0), 1.0);
         assert!(exp_f32(-1000.0) < 1e-37 && exp_f32(1000.0) > 1e38);
         assert!(exp_f32(f32::NEG_INFINITY) >= 0.0);
-        assert!(silu(&Tensor::new(&[f32::NAN], &candle_core::Device::Cpu).unwrap())
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap()[0]
-            .is_nan());
+        assert!(
+            silu(&Tensor::new(&[f32::NAN], &candle_core::Device::Cpu).unwrap())
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()[0]
+                .is_nan()
+        );
     }
 }

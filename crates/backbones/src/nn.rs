@@ -142,9 +142,15 @@ impl Module for Conv2d {
         let s = (self.stride, self.stride);
         let d = (self.dilation, self.dilation);
         let pad = self.pad.pads(h, w, k, s, d);
-        if self.kernel == 1 && self.stride == 1 && self.groups == 1 && pad == Pad2d::default() {
-            // A 1x1 convolution is a matmul over the channel axis; candle's gemm and its
-            // backward are much faster than the convolution path.
+        if self.kernel == 1
+            && self.stride == 1
+            && self.groups == 1
+            && pad == Pad2d::default()
+            && !x.device().is_cpu()
+        {
+            // Off the CPU a 1x1 convolution is a matmul over the channel axis. On the CPU
+            // pupil's conv op does the same GEMM as one graph node, where reshape + matmul +
+            // reshape cost candle's backward three gradient buffers over the activation.
             let (n, cin, _, _) = x.dims4()?;
             let cout = self.weight.dim(0)?;
             let wm = self.weight.reshape((cout, cin))?;
