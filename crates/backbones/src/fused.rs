@@ -5,7 +5,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor,
 };
-use rayon::prelude::*;
+use pupil_ops::par;
 
 fn slice<'a, T: candle_core::WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
     match l.contiguous_offsets() {
@@ -79,22 +79,19 @@ impl Real for f64 {
 
 /// Per-channel (mean, biased variance) of an NCHW buffer.
 fn moments<T: Real>(x: &[T], n: usize, c: usize, hw: usize) -> Vec<(f64, f64)> {
-    (0..c)
-        .into_par_iter()
-        .map(|ch| {
-            let (mut s, mut ss) = (0f64, 0f64);
-            for b in 0..n {
-                for &v in &x[(b * c + ch) * hw..(b * c + ch + 1) * hw] {
-                    let v = v.to();
-                    s += v;
-                    ss += v * v;
-                }
+    par::map(c, |ch| {
+        let (mut s, mut ss) = (0f64, 0f64);
+        for b in 0..n {
+            for &v in &x[(b * c + ch) * hw..(b * c + ch + 1) * hw] {
+                let v = v.to();
+                s += v;
+                ss += v * v;
             }
-            let m = (n * hw) as f64;
-            let mean = s / m;
-            (mean, (ss / m - mean * mean).max(0.0))
-        })
-        .collect()
+        }
+        let m = (n * hw) as f64;
+        let mean = s / m;
+        (mean, (ss / m - mean * mean).max(0.0))
+    })
 }
 
 /// Per-channel (mean, 1 / sqrt(var + eps)).
@@ -149,7 +146,7 @@ fn bn_fwd<T: Real>(
 ) -> Vec<T> {
     let st = stats(x, n, c, hw, eps);
     let mut y = vec![T::f(0.0); x.len()];
-    y.par_chunks_mut(hw).enumerate().for_each(|(row, out)| {
+    par::for_chunks(&mut y, hw, |row, out| {
         let ch = row % c;
         let (mean, inv) = st[ch];
         let scale = inv * g[ch].to();
@@ -261,7 +258,7 @@ fn bn_bwd<T: Real>(
         Act::Identity => dy,
         Act::Silu => {
             let mut d = vec![T::f(0.0); x.len()];
-            d.par_chunks_mut(hw).enumerate().for_each(|(row, o)| {
+            par::for_chunks(&mut d, hw, |row, o| {
                 let ch = row % c;
                 let (mean, inv) = st[ch];
                 let scale = inv * g[ch].to();
@@ -278,25 +275,22 @@ fn bn_bwd<T: Real>(
         }
     };
     // per channel: sum(dy), sum(dy * xhat)
-    let sums: Vec<(f64, f64)> = (0..c)
-        .into_par_iter()
-        .map(|ch| {
-            let (mean, inv) = st[ch];
-            let (mut sd, mut sdx) = (0f64, 0f64);
-            for b in 0..n {
-                let o = (b * c + ch) * hw;
-                for k in 0..hw {
-                    let d = dy[o + k].to();
-                    sd += d;
-                    sdx += d * (x[o + k].to() - mean) * inv;
-                }
+    let sums: Vec<(f64, f64)> = par::map(c, |ch| {
+        let (mean, inv) = st[ch];
+        let (mut sd, mut sdx) = (0f64, 0f64);
+        for b in 0..n {
+            let o = (b * c + ch) * hw;
+            for k in 0..hw {
+                let d = dy[o + k].to();
+                sd += d;
+                sdx += d * (x[o + k].to() - mean) * inv;
             }
-            (sd, sdx)
-        })
-        .collect();
+        }
+        (sd, sdx)
+    });
     let mut out = vec![T::f(0.0); x.len() + 2 * c];
     let (dx, rest) = out.split_at_mut(x.len());
-    dx.par_chunks_mut(hw).enumerate().for_each(|(row, o)| {
+    par::for_chunks(dx, hw, |row, o| {
         let ch = row % c;
         let (mean, inv) = st[ch];
         let (sd, sdx) = sums[ch];
@@ -394,13 +388,12 @@ impl CustomOp1 for Silu {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         fn go<T: Real>(x: &[T]) -> Vec<T> {
             let mut y = vec![T::f(0.0); x.len()];
-            y.par_chunks_mut(4096)
-                .zip(x.par_chunks(4096))
-                .for_each(|(o, i)| {
-                    for (a, &b) in o.iter_mut().zip(i) {
-                        *a = b * sig(b);
-                    }
-                });
+            par::for_chunks(&mut y, 4096, |k, o| {
+                let i = &x[k * 4096..][..o.len()];
+                for (a, &b) in o.iter_mut().zip(i) {
+                    *a = b * sig(b);
+                }
+            });
             y
         }
         let out = match s.dtype() {
@@ -428,14 +421,13 @@ impl CustomOp2 for SiluBackward {
     ) -> Result<(CpuStorage, Shape)> {
         fn go<T: Real>(x: &[T], dy: &[T]) -> Vec<T> {
             let mut out = vec![T::f(0.0); x.len()];
-            out.par_chunks_mut(4096)
-                .zip(x.par_chunks(4096).zip(dy.par_chunks(4096)))
-                .for_each(|(o, (xs, ds))| {
-                    for ((a, &v), &d) in o.iter_mut().zip(xs).zip(ds) {
-                        let s = sig(v);
-                        *a = d * (s + v * s * (T::f(1.0) - s));
-                    }
-                });
+            par::for_chunks(&mut out, 4096, |k, o| {
+                let (xs, ds) = (&x[k * 4096..][..o.len()], &dy[k * 4096..][..o.len()]);
+                for ((a, &v), &d) in o.iter_mut().zip(xs).zip(ds) {
+                    let s = sig(v);
+                    *a = d * (s + v * s * (T::f(1.0) - s));
+                }
+            });
             out
         }
         let out = match s1.dtype() {
@@ -469,19 +461,17 @@ struct Affine {
 
 fn affine_fwd<T: Real>(x: &[T], a: &[T], b: &[T], c: usize, hw: usize, act: Act) -> Vec<T> {
     let mut y = vec![T::f(0.0); x.len()];
-    y.par_chunks_mut(hw)
-        .zip(x.par_chunks(hw))
-        .enumerate()
-        .for_each(|(plane, (o, i))| {
-            let (s, t) = (a[plane % c], b[plane % c]);
-            match act {
-                Act::Identity => o.iter_mut().zip(i).for_each(|(o, &v)| *o = v * s + t),
-                Act::Silu => o.iter_mut().zip(i).for_each(|(o, &v)| {
-                    let z = v * s + t;
-                    *o = z * sig(z)
-                }),
-            }
-        });
+    par::for_chunks(&mut y, hw, |plane, o| {
+        let i = &x[plane * hw..][..hw];
+        let (s, t) = (a[plane % c], b[plane % c]);
+        match act {
+            Act::Identity => o.iter_mut().zip(i).for_each(|(o, &v)| *o = v * s + t),
+            Act::Silu => o.iter_mut().zip(i).for_each(|(o, &v)| {
+                let z = v * s + t;
+                *o = z * sig(z)
+            }),
+        }
+    });
     y
 }
 
@@ -595,10 +585,11 @@ impl CustomOp2 for PlaneScale {
         fn go<T: Real>(x: &[T], g: &[T]) -> Vec<T> {
             let hw = x.len() / g.len().max(1);
             let mut y = vec![T::f(0.0); x.len()];
-            y.par_chunks_mut(hw.max(1))
-                .zip(x.par_chunks(hw.max(1)))
-                .zip(g.par_iter())
-                .for_each(|((o, i), &s)| o.iter_mut().zip(i).for_each(|(o, &v)| *o = v * s));
+            let hw = hw.max(1);
+            par::for_chunks(&mut y, hw, |p, o| {
+                let (i, s) = (&x[p * hw..][..o.len()], g[p]);
+                o.iter_mut().zip(i).for_each(|(o, &v)| *o = v * s)
+            });
             y
         }
         let out = match s1.dtype() {

@@ -9,6 +9,7 @@
 mod conv;
 mod cpu;
 mod depthwise;
+pub mod par;
 mod pool;
 mod resize;
 mod softmax;

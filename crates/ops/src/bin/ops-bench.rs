@@ -164,8 +164,8 @@ fn main() -> Result<()> {
     let named = |s: &str| args.iter().any(|a| a == s);
     let all = !named("depthwise") && !named("dense");
     println!(
-        "threads: {} (RAYON_NUM_THREADS or all cores)",
-        rayon::current_num_threads()
+        "threads: {} (candle's pool: RAYON_NUM_THREADS or all cores)",
+        candle_core::utils::barrier_pool().n_workers() + 1
     );
     if all || named("depthwise") {
         depthwise(quick)?;

@@ -2,7 +2,6 @@
 
 use super::{axpy, dot, Phased, Window};
 use crate::storage::Real;
-use rayon::prelude::*;
 
 /// All kw taps of one kernel row in a single pass over the output row, so the
 /// accumulator stays in registers (K fixed for the common 3 and 5).
@@ -43,19 +42,17 @@ pub(crate) fn forward<T: Real>(x: &[T], w: &[T], c: usize, win: &Window) -> Vec<
     let (plane_in, plane_out, kk) = (win.h * win.w, win.oh * win.ow, win.kh * win.kw);
     let ph = Phased::new(win);
     let mut out = vec![T::ZERO; x.len() / plane_in * plane_out];
-    out.par_chunks_mut(plane_out)
-        .zip(x.par_chunks(plane_in))
-        .enumerate()
-        .for_each_init(Vec::new, |buf, (p, (o, xi))| {
-            let wk = &w[(p % c) * kk..][..kk];
-            ph.fill(xi, win.h, win.w, T::ZERO, buf);
-            for (oy, orow) in o.chunks_exact_mut(win.ow).enumerate() {
-                for i in 0..win.kh {
-                    let r = oy * win.sh + i * win.dh;
-                    row_taps(orow, buf, &ph, r, &wk[i * win.kw..][..win.kw], win.dw);
-                }
+    crate::par::for_chunks_init(&mut out, plane_out, Vec::new, |buf, p, o| {
+        let xi = &x[p * plane_in..][..plane_in];
+        let wk = &w[(p % c) * kk..][..kk];
+        ph.fill(xi, win.h, win.w, T::ZERO, buf);
+        for (oy, orow) in o.chunks_exact_mut(win.ow).enumerate() {
+            for i in 0..win.kh {
+                let r = oy * win.sh + i * win.dh;
+                row_taps(orow, buf, &ph, r, &wk[i * win.kw..][..win.kw], win.dw);
             }
-        });
+        }
+    });
     out
 }
 
@@ -65,24 +62,22 @@ pub(crate) fn backward_input<T: Real>(g: &[T], w: &[T], c: usize, win: &Window) 
     let (plane_in, plane_out, kk) = (win.h * win.w, win.oh * win.ow, win.kh * win.kw);
     let ph = Phased::new(win);
     let mut gx = vec![T::ZERO; g.len() / plane_out * plane_in];
-    gx.par_chunks_mut(plane_in)
-        .zip(g.par_chunks(plane_out))
-        .enumerate()
-        .for_each_init(Vec::new, |buf, (p, (gxi, gi))| {
-            let wk = &w[(p % c) * kk..][..kk];
-            buf.clear();
-            buf.resize(ph.size(), T::ZERO);
-            for (oy, grow) in gi.chunks_exact(win.ow).enumerate() {
-                for i in 0..win.kh {
-                    let r = oy * win.sh + i * win.dh;
-                    for j in 0..win.kw {
-                        let start = ph.run_start(r, j * win.dw);
-                        axpy(&mut buf[start..start + win.ow], grow, wk[i * win.kw + j]);
-                    }
+    crate::par::for_chunks_init(&mut gx, plane_in, Vec::new, |buf, p, gxi| {
+        let gi = &g[p * plane_out..][..plane_out];
+        let wk = &w[(p % c) * kk..][..kk];
+        buf.clear();
+        buf.resize(ph.size(), T::ZERO);
+        for (oy, grow) in gi.chunks_exact(win.ow).enumerate() {
+            for i in 0..win.kh {
+                let r = oy * win.sh + i * win.dh;
+                for j in 0..win.kw {
+                    let start = ph.run_start(r, j * win.dw);
+                    axpy(&mut buf[start..start + win.ow], grow, wk[i * win.kw + j]);
                 }
             }
-            ph.unfill(buf, win.h, win.w, gxi);
-        });
+        }
+        ph.unfill(buf, win.h, win.w, gxi);
+    });
     gx
 }
 
@@ -98,23 +93,21 @@ pub(crate) fn backward_weight<T: Real>(
     let (plane_in, plane_out, kk) = (win.h * win.w, win.oh * win.ow, win.kh * win.kw);
     let ph = Phased::new(win);
     let mut gw = vec![T::ZERO; c * kk];
-    gw.par_chunks_mut(kk)
-        .enumerate()
-        .for_each_init(Vec::new, |buf, (ch, gwk)| {
-            for b in 0..n {
-                let p = b * c + ch;
-                ph.fill(&x[p * plane_in..][..plane_in], win.h, win.w, T::ZERO, buf);
-                let gi = &g[p * plane_out..][..plane_out];
-                for (oy, grow) in gi.chunks_exact(win.ow).enumerate() {
-                    for i in 0..win.kh {
-                        let r = oy * win.sh + i * win.dh;
-                        for j in 0..win.kw {
-                            let start = ph.run_start(r, j * win.dw);
-                            gwk[i * win.kw + j] += dot(grow, &buf[start..start + win.ow]);
-                        }
+    crate::par::for_chunks_init(&mut gw, kk, Vec::new, |buf, ch, gwk| {
+        for b in 0..n {
+            let p = b * c + ch;
+            ph.fill(&x[p * plane_in..][..plane_in], win.h, win.w, T::ZERO, buf);
+            let gi = &g[p * plane_out..][..plane_out];
+            for (oy, grow) in gi.chunks_exact(win.ow).enumerate() {
+                for i in 0..win.kh {
+                    let r = oy * win.sh + i * win.dh;
+                    for j in 0..win.kw {
+                        let start = ph.run_start(r, j * win.dw);
+                        gwk[i * win.kw + j] += dot(grow, &buf[start..start + win.ow]);
                     }
                 }
             }
-        });
+        }
+    });
     gw
 }

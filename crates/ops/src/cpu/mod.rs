@@ -1,5 +1,5 @@
 //! Slice kernels over one NCHW plane at a time; the callers parallelise over
-//! planes with rayon.
+//! planes on candle's thread pool (`crate::par`).
 
 pub(crate) mod dense;
 pub(crate) mod depthwise;
