@@ -561,8 +561,8 @@ pub fn affine_act(x: &Tensor, a: &Tensor, b: &Tensor, act: Act) -> Result<Tensor
     let mut shape = vec![1usize; x.rank()];
     shape[1] = c;
     let z = x
-        .broadcast_mul(&a.reshape(shape.clone())?)?
-        .broadcast_add(&b.reshape(shape)?)?;
+        .broadcast_mul(&a.to_dtype(x.dtype())?.reshape(shape.clone())?)?
+        .broadcast_add(&b.to_dtype(x.dtype())?.reshape(shape)?)?;
     match act {
         Act::Identity => Ok(z),
         Act::Silu => z.silu(),

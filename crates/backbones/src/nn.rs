@@ -3,7 +3,9 @@
 //! stochastic depth and dropout.
 use crate::params::{Init, ParamKind, Vb};
 use candle_core::{DType, Module, Result, Tensor, Var, D};
+use pupil_ops::dist::Collective;
 pub use pupil_ops::Pad2d;
+use std::sync::Arc;
 
 /// How a convolution or pooling pads its input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -153,25 +155,47 @@ impl Module for Conv2d {
             // reshape cost candle's backward three gradient buffers over the activation.
             let (n, cin, _, _) = x.dims4()?;
             let cout = self.weight.dim(0)?;
-            let wm = self.weight.reshape((cout, cin))?;
+            let wm = self.weight.to_dtype(x.dtype())?.reshape((cout, cin))?;
             let y = wm
                 .broadcast_matmul(&x.reshape((n, cin, h * w))?)?
                 .reshape((n, cout, h, w))?;
             return match &self.bias {
-                Some(b) => y.broadcast_add(&b.reshape((1, cout, 1, 1))?),
+                Some(b) => y.broadcast_add(&b.to_dtype(x.dtype())?.reshape((1, cout, 1, 1))?),
                 None => Ok(y),
             };
         }
         pupil_ops::conv2d(
             x,
-            &self.weight,
-            self.bias.as_ref(),
+            // Mixed precision: f32 master weights meet the activations' dtype here.
+            &self.weight.to_dtype(x.dtype())?,
+            self.bias
+                .as_ref()
+                .map(|b| b.to_dtype(x.dtype()))
+                .transpose()?
+                .as_ref(),
             self.stride,
             pad,
             self.dilation,
             self.groups,
         )
     }
+}
+
+thread_local! {
+    static SYNC_BN: std::cell::RefCell<Option<Arc<dyn Collective>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Synchronizes the batch statistics of every batch norm run on this thread over `group`
+/// (data-parallel training); `None` turns it off.
+pub fn set_sync_batch_norm(group: Option<Arc<dyn Collective>>) {
+    SYNC_BN.with(|s| *s.borrow_mut() = group);
+}
+
+fn sync_group() -> Option<Arc<dyn Collective>> {
+    SYNC_BN
+        .with(|s| s.borrow().clone())
+        .filter(|g| g.world_size() > 1)
 }
 
 /// 2-D batch norm. `momentum` follows PyTorch: `running = (1 - m) * running + m * batch`.
@@ -235,9 +259,46 @@ impl BatchNorm2d {
     fn train_forward(&self, x: &Tensor, act: crate::fused::Act) -> Result<Tensor> {
         let (n, c, h, w) = x.dims4()?;
         let shape = (1, c, 1, 1);
-        let count = (n * h * w) as f64;
+        let mut count = (n * h * w) as f64;
         let dev = x.device();
-        let (y, bm, bv) = if dev.is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) {
+        let sync = sync_group();
+        let (y, bm, bv) = if let Some(group) = &sync {
+            // Synchronized: per-channel sums over every rank's batch, through a
+            // differentiable all-reduce, so the backward also sees the other ranks.
+            let inner = match x.dtype() {
+                DType::F16 | DType::BF16 => DType::F32,
+                d => d,
+            };
+            let xf = x.to_dtype(inner)?;
+            let flat = xf.transpose(0, 1)?.reshape((c, ()))?;
+            let local = Tensor::cat(
+                &[
+                    flat.sum(1)?,
+                    flat.sqr()?.sum(1)?,
+                    Tensor::new(&[count], dev)?.to_dtype(inner)?,
+                ],
+                0,
+            )?;
+            let total = pupil_ops::dist::all_reduce(&local, group)?;
+            count = total
+                .narrow(0, 2 * c, 1)?
+                .to_dtype(DType::F64)?
+                .to_vec1::<f64>()?[0];
+            let mean = (total.narrow(0, 0, c)? / count)?;
+            let var = ((total.narrow(0, c, c)? / count)? - mean.sqr()?)?.relu()?;
+            let inv = (&var + self.eps)?.sqrt()?.recip()?;
+            let scale = (self.weight.to_dtype(inner)? * inv)?;
+            let shift = (self.bias.to_dtype(inner)? - (&mean * &scale)?)?;
+            let z = xf
+                .broadcast_mul(&scale.reshape(shape)?)?
+                .broadcast_add(&shift.reshape(shape)?)?;
+            let y = match act {
+                crate::fused::Act::Identity => z,
+                crate::fused::Act::Silu => z.silu()?,
+            }
+            .to_dtype(x.dtype())?;
+            (y, mean.detach(), var.detach())
+        } else if dev.is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) {
             let y = crate::fused::batch_norm_train_act(
                 x,
                 &self.weight.to_dtype(x.dtype())?,
@@ -331,8 +392,13 @@ impl Linear {
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.matmul(&self.weight.t()?)?;
-        match &self.bias {
+        let y = x.matmul(&self.weight.to_dtype(x.dtype())?.t()?)?;
+        match &self
+            .bias
+            .as_ref()
+            .map(|b| b.to_dtype(x.dtype()))
+            .transpose()?
+        {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
         }

@@ -39,24 +39,65 @@ pub struct TrainArgs {
     /// Start afresh even if the folder holds a checkpoint.
     #[arg(long)]
     pub restart: bool,
-    /// Data-parallel processes on this node (see the README's multi-GPU section).
+    /// Data-parallel processes on this node, one per GPU (as torchrun's flag; see the
+    /// README's multi-GPU section). Without it, RANK/WORLD_SIZE/MASTER_ADDR from the
+    /// environment (torchrun, Slurm, Kubernetes) make this process one rank of a job.
     #[arg(long, default_value_t = 1)]
     pub nproc_per_node: usize,
+    /// Nodes in the job (with --nproc-per-node).
+    #[arg(long, default_value_t = 1)]
+    pub nnodes: usize,
+    /// This node's index among --nnodes.
+    #[arg(long, default_value_t = 0)]
+    pub node_rank: usize,
+    /// Host of rank 0's rendezvous.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub master_addr: String,
+    #[arg(long, default_value_t = 29500)]
+    pub master_port: u16,
 }
 
+/// Set in the processes the launcher starts, which run as ranks instead of launching again.
+const LAUNCHED: &str = "PUPIL_LAUNCHED";
+
 pub fn train(a: TrainArgs) -> Result<()> {
-    if a.nproc_per_node != 1 {
-        bail!(
-            "--nproc-per-node {} needs a build with the nccl feature (this build runs one process)",
-            a.nproc_per_node
-        );
-    }
-    let cfg = a.cfg.load(None)?;
-    if a.restart {
+    let launched = std::env::var_os(LAUNCHED).is_some();
+    if a.restart && !launched {
         let _ = std::fs::remove_dir_all(pupil_selftrain::trainer::checkpoint_dir(&a.out));
     }
-    let o = experiment::train(&cfg, &a.out, None, !a.restart, false)?;
-    report_outcome(&o);
+    if (a.nproc_per_node > 1 || a.nnodes > 1) && !launched {
+        // Checked here so a bad config fails once, not in every rank.
+        a.cfg.load(None)?;
+        std::env::set_var(LAUNCHED, "1");
+        let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+        pupil_selftrain::dist::launch(
+            a.nproc_per_node,
+            a.nnodes,
+            a.node_rank,
+            (&a.master_addr, a.master_port),
+            &args,
+        )?;
+        println!(
+            "{} ranks finished -> {}",
+            a.nproc_per_node * a.nnodes,
+            a.out.join("model.safetensors").display()
+        );
+        return Ok(());
+    }
+    let mut cfg = a.cfg.load(None)?;
+    if let Some(env) = pupil_selftrain::dist::DistEnv::from_env()? {
+        cfg.device = pupil_selftrain::dist::device_spec(&cfg.device, Some(&env));
+        let group =
+            pupil_selftrain::dist::init_group(&env, &device(&cfg.device)?).with_context(|| {
+                format!("rank {} of {}: joining {}", env.rank, env.world, env.master)
+            })?;
+        pupil_selftrain::dist::set_group(group)?;
+    }
+    let resume = !a.restart || launched;
+    let o = experiment::train(&cfg, &a.out, None, resume, false)?;
+    if pupil_selftrain::dist::group().is_none_or(|g| g.rank() == 0) {
+        report_outcome(&o);
+    }
     Ok(())
 }
 

@@ -83,6 +83,8 @@ pub struct Loader {
     dataset: Arc<dyn Dataset>,
     transform: Option<Arc<Transform>>,
     pub config: LoaderConfig,
+    /// (rank, world): this process loads its part of every global batch.
+    shard: (usize, usize),
 }
 
 impl Loader {
@@ -92,7 +94,18 @@ impl Loader {
             dataset,
             transform: None,
             config,
+            shard: (0, 1),
         }
+    }
+
+    /// Data parallelism: batches stay `batch_size` images globally (same order on every
+    /// rank, from the shared seed) and rank `rank` of `world` loads the `rank`-th of `world`
+    /// equal parts of each. Augmentation draws from each sample's own stream, so an image is
+    /// augmented the same whichever rank loads it.
+    pub fn with_shard(mut self, rank: usize, world: usize) -> Self {
+        assert!(world > 0 && rank < world, "rank {rank} of {world}");
+        self.shard = (rank, world);
+        self
     }
 
     pub fn with_transform(mut self, t: Arc<Transform>) -> Self {
@@ -137,7 +150,10 @@ impl Loader {
             .chunks(b)
             .filter(|c| !self.config.drop_last || c.len() == b)
             .skip(start)
-            .map(|c| c.to_vec())
+            .map(|c| {
+                let (r, w) = self.shard;
+                c[r * c.len() / w..(r + 1) * c.len() / w].to_vec()
+            })
             .collect();
         let job = Arc::new(Job {
             dataset: self.dataset.clone(),
@@ -356,6 +372,37 @@ mod tests {
         assert_ne!(ids, (0..37).collect::<Vec<_>>(), "shuffled");
         ids.sort();
         assert_eq!(ids, (0..37).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn shards_split_every_global_batch_in_rank_order() {
+        let ds: Arc<dyn Dataset> = Arc::new(Counting {
+            n: 23,
+            loaded: AtomicUsize::new(0),
+        });
+        let cfg = LoaderConfig {
+            batch_size: 6,
+            shuffle: true,
+            drop_last: true,
+            seed: 9,
+            workers: 0,
+            prefetch: 1,
+        };
+        let ids = |l: Loader| -> Vec<Vec<u64>> {
+            l.epoch_from(2, 1)
+                .map(|b| b.unwrap().iter().map(|s| s.image_id).collect())
+                .collect()
+        };
+        let whole = ids(Loader::new(ds.clone(), cfg.clone()));
+        let parts: Vec<_> = (0..3)
+            .map(|r| ids(Loader::new(ds.clone(), cfg.clone()).with_shard(r, 3)))
+            .collect();
+        assert_eq!(whole.len(), 2, "23 images, batches of 6, one skipped");
+        for (k, b) in whole.iter().enumerate() {
+            let joined: Vec<u64> = parts.iter().flat_map(|p| p[k].clone()).collect();
+            assert_eq!(&joined, b);
+            assert!(parts.iter().all(|p| p[k].len() == 2));
+        }
     }
 
     #[test]

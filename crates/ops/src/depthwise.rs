@@ -53,6 +53,20 @@ impl CustomOp2 for Conv {
         Ok((out, Shape::from((n, c, win.oh, win.ow))))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        xs: &candle_core::CudaStorage,
+        xl: &Layout,
+        ws: &candle_core::CudaStorage,
+        wl: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let [n, c, h, w] = dims4(xl, NAME)?;
+        let win = self.window((h, w), filter_dims(wl, c)?)?;
+        let y = crate::cuda::depthwise_fwd((xs, xl), (ws, wl), n, c, &win)?;
+        Ok((y, Shape::from((n, c, win.oh, win.ow))))
+    }
+
     fn bwd(
         &self,
         x: &Tensor,
@@ -121,6 +135,27 @@ impl CustomOp2 for GradInput {
         });
         Ok((out, Shape::from((n, c, self.hw.0, self.hw.1))))
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        gs: &candle_core::CudaStorage,
+        gl: &Layout,
+        ws: &candle_core::CudaStorage,
+        wl: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let [n, c, oh, ow] = dims4(gl, NAME)?;
+        let win = self.conv.window(self.hw, filter_dims(wl, c)?)?;
+        if (win.oh, win.ow) != (oh, ow) {
+            bail!(
+                "{NAME}: gradient is {oh}x{ow}, forward output was {}x{}",
+                win.oh,
+                win.ow
+            );
+        }
+        let gx = crate::cuda::depthwise_bwd_input((gs, gl), (ws, wl), n, c, &win)?;
+        Ok((gx, Shape::from((n, c, self.hw.0, self.hw.1))))
+    }
 }
 
 /// (input, grad_out) -> grad_filter [c, 1, kh, kw].
@@ -162,6 +197,26 @@ impl CustomOp2 for GradFilter {
         });
         Ok((out, Shape::from((c, 1, self.k.0, self.k.1))))
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        xs: &candle_core::CudaStorage,
+        xl: &Layout,
+        gs: &candle_core::CudaStorage,
+        gl: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let [n, c, h, w] = dims4(xl, NAME)?;
+        let win = self.conv.window((h, w), self.k)?;
+        if dims4(gl, NAME)? != [n, c, win.oh, win.ow] {
+            bail!(
+                "{NAME}: gradient shape {:?} does not match the output",
+                gl.dims()
+            );
+        }
+        let gw = crate::cuda::depthwise_bwd_filter((xs, xl), (gs, gl), n, c, &win)?;
+        Ok((gw, Shape::from((c, 1, self.k.0, self.k.1))))
+    }
 }
 
 /// Depthwise (groups = channels) 2D convolution of `x` [N, C, H, W] with
@@ -180,7 +235,7 @@ pub fn depthwise_conv2d(
         dilation,
         pad: padding,
     };
-    let y = x.contiguous()?.apply_op2(&w.contiguous()?, conv)?;
+    let y = crate::upcast2(x, w, |x, w| x.apply_op2(w, conv))?;
     match bias {
         Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?),
         None => Ok(y),

@@ -8,7 +8,10 @@
 
 mod conv;
 mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
 mod depthwise;
+pub mod dist;
 pub mod par;
 mod pool;
 mod resize;
@@ -20,6 +23,37 @@ pub use depthwise::depthwise_conv2d;
 pub use pool::max_pool2d;
 pub use resize::{resize_bilinear, resize_nearest};
 pub use softmax::{log_softmax_last_dim, softmax_last_dim};
+
+/// Runs a one-input op at f32 when `x` is half precision (the kernels exist for f32 and
+/// f64) and casts the result back; contiguous input in every case.
+pub(crate) fn upcast1(
+    x: &candle_core::Tensor,
+    f: impl FnOnce(&candle_core::Tensor) -> candle_core::Result<candle_core::Tensor>,
+) -> candle_core::Result<candle_core::Tensor> {
+    use candle_core::DType;
+    match x.dtype() {
+        DType::F16 | DType::BF16 => f(&x.to_dtype(DType::F32)?)?.to_dtype(x.dtype()),
+        _ => f(&x.contiguous()?),
+    }
+}
+
+/// [`upcast1`] for two inputs of the same dtype.
+pub(crate) fn upcast2(
+    x: &candle_core::Tensor,
+    w: &candle_core::Tensor,
+    f: impl FnOnce(
+        &candle_core::Tensor,
+        &candle_core::Tensor,
+    ) -> candle_core::Result<candle_core::Tensor>,
+) -> candle_core::Result<candle_core::Tensor> {
+    use candle_core::DType;
+    match x.dtype() {
+        DType::F16 | DType::BF16 => {
+            f(&x.to_dtype(DType::F32)?, &w.to_dtype(DType::F32)?)?.to_dtype(x.dtype())
+        }
+        _ => f(&x.contiguous()?, &w.contiguous()?),
+    }
+}
 
 /// Zero (or -inf for pooling) padding added around the spatial dims, in pixels.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

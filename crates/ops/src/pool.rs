@@ -34,6 +34,18 @@ impl CustomOp1 for MaxPool {
         Ok((out, Shape::from((n, c, win.oh, win.ow))))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        xs: &candle_core::CudaStorage,
+        xl: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let [n, c, h, w] = dims4(xl, NAME)?;
+        let win = self.window((h, w))?;
+        let y = crate::cuda::max_pool_fwd((xs, xl), n * c, &win)?;
+        Ok((y, Shape::from((n, c, win.oh, win.ow))))
+    }
+
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         let gx = x.apply_op2_no_bwd(&grad.contiguous()?, &MaxPoolGrad(*self))?;
         Ok(Some(gx))
@@ -71,6 +83,26 @@ impl CustomOp2 for MaxPoolGrad {
         });
         Ok((out, xl.shape().clone()))
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        xs: &candle_core::CudaStorage,
+        xl: &Layout,
+        gs: &candle_core::CudaStorage,
+        gl: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let [n, c, h, w] = dims4(xl, NAME)?;
+        let win = self.0.window((h, w))?;
+        if dims4(gl, NAME)? != [n, c, win.oh, win.ow] {
+            bail!(
+                "{NAME}: gradient shape {:?} does not match the output",
+                gl.dims()
+            );
+        }
+        let gx = crate::cuda::max_pool_bwd((xs, xl), (gs, gl), n * c, &win)?;
+        Ok((gx, xl.shape().clone()))
+    }
 }
 
 /// Max pooling over `x` [N, C, H, W] with -inf padding, so kernel != stride
@@ -82,9 +114,10 @@ pub fn max_pool2d(
     stride: (usize, usize),
     padding: Pad2d,
 ) -> Result<Tensor> {
-    x.contiguous()?.apply_op1(MaxPool {
+    let op = MaxPool {
         kernel,
         stride,
         pad: padding,
-    })
+    };
+    crate::upcast1(x, |x| x.apply_op1(op))
 }

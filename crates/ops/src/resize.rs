@@ -60,6 +60,56 @@ impl CustomOp1 for Resize {
         Ok((out, Shape::from((n, c, to.0, to.1))))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s: &candle_core::CudaStorage,
+        l: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        use crate::cuda::{AxisTaps, ResizeKind};
+        let name = self.mode.name();
+        let [n, c, h, w] = dims4(l, name)?;
+        let (from, to) = if self.grad {
+            (self.out, self.inp)
+        } else {
+            (self.inp, self.out)
+        };
+        if (h, w) != from {
+            bail!("{name}: expected spatial size {from:?}, got ({h}, {w})");
+        }
+        // The taps are the CPU op's own, so both devices sample the same pixels.
+        let axis = |inp: usize, out: usize, ac: bool| {
+            let t = k::bilinear_taps::<f64>(inp, out, ac);
+            AxisTaps {
+                index: t.iter().flat_map(|t| [t.i0 as i32, t.i1 as i32]).collect(),
+                weight: t.iter().flat_map(|t| [t.l0, t.l1]).collect(),
+            }
+        };
+        let nearest = |inp: usize, out: usize| -> Vec<i32> {
+            k::nearest_index(inp, out)
+                .into_iter()
+                .map(|v| v as i32)
+                .collect()
+        };
+        let y = match self.mode {
+            Mode::Bilinear { align_corners } => {
+                let ty = axis(self.inp.0, self.out.0, align_corners);
+                let tx = axis(self.inp.1, self.out.1, align_corners);
+                let kind = ResizeKind::Bilinear { ty: &ty, tx: &tx };
+                crate::cuda::resize((s, l), n * c, self.inp, self.out, kind, self.grad)?
+            }
+            Mode::Nearest => {
+                let (iy, ix) = (
+                    nearest(self.inp.0, self.out.0),
+                    nearest(self.inp.1, self.out.1),
+                );
+                let kind = ResizeKind::Nearest { iy: &iy, ix: &ix };
+                crate::cuda::resize((s, l), n * c, self.inp, self.out, kind, self.grad)?
+            }
+        };
+        Ok((y, Shape::from((n, c, to.0, to.1))))
+    }
+
     fn bwd(&self, _x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         if self.grad {
             bail!(
@@ -80,12 +130,13 @@ fn resize(x: &Tensor, mode: Mode, out_h: usize, out_w: usize) -> Result<Tensor> 
     if h == 0 || w == 0 || out_h == 0 || out_w == 0 {
         bail!("{}: empty size {h}x{w} -> {out_h}x{out_w}", mode.name());
     }
-    x.contiguous()?.apply_op1(Resize {
+    let op = Resize {
         mode,
         inp: (h, w),
         out: (out_h, out_w),
         grad: false,
-    })
+    };
+    crate::upcast1(x, |x| x.apply_op1(op))
 }
 
 /// Bilinear resize of `x` [N, C, H, W] to `out_h` x `out_w`, matching

@@ -110,6 +110,31 @@ pub struct OptimConfig {
     pub log_every: usize,
     pub eval_every: usize,
     pub checkpoint_every: usize,
+    /// Data-parallel runs: batch norm statistics over the global batch (as the paper).
+    pub sync_batch_norm: bool,
+    /// Arithmetic of the forward and backward passes: "f32", or mixed precision "bf16" /
+    /// "f16" (weights and the optimizer stay f32; f16 adds dynamic loss scaling). Half
+    /// precision needs a CUDA device.
+    pub precision: Precision,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    F32,
+    Bf16,
+    F16,
+}
+
+impl Precision {
+    pub fn dtype(self) -> candle_core::DType {
+        match self {
+            Precision::F32 => candle_core::DType::F32,
+            Precision::Bf16 => candle_core::DType::BF16,
+            Precision::F16 => candle_core::DType::F16,
+        }
+    }
 }
 
 impl Default for OptimConfig {
@@ -130,6 +155,8 @@ impl Default for OptimConfig {
             log_every: 10,
             eval_every: 0,
             checkpoint_every: 1000,
+            sync_batch_norm: true,
+            precision: Precision::F32,
         }
     }
 }

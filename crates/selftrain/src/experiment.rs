@@ -48,6 +48,7 @@ pub fn train(
         train_transform: train_transform(cfg).map_err(err)?,
         eval_transform: eval_transform(cfg),
         quiet,
+        dist: crate::dist::group(),
     };
     let o = t.run(resume)?;
     pupil_data::io::write_json_atomic(out.join("outcome.json"), &o).map_err(err)?;

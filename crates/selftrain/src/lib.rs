@@ -8,10 +8,13 @@
 //! - [`trainer`]: the loop, human + pseudo mixing with the loss normalization, checkpoints and
 //!   exact resume.
 //! - [`pseudo`]: teacher pseudo-labels in resumable COCO shards, their quality report.
+//! - [`dist`]: data-parallel training (process group from the environment, gradient
+//!   averaging, synchronized batch norm, the `--nproc-per-node` launcher).
 //! - [`experiment`]: the grid of init x self-training x augmentation x labeled fraction, and
 //!   the quickstart.
 pub mod config;
 pub mod data;
+pub mod dist;
 pub mod experiment;
 pub mod model;
 pub mod optim;

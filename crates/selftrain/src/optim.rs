@@ -60,6 +60,11 @@ impl Sgd {
         }
     }
 
+    /// The parameters it updates: (name, variable, kind).
+    pub fn params(&self) -> &[(String, Var, ParamKind)] {
+        &self.params
+    }
+
     /// One update with learning rate `lr` from the gradients of a loss.
     pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<StepInfo> {
         let mut gs: Vec<(usize, Tensor)> = Vec::new();
@@ -98,6 +103,62 @@ impl Sgd {
             grad_norm: norm,
             clipped,
         })
+    }
+}
+
+/// Dynamic loss scaling for f16 training: the loss is multiplied by `scale` before the
+/// backward pass so small gradients survive in half precision; a step whose gradients
+/// overflow is skipped and the scale halved, and after `growth_interval` good steps in a row
+/// it doubles (PyTorch's GradScaler defaults).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LossScaler {
+    pub scale: f64,
+    pub growth_interval: usize,
+    good_steps: usize,
+}
+
+impl LossScaler {
+    pub fn new(initial: f64) -> Self {
+        LossScaler {
+            scale: initial,
+            growth_interval: 2000,
+            good_steps: 0,
+        }
+    }
+
+    /// Divides the gradients by the scale; `false` (skip this step) when any is not finite.
+    pub fn unscale(
+        &mut self,
+        grads: &mut GradStore,
+        params: &[(String, Var, ParamKind)],
+    ) -> Result<bool> {
+        let mut unscaled = Vec::new();
+        let mut total = 0f64;
+        for (_, v, _) in params {
+            if let Some(g) = grads.get(v.as_tensor()) {
+                let g = (g.to_dtype(candle_core::DType::F32)? / self.scale)?;
+                total += g
+                    .abs()?
+                    .sum_all()?
+                    .to_dtype(candle_core::DType::F64)?
+                    .to_scalar::<f64>()?;
+                unscaled.push((v.as_tensor().clone(), g));
+            }
+        }
+        if !total.is_finite() {
+            self.scale = (self.scale / 2.0).max(1.0);
+            self.good_steps = 0;
+            return Ok(false);
+        }
+        for (t, g) in unscaled {
+            grads.insert(&t, g);
+        }
+        self.good_steps += 1;
+        if self.good_steps >= self.growth_interval {
+            self.scale *= 2.0;
+            self.good_steps = 0;
+        }
+        Ok(true)
     }
 }
 
@@ -233,5 +294,40 @@ mod tests {
             (wv[0] + 0.6).abs() < 1e-6 && (wv[1] + 0.8).abs() < 1e-6,
             "{wv:?}"
         );
+    }
+
+    #[test]
+    fn loss_scaler_skips_overflow_halves_and_grows() {
+        let store = ParamStore::new(&Device::Cpu, DType::F32, 0);
+        let w = store
+            .root()
+            .get(
+                2,
+                "w",
+                pupil_backbones::params::Init::Const(1.0),
+                ParamKind::Kernel,
+            )
+            .unwrap();
+        let params = store.trainable();
+        let mut s = LossScaler::new(1024.0);
+        s.growth_interval = 2;
+        let grads_of = |v: f32| {
+            let loss = (w.clone() * v as f64).unwrap().sum_all().unwrap();
+            loss.backward().unwrap()
+        };
+        let mut g = grads_of(2048.0);
+        assert!(s.unscale(&mut g, &params).unwrap());
+        assert_eq!(g.get(&w).unwrap().to_vec1::<f32>().unwrap(), vec![2.0, 2.0]);
+        let mut g = grads_of(f32::INFINITY);
+        assert!(
+            !s.unscale(&mut g, &params).unwrap(),
+            "overflow skips the step"
+        );
+        assert_eq!(s.scale, 512.0);
+        for _ in 0..2 {
+            let mut g = grads_of(1.0);
+            assert!(s.unscale(&mut g, &params).unwrap());
+        }
+        assert_eq!(s.scale, 1024.0, "two good steps double it");
     }
 }

@@ -15,6 +15,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// Starting loss scale for f16 (PyTorch's GradScaler default).
+fn state_scale_default() -> f64 {
+    65536.0
+}
+
 fn err(m: impl std::fmt::Display) -> candle_core::Error {
     candle_core::Error::Msg(m.to_string())
 }
@@ -79,6 +84,7 @@ struct Stream {
 }
 
 impl Stream {
+    #[allow(clippy::too_many_arguments)]
     fn new(
         ds: Arc<dyn Dataset>,
         batch: usize,
@@ -86,6 +92,7 @@ impl Stream {
         workers: usize,
         t: Arc<Transform>,
         pos: Position,
+        (rank, world): (usize, usize),
     ) -> Self {
         let loader = Loader::new(
             ds,
@@ -98,7 +105,8 @@ impl Stream {
                 prefetch: 4,
             },
         )
-        .with_transform(t);
+        .with_transform(t)
+        .with_shard(rank, world);
         Stream {
             loader,
             pos,
@@ -139,6 +147,8 @@ pub struct Trainer<'a> {
     pub eval_transform: Arc<Transform>,
     /// Hide the progress bar.
     pub quiet: bool,
+    /// Data-parallel group (see [`crate::dist`]); `None` trains alone.
+    pub dist: Option<Arc<dyn pupil_ops::dist::Collective>>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -256,6 +266,29 @@ impl<'a> Trainer<'a> {
     pub fn run(&self, resume: bool) -> Result<Outcome> {
         let cfg = self.cfg;
         let o = &cfg.optim;
+        let (rank, world) = match &self.dist {
+            Some(g) => (g.rank(), g.world_size()),
+            None => (0, 1),
+        };
+        // Rank 0 alone writes; the others train in step with it.
+        let lead = rank == 0;
+        let quiet = self.quiet || !lead;
+        if o.batch_size % world != 0 {
+            return Err(err(format!(
+                "optim.batch_size {} must be a multiple of the world size {world}",
+                o.batch_size
+            )));
+        }
+        pupil_backbones::nn::set_sync_batch_norm(self.dist.clone().filter(|_| o.sync_batch_norm));
+        let compute = o.precision.dtype();
+        if compute == candle_core::DType::BF16 && self.device.is_cpu() {
+            return Err(err(
+                "optim.precision = \"bf16\" needs a CUDA device (candle has no bf16 matmul on CPU); use \"f32\" or \"f16\"",
+            ));
+        }
+        // f16 keeps small gradients representable by scaling the loss.
+        let mut scaler = (compute == candle_core::DType::F16)
+            .then(|| crate::optim::LossScaler::new(state_scale_default()));
         std::fs::create_dir_all(&self.out)
             .map_err(|e| err(format!("{}: {e}", self.out.display())))?;
         let mut opt = Sgd::new(self.store, o);
@@ -275,7 +308,7 @@ impl<'a> Trainer<'a> {
         if resume {
             if let Some(p) = latest_checkpoint(&self.out) {
                 state = self.restore(&p, &mut opt, &mut ema)?;
-                if !self.quiet {
+                if !quiet {
                     eprintln!("resumed from {} at step {}", p.display(), state.step);
                 }
             }
@@ -285,7 +318,11 @@ impl<'a> Trainer<'a> {
         let (bh, bp) = match &self.pseudo {
             Some(_) => (
                 o.batch_size,
-                ((o.batch_size as f64 * cfg.selftrain.pseudo_per_human).round() as usize).max(1),
+                // a multiple of the world size, so every rank gets the same share
+                ((o.batch_size as f64 * cfg.selftrain.pseudo_per_human / world as f64).round()
+                    as usize)
+                    .max(1)
+                    * world,
             ),
             None => (o.batch_size, 0),
         };
@@ -297,6 +334,7 @@ impl<'a> Trainer<'a> {
             workers,
             self.train_transform.clone(),
             state.human,
+            (rank, world),
         );
         let mut pseudo = self.pseudo.as_ref().map(|p| {
             Stream::new(
@@ -306,6 +344,7 @@ impl<'a> Trainer<'a> {
                 workers,
                 self.train_transform.clone(),
                 state.pseudo,
+                (rank, world),
             )
         });
         let bc = self.batch_config();
@@ -315,7 +354,7 @@ impl<'a> Trainer<'a> {
             .append(true)
             .open(&metrics_path)
             .map_err(|e| err(format!("{}: {e}", metrics_path.display())))?;
-        let bar = if self.quiet {
+        let bar = if quiet {
             indicatif::ProgressBar::hidden()
         } else {
             indicatif::ProgressBar::new(o.steps as u64)
@@ -329,19 +368,24 @@ impl<'a> Trainer<'a> {
         let mut images = 0usize;
         while state.step < o.steps {
             let lr = learning_rate(o, state.step);
-            let hb = collate(&human.next()?, &bc, &self.device).map_err(err)?;
+            let mut hb = collate(&human.next()?, &bc, &self.device).map_err(err)?;
+            hb.images = hb.images.to_dtype(compute)?;
             let (loss, mut parts) = self.model.loss(&hb, true)?;
             images += hb.num_boxes.len();
             let mut record = serde_json::Map::new();
             let total = match pseudo.as_mut() {
                 Some(ps) => {
-                    let pb = collate(&ps.next()?, &bc, &self.device).map_err(err)?;
+                    let mut pb = collate(&ps.next()?, &bc, &self.device).map_err(err)?;
+                    pb.images = pb.images.to_dtype(compute)?;
                     images += pb.num_boxes.len();
                     let (lp, pparts) = self.model.loss(&pb, true)?;
-                    let (h, p) = (
+                    let mut hp = [
                         loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?,
                         lp.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?,
-                    );
+                    ];
+                    // Every rank keeps the same averages: the means over the global batch.
+                    crate::dist::mean_over_ranks(self.dist.as_ref(), &mut hp)?;
+                    let [h, p] = hp;
                     state.loss_norm.update(h, p, cfg.selftrain.loss_avg_decay);
                     record.insert("L_h".into(), h.into());
                     record.insert("L_p".into(), p.into());
@@ -358,8 +402,30 @@ impl<'a> Trainer<'a> {
             if !value.is_finite() {
                 return Err(err(format!("loss became {value} at step {}", state.step)));
             }
-            let grads = total.backward()?;
-            let info = opt.step(&grads, lr)?;
+            let mut grads = match &scaler {
+                Some(s) => (&total * s.scale)?.backward()?,
+                None => total.backward()?,
+            };
+            if let Some(g) = &self.dist {
+                crate::dist::average_gradients(&mut grads, opt.params(), g)?;
+            }
+            let finite = match scaler.as_mut() {
+                Some(s) => s.unscale(&mut grads, opt.params())?,
+                None => true,
+            };
+            let info = if finite {
+                opt.step(&grads, lr)?
+            } else {
+                // Overflow in half precision: this step's update is dropped.
+                record.insert("skipped_overflow".into(), true.into());
+                crate::optim::StepInfo {
+                    grad_norm: f64::NAN,
+                    clipped: false,
+                }
+            };
+            if let Some(s) = &scaler {
+                record.insert("loss_scale".into(), s.scale.into());
+            }
             if let Some(e) = ema.as_mut() {
                 e.update(self.store)?;
             }
@@ -369,8 +435,9 @@ impl<'a> Trainer<'a> {
                 state.pseudo = ps.pos;
             }
             state.noise = self.store.noise_state();
-            let ips = images as f64 / t0.elapsed().as_secs_f64().max(1e-9);
-            if state.step % o.log_every.max(1) == 0 || state.step == o.steps {
+            // every rank loads the same share, so the job's rate is world times this one's
+            let ips = (images * world) as f64 / t0.elapsed().as_secs_f64().max(1e-9);
+            if lead && (state.step % o.log_every.max(1) == 0 || state.step == o.steps) {
                 record.insert("step".into(), state.step.into());
                 record.insert("lr".into(), lr.into());
                 record.insert("loss".into(), value.into());
@@ -384,7 +451,7 @@ impl<'a> Trainer<'a> {
             bar.set_position(state.step as u64);
             bar.set_message(format!("loss {value:.4} lr {lr:.4} {ips:.1} img/s"));
             let eval_now =
-                o.eval_every > 0 && state.step % o.eval_every == 0 && state.step < o.steps;
+                lead && o.eval_every > 0 && state.step % o.eval_every == 0 && state.step < o.steps;
             if eval_now {
                 if let Some(m) = self.evaluate(ema.as_ref())? {
                     writeln!(
@@ -395,15 +462,25 @@ impl<'a> Trainer<'a> {
                     .map_err(err)?;
                 }
             }
-            if (o.checkpoint_every > 0 && state.step % o.checkpoint_every == 0)
-                || state.step == o.steps
+            if lead
+                && ((o.checkpoint_every > 0 && state.step % o.checkpoint_every == 0)
+                    || state.step == o.steps)
             {
                 self.save_checkpoint(&state, &opt, ema.as_ref())?;
             }
         }
         bar.finish_and_clear();
-        // The final model: EMA weights when kept, else the live ones.
+        pupil_backbones::nn::set_sync_batch_norm(None);
         let model_path = self.out.join("model.safetensors");
+        if !lead {
+            return Ok(Outcome {
+                steps: state.step,
+                seconds: t0.elapsed().as_secs_f64(),
+                final_metrics: None,
+                model_path,
+            });
+        }
+        // The final model: EMA weights when kept, else the live ones.
         match &ema {
             Some(e) => e.with_weights(self.store, || {
                 save_model(

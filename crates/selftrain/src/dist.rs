@@ -1,0 +1,388 @@
+//! Data-parallel training: the process group from the environment (torchrun's variables, or
+//! Slurm's), gradient averaging over it, and a torchrun-like launcher for
+//! `pupil train --nproc-per-node N`.
+//!
+//! Every rank runs the same program on its part of each global batch; gradients are summed
+//! over the ranks and divided by the world size (PyTorch DDP's mean), batch norm statistics
+//! are synchronized (the paper trained with sync BN), and rank 0 alone writes metrics,
+//! checkpoints and the final model.
+use candle_core::backprop::GradStore;
+use candle_core::{bail, Device, Result, Tensor, Var};
+use pupil_backbones::params::ParamKind;
+use pupil_ops::dist::{all_reduce, Collective, TcpGroup};
+use std::net::ToSocketAddrs;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+/// Where this process sits in a data-parallel job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DistEnv {
+    pub rank: usize,
+    pub world: usize,
+    pub local_rank: usize,
+    /// `host:port` of rank 0's rendezvous.
+    pub master: String,
+}
+
+impl DistEnv {
+    /// From torchrun's RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT; failing those,
+    /// Slurm's SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID (with MASTER_ADDR/MASTER_PORT set in
+    /// the batch script). `None` for a single process.
+    pub fn from_env() -> Result<Option<Self>> {
+        Self::from_vars(|k| std::env::var(k).ok())
+    }
+
+    pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Option<Self>> {
+        let num = |k: &str| -> Result<Option<usize>> {
+            match get(k) {
+                None => Ok(None),
+                Some(v) => v
+                    .trim()
+                    .parse()
+                    .map(Some)
+                    .map_err(|_| candle_core::Error::Msg(format!("{k}={v:?} is not a number"))),
+            }
+        };
+        let (rank, world, local) = match num("WORLD_SIZE")? {
+            Some(w) => (num("RANK")?, w, num("LOCAL_RANK")?),
+            None => match num("SLURM_NTASKS")? {
+                Some(w) => (num("SLURM_PROCID")?, w, num("SLURM_LOCALID")?),
+                None => return Ok(None),
+            },
+        };
+        if world <= 1 {
+            return Ok(None);
+        }
+        let Some(rank) = rank else {
+            bail!("WORLD_SIZE={world} is set but RANK (or SLURM_PROCID) is not")
+        };
+        if rank >= world {
+            bail!("RANK={rank} is not below WORLD_SIZE={world}")
+        }
+        let Some(addr) = get("MASTER_ADDR") else {
+            bail!("a {world}-process job needs MASTER_ADDR (rank 0's host)")
+        };
+        let port = get("MASTER_PORT").unwrap_or_else(|| "29500".into());
+        Ok(Some(DistEnv {
+            rank,
+            world,
+            local_rank: local.unwrap_or(rank),
+            master: format!("{addr}:{port}"),
+        }))
+    }
+}
+
+/// The device a rank trains on: with CUDA, one GPU per process (`cuda:LOCAL_RANK`).
+pub fn device_spec(configured: &str, env: Option<&DistEnv>) -> String {
+    match env {
+        Some(e) if configured.starts_with("cuda") => format!("cuda:{}", e.local_rank),
+        _ => configured.to_string(),
+    }
+}
+
+/// Joins the job's process group: TCP on CPU, NCCL (rendezvous over TCP) on CUDA.
+pub fn init_group(env: &DistEnv, device: &Device) -> Result<Arc<dyn Collective>> {
+    let addr = env
+        .master
+        .to_socket_addrs()
+        .map_err(|e| candle_core::Error::Msg(format!("MASTER_ADDR {}: {e}", env.master)))?
+        .next()
+        .ok_or_else(|| candle_core::Error::Msg(format!("{} resolves to nothing", env.master)))?;
+    let timeout = std::env::var("PUPIL_DIST_TIMEOUT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    let tcp = TcpGroup::connect(addr, env.rank, env.world, Duration::from_secs(timeout))?;
+    if device.is_cuda() {
+        #[cfg(feature = "nccl")]
+        return Ok(Arc::new(pupil_ops::dist::NcclGroup::new(tcp, device)?));
+        #[cfg(not(feature = "nccl"))]
+        bail!("data-parallel training on CUDA needs a build with the `nccl` feature")
+    }
+    Ok(Arc::new(tcp))
+}
+
+static GROUP: OnceLock<Arc<dyn Collective>> = OnceLock::new();
+
+/// Makes `g` the process's group; training runs pick it up.
+pub fn set_group(g: Arc<dyn Collective>) -> Result<()> {
+    GROUP
+        .set(g)
+        .map_err(|_| candle_core::Error::Msg("the process group is already set".into()))
+}
+
+pub fn group() -> Option<Arc<dyn Collective>> {
+    GROUP.get().cloned()
+}
+
+/// Replaces every parameter's gradient by its mean over the ranks, in one all-reduce of
+/// all gradients packed together. A parameter without a gradient on this rank counts as
+/// zeros, so every rank sends the same layout.
+pub fn average_gradients(
+    grads: &mut GradStore,
+    params: &[(String, Var, ParamKind)],
+    group: &Arc<dyn Collective>,
+) -> Result<()> {
+    let world = group.world_size();
+    if world == 1 || params.is_empty() {
+        return Ok(());
+    }
+    let mut flat = Vec::with_capacity(params.len());
+    for (_, v, _) in params {
+        let t = v.as_tensor();
+        let g = match grads.get(t) {
+            Some(g) => g.detach().to_dtype(candle_core::DType::F32)?,
+            None => Tensor::zeros(t.shape(), candle_core::DType::F32, t.device())?,
+        };
+        flat.push(g.flatten_all()?);
+    }
+    let packed = Tensor::cat(&flat, 0)?;
+    let summed = (all_reduce(&packed, group)? / world as f64)?;
+    let mut at = 0;
+    for (_, v, _) in params {
+        let t = v.as_tensor();
+        let n = t.elem_count();
+        let g = summed
+            .narrow(0, at, n)?
+            .reshape(t.shape())?
+            .to_dtype(t.dtype())?;
+        grads.insert(t, g);
+        at += n;
+    }
+    Ok(())
+}
+
+/// Mean of a few host values over the ranks.
+pub fn mean_over_ranks(group: Option<&Arc<dyn Collective>>, values: &mut [f64]) -> Result<()> {
+    if let Some(g) = group {
+        if g.world_size() > 1 {
+            g.all_reduce_f64(values)?;
+            let w = g.world_size() as f64;
+            values.iter_mut().for_each(|v| *v /= w);
+        }
+    }
+    Ok(())
+}
+
+/// Runs `nproc` copies of this program with `args`, as torchrun does: each child gets
+/// RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT. When one fails the others are
+/// stopped and the error names it.
+pub fn launch(
+    nproc: usize,
+    nnodes: usize,
+    node_rank: usize,
+    master: (&str, u16),
+    args: &[std::ffi::OsString],
+) -> Result<()> {
+    if nproc == 0 || nnodes == 0 || node_rank >= nnodes {
+        bail!("bad launch: {nproc} processes per node, node {node_rank} of {nnodes}")
+    }
+    let exe = std::env::current_exe()
+        .map_err(|e| candle_core::Error::Msg(format!("finding this program: {e}")))?;
+    let world = nproc * nnodes;
+    let mut children = Vec::new();
+    for local in 0..nproc {
+        let rank = node_rank * nproc + local;
+        let child = std::process::Command::new(&exe)
+            .args(args)
+            .env("RANK", rank.to_string())
+            .env("LOCAL_RANK", local.to_string())
+            .env("WORLD_SIZE", world.to_string())
+            .env("MASTER_ADDR", master.0)
+            .env("MASTER_PORT", master.1.to_string())
+            .spawn()
+            .map_err(|e| candle_core::Error::Msg(format!("starting rank {rank}: {e}")))?;
+        children.push((rank, child));
+    }
+    let mut failed: Option<String> = None;
+    while !children.is_empty() {
+        let mut i = 0;
+        while i < children.len() {
+            match children[i].1.try_wait() {
+                Ok(Some(status)) => {
+                    let (rank, _) = children.remove(i);
+                    if !status.success() && failed.is_none() {
+                        failed = Some(format!("rank {rank} exited with {status}"));
+                        for (_, c) in children.iter_mut() {
+                            let _ = c.kill();
+                        }
+                    }
+                }
+                Ok(None) => i += 1,
+                Err(e) => bail!("waiting for rank {}: {e}", children[i].0),
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    match failed {
+        Some(f) => bail!("{f}; the other ranks were stopped"),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn vars(kv: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let m: HashMap<String, String> = kv
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| m.get(k).cloned()
+    }
+
+    #[test]
+    fn environment_follows_torchrun_then_slurm() {
+        assert_eq!(DistEnv::from_vars(vars(&[])).unwrap(), None);
+        assert_eq!(
+            DistEnv::from_vars(vars(&[("WORLD_SIZE", "1")])).unwrap(),
+            None
+        );
+        let e = DistEnv::from_vars(vars(&[
+            ("WORLD_SIZE", "4"),
+            ("RANK", "3"),
+            ("LOCAL_RANK", "1"),
+            ("MASTER_ADDR", "node0"),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!((e.rank, e.world, e.local_rank), (3, 4, 1));
+        assert_eq!(e.master, "node0:29500");
+        assert_eq!(device_spec("cuda:0", Some(&e)), "cuda:1");
+        assert_eq!(device_spec("cpu", Some(&e)), "cpu");
+        let s = DistEnv::from_vars(vars(&[
+            ("SLURM_NTASKS", "8"),
+            ("SLURM_PROCID", "5"),
+            ("SLURM_LOCALID", "1"),
+            ("MASTER_ADDR", "10.0.0.1"),
+            ("MASTER_PORT", "1234"),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (s.rank, s.world, s.local_rank, s.master.as_str()),
+            (5, 8, 1, "10.0.0.1:1234")
+        );
+        for bad in [
+            vec![("WORLD_SIZE", "2"), ("MASTER_ADDR", "x")],
+            vec![("WORLD_SIZE", "2"), ("RANK", "2"), ("MASTER_ADDR", "x")],
+            vec![("WORLD_SIZE", "2"), ("RANK", "0")],
+            vec![("WORLD_SIZE", "two")],
+        ] {
+            assert!(DistEnv::from_vars(vars(&bad)).is_err(), "{bad:?}");
+        }
+    }
+
+    /// Loss and gradients of a small EfficientNet classifier (batch norm in train mode) on
+    /// `x`, optionally as one rank of `group` with synchronized batch norm and averaged
+    /// gradients.
+    fn grads_of(
+        x: &Tensor,
+        labels: &[u32],
+        group: Option<Arc<dyn Collective>>,
+    ) -> Vec<(String, Vec<f32>)> {
+        use pupil_backbones::efficientnet::{EfficientNet, EfficientNetConfig};
+        use pupil_backbones::params::ParamStore;
+        use pupil_backbones::Classifier;
+        let store = ParamStore::new(&Device::Cpu, candle_core::DType::F32, 3);
+        let mut cfg = EfficientNetConfig::custom(0.25, 0.25);
+        cfg.dropout = 0.0;
+        cfg.drop_path = 0.0;
+        cfg.num_classes = 5;
+        let model = EfficientNet::new(&store.root(), &cfg).unwrap();
+        pupil_backbones::nn::set_sync_batch_norm(group.clone());
+        let logits = model.logits_t(x, true).unwrap();
+        pupil_backbones::nn::set_sync_batch_norm(None);
+        let n = labels.len();
+        let idx = Tensor::from_vec(labels.to_vec(), (n, 1), &Device::Cpu).unwrap();
+        let lp = pupil_ops::log_softmax_last_dim(&logits).unwrap();
+        let loss = (lp
+            .gather(&idx, 1)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .neg()
+            .unwrap()
+            / n as f64)
+            .unwrap();
+        let mut grads = loss.backward().unwrap();
+        let params = store.trainable();
+        if let Some(g) = &group {
+            average_gradients(&mut grads, &params, g).unwrap();
+        }
+        params
+            .iter()
+            .map(|(name, v, _)| {
+                let g = grads.get(v.as_tensor()).unwrap();
+                (
+                    name.clone(),
+                    g.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn two_ranks_with_sync_bn_give_the_single_process_gradients() {
+        let x = Tensor::randn(0f32, 1.0, (4, 3, 32, 32), &Device::Cpu).unwrap();
+        let labels = [0u32, 3, 1, 4];
+        let whole = grads_of(&x, &labels, None);
+        let members = pupil_ops::dist::ThreadGroup::new(2);
+        let handles: Vec<_> = members
+            .into_iter()
+            .enumerate()
+            .map(|(r, m)| {
+                let xs = x.narrow(0, 2 * r, 2).unwrap();
+                let ls = labels[2 * r..2 * r + 2].to_vec();
+                std::thread::spawn(move || grads_of(&xs, &ls, Some(Arc::new(m))))
+            })
+            .collect();
+        let ranks: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        let mut worst = 0f32;
+        for (k, (name, g)) in whole.iter().enumerate() {
+            for r in &ranks {
+                assert_eq!(&r[k].0, name);
+                let scale = g.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+                for (a, b) in r[k].1.iter().zip(g) {
+                    worst = worst.max((a - b).abs() / scale);
+                }
+            }
+        }
+        // Same arithmetic up to summation order.
+        assert!(worst < 1e-3, "relative gradient difference {worst}");
+        // Without synchronization the batch statistics differ and so do the gradients.
+        let members = pupil_ops::dist::ThreadGroup::new(2);
+        let handles: Vec<_> = members
+            .into_iter()
+            .enumerate()
+            .map(|(r, m)| {
+                let xs = x.narrow(0, 2 * r, 2).unwrap();
+                let ls = labels[2 * r..2 * r + 2].to_vec();
+                std::thread::spawn(move || {
+                    let g: Arc<dyn Collective> = Arc::new(m);
+                    // averaged gradients, local statistics
+                    let local = grads_of(&xs, &ls, None);
+                    let mut flat: Vec<f64> = local
+                        .iter()
+                        .flat_map(|(_, v)| v.iter().map(|&x| x as f64 / 2.0))
+                        .collect();
+                    g.all_reduce_f64(&mut flat).unwrap();
+                    flat
+                })
+            })
+            .collect();
+        let unsynced = handles.into_iter().next().unwrap().join().unwrap();
+        let flat_whole: Vec<f64> = whole
+            .iter()
+            .flat_map(|(_, v)| v.iter().map(|&x| x as f64))
+            .collect();
+        let diff = unsynced
+            .iter()
+            .zip(&flat_whole)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f64, f64::max);
+        assert!(diff > 1e-3, "local batch norm should not match ({diff})");
+    }
+}
