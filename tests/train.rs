@@ -462,6 +462,22 @@ fn data_parallel_training_runs_two_cpu_ranks_and_reports_a_failing_rank() {
         .filter_map(|v| v["step"].as_u64())
         .collect();
     assert_eq!(steps, vec![6], "{log}");
+    // a job of one named by the environment takes the same data-parallel path
+    let port = free_port();
+    let o = Command::new(env!("CARGO_BIN_EXE_pupil"))
+        .args(["train", "--config", cfg.to_str().unwrap(), "--out"])
+        .arg(d.path().join("one"))
+        .envs([
+            ("WORLD_SIZE", "1"),
+            ("RANK", "0"),
+            ("MASTER_ADDR", "127.0.0.1"),
+        ])
+        .env("MASTER_PORT", &port)
+        .env("RAYON_NUM_THREADS", "1")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(d.path().join("one/model.safetensors").exists());
     // 3 ranks cannot split a batch of 2: every rank fails and the launcher says which
     let port = free_port();
     let o = pupil(
@@ -480,7 +496,10 @@ fn data_parallel_training_runs_two_cpu_ranks_and_reports_a_failing_rank() {
     );
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("must be a multiple of the world size 3"), "{err}");
+    assert!(
+        err.contains("must be a multiple of the world size 3"),
+        "{err}"
+    );
     assert!(err.contains("exited with"), "{err}");
 }
 
@@ -509,8 +528,9 @@ fn half_precision_training_scales_the_loss() {
     assert_eq!(scales.len(), 4, "{log}");
     assert!(scales.iter().all(|&s| s >= 1.0 && s <= 65536.0));
     // the saved weights stay f32
-    let t = candle_core::safetensors::load(out.join("model.safetensors"), &candle_core::Device::Cpu)
-        .unwrap();
+    let t =
+        candle_core::safetensors::load(out.join("model.safetensors"), &candle_core::Device::Cpu)
+            .unwrap();
     assert!(t.values().all(|v| v.dtype() == candle_core::DType::F32));
     // bf16 has no CPU matmul in candle: a clear error, not a crash
     let o = pupil(
@@ -529,3 +549,29 @@ fn half_precision_training_scales_the_loss() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("needs a CUDA device"));
 }
 
+#[test]
+fn cuda_devices_in_a_cpu_build_say_how_to_get_them() {
+    if candle_core::utils::cuda_is_available() {
+        return; // a CUDA build: tests/cuda.rs in pupil-ops covers the device
+    }
+    let d = tempfile::tempdir().unwrap();
+    let cfg = config(d.path(), 2);
+    let o = pupil(
+        &[
+            "train",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--out",
+            d.path().join("gpu").to_str().unwrap(),
+            "--device",
+            "cuda:0",
+        ],
+        true,
+    );
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("built without CUDA") && e.contains("`cuda` feature"),
+        "{e}"
+    );
+}

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod cmd_augment;
+mod cmd_bench;
 mod cmd_data;
 mod cmd_eval;
 mod cmd_train;
@@ -45,6 +46,8 @@ enum Command {
     Experiment(cmd_train::ExperimentArgs),
     /// The paper's comparison on the embedded digit scenes, in minutes on a CPU.
     Quickstart(cmd_train::QuickstartArgs),
+    /// Speed and memory of a model's inference or training step on synthetic images.
+    Bench(cmd_bench::BenchArgs),
 }
 
 fn main() {
@@ -61,6 +64,7 @@ fn main() {
         Command::Predict(a) => cmd_train::predict(a),
         Command::Experiment(a) => cmd_train::run_experiment(a),
         Command::Quickstart(a) => cmd_train::quickstart(a),
+        Command::Bench(a) => cmd_bench::run(a),
     };
     if let Err(e) = r {
         eprintln!("error: {e:#}");

@@ -105,8 +105,11 @@ fn launch_config(n: usize) -> LaunchConfig {
     }
 }
 
-fn func<T: Elem>(dev: &CudaDevice, name: &str) -> Result<candle_core::cuda_backend::CudaFunc> {
-    dev.get_or_load_custom_func(&format!("{name}_{}", T::SUFFIX), MODULE, PTX)
+/// The kernel `name` for element type `T` (candle's function type is not nameable here).
+macro_rules! func {
+    ($dev:expr, $t:ty, $name:expr) => {
+        $dev.get_or_load_custom_func(&format!("{}_{}", $name, <$t as Elem>::SUFFIX), MODULE, PTX)
+    };
 }
 
 fn wrap<T: Elem>(s: CudaSlice<T>, dev: &CudaDevice) -> CudaStorage {
@@ -134,7 +137,7 @@ pub(crate) fn depthwise_fwd(
         let total = n * c * g.oh * g.ow;
         // SAFETY: every element is written by the kernel.
         let out = unsafe { dev.alloc::<T>(total)? };
-        let f = func::<T>(&dev, "depthwise_fwd")?;
+        let f = func!(dev, T, "depthwise_fwd")?;
         let (ci, ti, win) = (c as i32, total as i64, Win::new(g));
         let mut b = f.builder();
         b.arg(&xv).arg(&wv).arg(&out).arg(&ci).arg(&ti).arg(&win);
@@ -158,7 +161,7 @@ pub(crate) fn depthwise_bwd_input(
         let total = n * c * g.h * g.w;
         // SAFETY: every element is written by the kernel.
         let out = unsafe { dev.alloc::<T>(total)? };
-        let f = func::<T>(&dev, "depthwise_bwd_input")?;
+        let f = func!(dev, T, "depthwise_bwd_input")?;
         let (ci, ti, win) = (c as i32, total as i64, Win::new(g));
         let mut b = f.builder();
         b.arg(&gv).arg(&wv).arg(&out).arg(&ci).arg(&ti).arg(&win);
@@ -182,7 +185,7 @@ pub(crate) fn depthwise_bwd_filter(
         let taps = c * g.kh * g.kw;
         // SAFETY: one block per element, each writes its own.
         let out = unsafe { dev.alloc::<T>(taps)? };
-        let f = func::<T>(&dev, "depthwise_bwd_filter")?;
+        let f = func!(dev, T, "depthwise_bwd_filter")?;
         let (ni, ci, win) = (n as i32, c as i32, Win::new(g));
         let mut b = f.builder();
         b.arg(&xv).arg(&gv).arg(&out).arg(&ni).arg(&ci).arg(&win);
@@ -210,7 +213,7 @@ pub(crate) fn max_pool_fwd(
         let total = planes * g.oh * g.ow;
         // SAFETY: every element is written by the kernel.
         let out = unsafe { dev.alloc::<T>(total)? };
-        let f = func::<T>(&dev, "max_pool_fwd")?;
+        let f = func!(dev, T, "max_pool_fwd")?;
         let (ti, win) = (total as i64, Win::new(g));
         let mut b = f.builder();
         b.arg(&xv).arg(&out).arg(&ti).arg(&win);
@@ -232,7 +235,7 @@ pub(crate) fn max_pool_bwd(
         let (xv, gv) = (view::<T>(x.0, x.1, OP)?, view::<T>(gy.0, gy.1, OP)?);
         let out = dev.alloc_zeros::<T>(planes * g.h * g.w)?;
         let total = planes * g.oh * g.ow;
-        let f = func::<T>(&dev, "max_pool_bwd")?;
+        let f = func!(dev, T, "max_pool_bwd")?;
         let (ti, win) = (total as i64, Win::new(g));
         let mut b = f.builder();
         b.arg(&xv).arg(&gv).arg(&out).arg(&ti).arg(&win);
@@ -281,7 +284,7 @@ pub(crate) fn resize(
                 let yl = dev.clone_htod(&cast(&ty.weight))?;
                 let xi = dev.clone_htod(&tx.index)?;
                 let xl = dev.clone_htod(&cast(&tx.weight))?;
-                let f = func::<T>(&dev, &format!("bilinear_{dir}"))?;
+                let f = func!(dev, T, &format!("bilinear_{dir}"))?;
                 let mut b = f.builder();
                 b.arg(&sv)
                     .arg(&out)
@@ -296,7 +299,7 @@ pub(crate) fn resize(
             }
             ResizeKind::Nearest { iy, ix } => {
                 let (iyd, ixd) = (dev.clone_htod(iy)?, dev.clone_htod(ix)?);
-                let f = func::<T>(&dev, &format!("nearest_{dir}"))?;
+                let f = func!(dev, T, &format!("nearest_{dir}"))?;
                 let mut b = f.builder();
                 b.arg(&sv)
                     .arg(&out)

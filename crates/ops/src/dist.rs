@@ -368,9 +368,10 @@ impl CustomOp1 for AllReduce {
 /// Element-wise sum of `t` over the group's ranks, differentiable. CUDA tensors need the
 /// NCCL group; everything else goes through [`Collective::all_reduce_tensor`].
 pub fn all_reduce(t: &Tensor, group: &Arc<dyn Collective>) -> Result<Tensor> {
-    if group.world_size() == 1 {
+    if group.world_size() == 1 && !t.device().is_cuda() {
         return Ok(t.clone());
     }
+    // A CUDA group of one still reduces, so one GPU exercises the NCCL path.
     if t.device().is_cpu() || t.device().is_cuda() {
         return t.contiguous()?.apply_op1(AllReduce {
             group: group.clone(),

@@ -1,10 +1,12 @@
-//! Kernels candle 0.11.1 lacks or gets wrong on CPU, as differentiable ops on
-//! `candle_core::Tensor` (NCHW, f32 and f64).
+//! Kernels candle 0.11.1 lacks or gets wrong, as differentiable ops on
+//! `candle_core::Tensor` (NCHW; f32 and f64 natively, half precision through f32).
 //!
 //! Layout: `cpu/` holds plain slice kernels generic over the element type;
-//! each op module wraps them in a candle `CustomOp` (`cpu_fwd` + `bwd`). A
-//! later `cuda` feature adds `cuda_fwd` to the same op structs and its kernels
-//! beside `cpu/`, leaving the public functions unchanged.
+//! each op module wraps them in a candle `CustomOp` (`cpu_fwd` + `bwd`). The
+//! `cuda` feature adds `cuda_fwd` to the same op structs, with the kernels in
+//! `cuda/kernels.cu` (compiled to PTX by build.rs) launched from `cuda.rs`.
+//! `dist` holds the collectives of data-parallel training, `par` the CPU
+//! parallel loops.
 
 mod conv;
 mod cpu;

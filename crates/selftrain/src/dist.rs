@@ -50,7 +50,9 @@ impl DistEnv {
                 None => return Ok(None),
             },
         };
-        if world <= 1 {
+        // A job of one runs the data-parallel code path too when it names a rendezvous
+        // (a one-GPU check of the NCCL path); otherwise one process trains alone.
+        if world == 0 || (world == 1 && get("MASTER_ADDR").is_none()) {
             return Ok(None);
         }
         let Some(rank) = rank else {
@@ -124,7 +126,7 @@ pub fn average_gradients(
     group: &Arc<dyn Collective>,
 ) -> Result<()> {
     let world = group.world_size();
-    if world == 1 || params.is_empty() {
+    if params.is_empty() {
         return Ok(());
     }
     let mut flat = Vec::with_capacity(params.len());

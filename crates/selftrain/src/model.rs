@@ -28,7 +28,7 @@ fn err(m: impl std::fmt::Display) -> candle_core::Error {
     candle_core::Error::Msg(m.to_string())
 }
 
-/// `cpu` or `cuda:N`.
+/// `cpu`, `cuda` (GPU 0) or `cuda:N`.
 pub fn device(spec: &str) -> Result<Device> {
     match spec {
         "cpu" => Ok(Device::Cpu),
@@ -38,9 +38,14 @@ pub fn device(spec: &str) -> Result<Device> {
                 .unwrap_or("0")
                 .parse::<usize>()
                 .map_err(|_| err(format!("bad device {s:?}")))?;
-            Device::new_cuda(n)
+            if !candle_core::utils::cuda_is_available() {
+                return Err(err(format!(
+                    "device {s:?}: this pupil was built without CUDA (build with the `cuda` feature, see the README)"
+                )));
+            }
+            Device::new_cuda(n).map_err(|e| err(format!("device {s:?}: {e}")))
         }
-        s => Err(err(format!("unknown device {s:?} (cpu, cuda:N)"))),
+        s => Err(err(format!("unknown device {s:?} (cpu, cuda, cuda:N)"))),
     }
 }
 

@@ -1,0 +1,165 @@
+//! `pupil bench`: images/s and peak memory of a model's inference and of one training step
+//! on synthetic inputs, on CPU or CUDA, f32 or mixed precision; one JSON line, for
+//! side-by-side runs with PyTorch (bench/gpu.py).
+use crate::cmd_train::ConfigArgs;
+use anyhow::{bail, Result};
+use candle_core::{Device, Tensor};
+use pupil_backbones::params::ParamStore;
+use pupil_data::batch::{collate, BatchConfig};
+use pupil_data::sample::{Image, Sample};
+use pupil_selftrain::config::Task;
+use pupil_selftrain::model::{device, Model};
+use pupil_selftrain::optim::Sgd;
+use std::time::Instant;
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub cfg: ConfigArgs,
+    /// infer (eval-mode forward) or train (forward, backward, SGD update).
+    #[arg(long, default_value = "infer")]
+    pub mode: String,
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    /// Square input size in pixels.
+    #[arg(long, default_value_t = 224)]
+    pub size: usize,
+    /// Classes (1000 for an ImageNet classifier, 80 for a COCO detector).
+    #[arg(long, default_value_t = 1000)]
+    pub classes: usize,
+    #[arg(long, default_value_t = 10)]
+    pub iters: usize,
+    #[arg(long, default_value_t = 3)]
+    pub warmup: usize,
+}
+
+fn sync(dev: &Device) -> Result<()> {
+    dev.synchronize()?;
+    Ok(())
+}
+
+/// Device memory in use now, MB (CUDA: the whole GPU's, sampled; CPU: this process's peak).
+fn memory_mb(dev: &Device) -> f64 {
+    #[cfg(feature = "cuda")]
+    if dev.is_cuda() {
+        use candle_core::cuda_backend::cudarc::driver::result::mem_get_info;
+        if let Ok((free, total)) = mem_get_info() {
+            return (total - free) as f64 / 1048576.0;
+        }
+    }
+    let _ = dev;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+/// Synthetic images with three boxes each (a mid-grey image with a lighter square).
+fn samples(n: usize, size: usize) -> Vec<Sample> {
+    (0..n)
+        .map(|i| {
+            let mut img = Image::new(size, size, 3, 110);
+            let s = size / 4;
+            for y in s..2 * s {
+                for x in s..2 * s {
+                    for c in 0..3 {
+                        img.data[(y * size + x) * 3 + c] = 200;
+                    }
+                }
+            }
+            let mut sm = Sample::new(img);
+            let f = size as f32;
+            sm.boxes = vec![
+                [0.25 * f, 0.25 * f, 0.5 * f, 0.5 * f],
+                [0.1 * f, 0.6 * f, 0.4 * f, 0.9 * f],
+                [0.55 * f, 0.1 * f, 0.95 * f, 0.45 * f],
+            ];
+            sm.classes = vec![(i % 7) as u32, 1, 2];
+            sm.crowd = vec![false; 3];
+            sm.image_id = i as u64;
+            sm
+        })
+        .collect()
+}
+
+pub fn run(a: BenchArgs) -> Result<()> {
+    let cfg = a.cfg.load(None)?;
+    if a.mode != "infer" && a.mode != "train" {
+        bail!("--mode must be infer or train, got {:?}", a.mode)
+    }
+    if cfg.task == Task::Segmentation {
+        bail!("pupil bench covers classification and detection")
+    }
+    let dev = device(&cfg.device)?;
+    let dt = cfg.optim.precision.dtype();
+    if dt == candle_core::DType::BF16 && dev.is_cpu() {
+        bail!("bf16 needs a CUDA device (candle has no bf16 matmul on CPU)")
+    }
+    let store = ParamStore::new(&dev, candle_core::DType::F32, cfg.seed);
+    let model = Model::build(&cfg, a.classes, &store)?;
+    let bc = BatchConfig {
+        size_divisor: cfg.data.size_divisor,
+        ..Default::default()
+    };
+    let mut batch = collate(&samples(a.batch, a.size), &bc, &dev)?;
+    batch.images = batch.images.to_dtype(dt)?;
+    let mut opt = Sgd::new(&store, &cfg.optim);
+    let mut times = Vec::new();
+    let mut peak = 0f64;
+    for i in 0..a.warmup + a.iters {
+        sync(&dev)?;
+        let t = Instant::now();
+        if a.mode == "infer" {
+            let out: Tensor = match &model {
+                Model::Detector(m) => {
+                    let (c, r) = m.forward_t(&batch.images, false)?;
+                    (c.to_dtype(candle_core::DType::F32)?.sum_all()?
+                        + r.to_dtype(candle_core::DType::F32)?.sum_all()?)?
+                }
+                Model::Classifier(b) => match b.classifier() {
+                    Some(c) => c
+                        .logits_t(&batch.images, false)?
+                        .to_dtype(candle_core::DType::F32)?
+                        .sum_all()?,
+                    None => bail!("this backbone has no classification head"),
+                },
+                Model::Segmenter(_) => unreachable!("rejected above"),
+            };
+            out.to_scalar::<f32>()?;
+        } else {
+            let (loss, _) = model.loss(&batch, true)?;
+            let grads = loss.backward()?;
+            opt.step(&grads, 0.01)?;
+            loss.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()?;
+        }
+        sync(&dev)?;
+        peak = peak.max(memory_mb(&dev));
+        if i >= a.warmup {
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let ms = times[times.len() / 2];
+    println!(
+        "{}",
+        serde_json::json!({
+            "impl": "pupil",
+            "task": format!("{:?}", cfg.task).to_lowercase(),
+            "backbone": cfg.backbone.name,
+            "mode": a.mode,
+            "device": cfg.device,
+            "precision": format!("{:?}", cfg.optim.precision).to_lowercase(),
+            "batch": a.batch,
+            "size": a.size,
+            "ms": (ms * 100.0).round() / 100.0,
+            "img_per_s": ((a.batch as f64 * 1e3 / ms) * 10.0).round() / 10.0,
+            "peak_mb": peak.round(),
+        })
+    );
+    Ok(())
+}
