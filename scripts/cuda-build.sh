@@ -5,7 +5,8 @@
 #
 #   scripts/cuda-build.sh [check|build] [FEATURES]
 #     check  (default) compile everything, tests included, without running
-#     build  build a stripped release `pupil` + the test binaries into target-cuda/dist
+#     build  build a stripped release `pupil` + the CUDA kernel tests into target-cuda/dist,
+#            and pupil-cuda.tar.xz of both (~20 MB: the kernels' PTX compresses well) to carry
 #   env: PUPIL_CUDA_HOME (default ./.cuda13) toolkit location; CUDA_COMPUTE_CAP for candle's
 #        kernels (default 90 = H100/H200; 80 for A100); FEATURES default "cuda,cudnn,nccl".
 #
@@ -71,6 +72,7 @@ for line in sys.stdin:
     m = json.loads(line)
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "cuda":
         shutil.copy(m["executable"], sys.argv[1])' "$CARGO_TARGET_DIR/dist/ops-cuda-tests"
-    strip "$CARGO_TARGET_DIR/dist/ops-cuda-tests" ;;
+    strip "$CARGO_TARGET_DIR/dist/ops-cuda-tests"
+    tar -C "$CARGO_TARGET_DIR/dist" -cf - pupil ops-cuda-tests | xz -T0 -6 > "$CARGO_TARGET_DIR/dist/pupil-cuda.tar.xz" ;;
   *) echo "usage: $0 [check|build] [features]" >&2; exit 2 ;;
 esac

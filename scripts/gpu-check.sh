@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # The GPU check, one prepared run on a GPU machine (no Rust needed there): the CUDA kernel
 # tests, a 2-process NCCL smoke run when 2+ GPUs are present, then pupil vs PyTorch.
-#   scripts/cuda-build.sh build        # here: target-cuda/dist/{pupil,ops-cuda-tests}
+#   scripts/cuda-build.sh build        # here: target-cuda/dist/{pupil,ops-cuda-tests,pupil-cuda.tar.xz}
 #   scripts/gpu-check.sh [DIST] [--quick]   # on the GPU machine, from the repo root
 set -u
 dist=${1:-target-cuda/dist}; shift || true
 py=${PYTHON:-python3}
+# The binaries travel compressed; Python's tarfile unpacks xz without the xz tool.
+if [[ -f $dist/pupil-cuda.tar.xz && ! -x $dist/pupil ]]; then
+  out=$(mktemp -d)
+  "$py" -c "import tarfile,sys; tarfile.open(sys.argv[1]).extractall(sys.argv[2])" "$dist/pupil-cuda.tar.xz" "$out"
+  dist=$out
+fi
 # CUDA 13 libraries from the environment's NVIDIA wheels (PyTorch's).
 libs=$("$py" - <<'PY'
 import os, glob
