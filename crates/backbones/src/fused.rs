@@ -152,19 +152,21 @@ fn bn_fwd<T: Real>(
         let scale = inv * g[ch].to();
         let shift = b[ch].to() - mean * scale;
         let (scale, shift) = (T::f(scale), T::f(shift));
-        let xs = &x[row * hw..(row + 1) * hw];
-        match act {
-            Act::Identity => out
-                .iter_mut()
-                .zip(xs)
-                .for_each(|(o, &v)| *o = v * scale + shift),
-            Act::Silu => out.iter_mut().zip(xs).for_each(|(o, &v)| {
-                let z = v * scale + shift;
-                *o = z * sig(z)
-            }),
-        }
+        affine_plane(out, &x[row * hw..(row + 1) * hw], scale, shift, act);
     });
     y
+}
+
+/// `out = act(x * s + t)` over one plane.
+#[inline]
+fn affine_plane<T: Real>(out: &mut [T], x: &[T], s: T, t: T, act: Act) {
+    match act {
+        Act::Identity => out.iter_mut().zip(x).for_each(|(o, &v)| *o = v * s + t),
+        Act::Silu => out.iter_mut().zip(x).for_each(|(o, &v)| {
+            let z = v * s + t;
+            *o = z * sig(z)
+        }),
+    }
 }
 
 impl CustomOp3 for BnTrain {
@@ -462,15 +464,7 @@ struct Affine {
 fn affine_fwd<T: Real>(x: &[T], a: &[T], b: &[T], c: usize, hw: usize, act: Act) -> Vec<T> {
     let mut y = vec![T::f(0.0); x.len()];
     par::for_chunks(&mut y, hw, |plane, o| {
-        let i = &x[plane * hw..][..hw];
-        let (s, t) = (a[plane % c], b[plane % c]);
-        match act {
-            Act::Identity => o.iter_mut().zip(i).for_each(|(o, &v)| *o = v * s + t),
-            Act::Silu => o.iter_mut().zip(i).for_each(|(o, &v)| {
-                let z = v * s + t;
-                *o = z * sig(z)
-            }),
-        }
+        affine_plane(o, &x[plane * hw..][..hw], a[plane % c], b[plane % c], act);
     });
     y
 }

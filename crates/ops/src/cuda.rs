@@ -123,6 +123,32 @@ fn same_dtype(a: &CudaStorage, b: &CudaStorage, op: &str) -> Result<DType> {
     Ok(a.dtype())
 }
 
+/// `name(a, b, out, c, total, win)` with one thread per output element: the depthwise
+/// forward (x, filter) and input gradient (grad, filter) kernels.
+fn launch_depthwise(
+    op: &str,
+    name: &str,
+    a: (&CudaStorage, &Layout),
+    b: (&CudaStorage, &Layout),
+    c: usize,
+    total: usize,
+    g: &Window,
+) -> Result<CudaStorage> {
+    let dev = a.0.device().clone();
+    by_dtype!(same_dtype(a.0, b.0, op)?, op, |T| {
+        let (av, bv) = (view::<T>(a.0, a.1, op)?, view::<T>(b.0, b.1, op)?);
+        // SAFETY: every element is written by the kernel.
+        let out = unsafe { dev.alloc::<T>(total)? };
+        let f = func!(dev, T, name)?;
+        let (ci, ti, win) = (c as i32, total as i64, Win::new(g));
+        let mut lb = f.builder();
+        lb.arg(&av).arg(&bv).arg(&out).arg(&ci).arg(&ti).arg(&win);
+        // SAFETY: argument types match the kernel's signature.
+        unsafe { lb.launch(launch_config(total)) }.w()?;
+        Ok(wrap(out, &dev))
+    })
+}
+
 pub(crate) fn depthwise_fwd(
     x: (&CudaStorage, &Layout),
     w: (&CudaStorage, &Layout),
@@ -130,21 +156,8 @@ pub(crate) fn depthwise_fwd(
     c: usize,
     g: &Window,
 ) -> Result<CudaStorage> {
-    const OP: &str = "depthwise_conv2d";
-    let dev = x.0.device().clone();
-    by_dtype!(same_dtype(x.0, w.0, OP)?, OP, |T| {
-        let (xv, wv) = (view::<T>(x.0, x.1, OP)?, view::<T>(w.0, w.1, OP)?);
-        let total = n * c * g.oh * g.ow;
-        // SAFETY: every element is written by the kernel.
-        let out = unsafe { dev.alloc::<T>(total)? };
-        let f = func!(dev, T, "depthwise_fwd")?;
-        let (ci, ti, win) = (c as i32, total as i64, Win::new(g));
-        let mut b = f.builder();
-        b.arg(&xv).arg(&wv).arg(&out).arg(&ci).arg(&ti).arg(&win);
-        // SAFETY: argument types match the kernel's signature.
-        unsafe { b.launch(launch_config(total)) }.w()?;
-        Ok(wrap(out, &dev))
-    })
+    let total = n * c * g.oh * g.ow;
+    launch_depthwise("depthwise_conv2d", "depthwise_fwd", x, w, c, total, g)
 }
 
 pub(crate) fn depthwise_bwd_input(
@@ -154,21 +167,16 @@ pub(crate) fn depthwise_bwd_input(
     c: usize,
     g: &Window,
 ) -> Result<CudaStorage> {
-    const OP: &str = "depthwise_conv2d_grad_input";
-    let dev = gy.0.device().clone();
-    by_dtype!(same_dtype(gy.0, w.0, OP)?, OP, |T| {
-        let (gv, wv) = (view::<T>(gy.0, gy.1, OP)?, view::<T>(w.0, w.1, OP)?);
-        let total = n * c * g.h * g.w;
-        // SAFETY: every element is written by the kernel.
-        let out = unsafe { dev.alloc::<T>(total)? };
-        let f = func!(dev, T, "depthwise_bwd_input")?;
-        let (ci, ti, win) = (c as i32, total as i64, Win::new(g));
-        let mut b = f.builder();
-        b.arg(&gv).arg(&wv).arg(&out).arg(&ci).arg(&ti).arg(&win);
-        // SAFETY: argument types match the kernel's signature.
-        unsafe { b.launch(launch_config(total)) }.w()?;
-        Ok(wrap(out, &dev))
-    })
+    let total = n * c * g.h * g.w;
+    launch_depthwise(
+        "depthwise_conv2d_grad_input",
+        "depthwise_bwd_input",
+        gy,
+        w,
+        c,
+        total,
+        g,
+    )
 }
 
 pub(crate) fn depthwise_bwd_filter(
