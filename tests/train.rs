@@ -453,6 +453,10 @@ fn data_parallel_training_runs_two_cpu_ranks_and_reports_a_failing_rank() {
     let stdout = ok(&args);
     assert!(stdout.contains("2 ranks finished"), "{stdout}");
     assert!(out.join("model.safetensors").exists());
+    // rank 0's outcome, with its final evaluation, is the one on disk
+    let outcome: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("outcome.json")).unwrap()).unwrap();
+    assert!(outcome["final_metrics"].is_object(), "{outcome}");
     // rank 0 alone logs: one line per logged step, no duplicates
     let log = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
     let steps: Vec<u64> = log

@@ -269,23 +269,21 @@ impl BatchNorm2d {
                 DType::F16 | DType::BF16 => DType::F32,
                 d => d,
             };
+            // Two rounds, mean then centred squares: E[x^2] - mean^2 in f32 loses too much.
             let xf = x.to_dtype(inner)?;
             let flat = xf.transpose(0, 1)?.reshape((c, ()))?;
             let local = Tensor::cat(
-                &[
-                    flat.sum(1)?,
-                    flat.sqr()?.sum(1)?,
-                    Tensor::new(&[count], dev)?.to_dtype(inner)?,
-                ],
+                &[flat.sum(1)?, Tensor::new(&[count], dev)?.to_dtype(inner)?],
                 0,
             )?;
             let total = pupil_ops::dist::all_reduce(&local, group)?;
             count = total
-                .narrow(0, 2 * c, 1)?
+                .narrow(0, c, 1)?
                 .to_dtype(DType::F64)?
                 .to_vec1::<f64>()?[0];
             let mean = (total.narrow(0, 0, c)? / count)?;
-            let var = ((total.narrow(0, c, c)? / count)? - mean.sqr()?)?.relu()?;
+            let centred = flat.broadcast_sub(&mean.unsqueeze(1)?)?;
+            let var = (pupil_ops::dist::all_reduce(&centred.sqr()?.sum(1)?, group)? / count)?;
             let inv = (&var + self.eps)?.sqrt()?.recip()?;
             let scale = (self.weight.to_dtype(inner)? * inv)?;
             let shift = (self.bias.to_dtype(inner)? - (&mean * &scale)?)?;

@@ -51,7 +51,10 @@ pub fn train(
         dist: crate::dist::group(),
     };
     let o = t.run(resume)?;
-    pupil_data::io::write_json_atomic(out.join("outcome.json"), &o).map_err(err)?;
+    // In a data-parallel job rank 0 alone writes (the others have no final metrics).
+    if t.dist.as_ref().is_none_or(|g| g.rank() == 0) {
+        pupil_data::io::write_json_atomic(out.join("outcome.json"), &o).map_err(err)?;
+    }
     Ok(o)
 }
 
