@@ -6,6 +6,7 @@ use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor,
 };
 use pupil_ops::par;
+use std::sync::Arc;
 
 fn slice<'a, T: candle_core::WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
     match l.contiguous_offsets() {
@@ -94,57 +95,30 @@ fn moments<T: Real>(x: &[T], n: usize, c: usize, hw: usize) -> Vec<(f64, f64)> {
     })
 }
 
-/// Per-channel (mean, 1 / sqrt(var + eps)).
-fn stats<T: Real>(x: &[T], n: usize, c: usize, hw: usize, eps: f64) -> Vec<(f64, f64)> {
-    moments(x, n, c, hw)
-        .into_iter()
-        .map(|(m, v)| (m, 1.0 / (v + eps).sqrt()))
+/// Per-channel (mean, 1 / sqrt(var + eps)) from (mean, variance).
+fn inv_std(m: &[(f64, f64)], eps: f64) -> Vec<(f64, f64)> {
+    m.iter()
+        .map(|&(mu, v)| (mu, 1.0 / (v + eps).sqrt()))
         .collect()
-}
-
-/// Batch mean and biased variance per channel (for the running statistics), read in place.
-pub fn channel_mean_var(x: &Tensor) -> Result<(Vec<f64>, Vec<f64>)> {
-    let (n, c, h, w) = x.dims4()?;
-    let x = x.contiguous()?;
-    if x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) {
-        let (st, l) = x.storage_and_layout();
-        let m = match &*st {
-            candle_core::Storage::Cpu(cpu) => match cpu.dtype() {
-                DType::F32 => moments(slice::<f32>(cpu, l)?, n, c, h * w),
-                _ => moments(slice::<f64>(cpu, l)?, n, c, h * w),
-            },
-            _ => candle_core::bail!("channel_mean_var: expected CPU storage"),
-        };
-        return Ok(m.into_iter().unzip());
-    }
-    let m = moments(
-        &x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?,
-        n,
-        c,
-        h * w,
-    );
-    Ok(m.into_iter().unzip())
 }
 
 /// y = (x - mean) * invstd * gamma + beta with batch statistics; inputs x [N,C,H,W],
 /// gamma [C], beta [C].
 struct BnTrain {
-    eps: f64,
     act: Act,
+    /// Per-channel (mean, 1 / sqrt(var + eps)), computed once for forward and backward.
+    stats: Arc<Vec<(f64, f64)>>,
 }
 
-#[allow(clippy::too_many_arguments)]
 fn bn_fwd<T: Real>(
     x: &[T],
     g: &[T],
     b: &[T],
-    n: usize,
     c: usize,
     hw: usize,
-    eps: f64,
+    st: &[(f64, f64)],
     act: Act,
 ) -> Vec<T> {
-    let st = stats(x, n, c, hw, eps);
     let mut y = vec![T::f(0.0); x.len()];
     par::for_chunks(&mut y, hw, |row, out| {
         let ch = row % c;
@@ -182,26 +156,24 @@ impl CustomOp3 for BnTrain {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (n, c, h, w) = l1.shape().dims4()?;
+        let (_, c, h, w) = l1.shape().dims4()?;
         let out = match s1.dtype() {
             DType::F32 => CpuStorage::F32(bn_fwd(
                 slice::<f32>(s1, l1)?,
                 slice::<f32>(s2, l2)?,
                 slice::<f32>(s3, l3)?,
-                n,
                 c,
                 h * w,
-                self.eps,
+                &self.stats,
                 self.act,
             )),
             DType::F64 => CpuStorage::F64(bn_fwd(
                 slice::<f64>(s1, l1)?,
                 slice::<f64>(s2, l2)?,
                 slice::<f64>(s3, l3)?,
-                n,
                 c,
                 h * w,
-                self.eps,
+                &self.stats,
                 self.act,
             )),
             d => candle_core::bail!("batch norm: unsupported dtype {d:?}"),
@@ -223,8 +195,8 @@ impl CustomOp3 for BnTrain {
             &gb,
             &dy.contiguous()?,
             BnBackward {
-                eps: self.eps,
                 act: self.act,
+                stats: self.stats.clone(),
             },
         )?;
         let dx = packed.narrow(0, 0, x.elem_count())?.reshape(x.shape())?;
@@ -236,8 +208,8 @@ impl CustomOp3 for BnTrain {
 
 /// Gradients of [`BnTrain`], packed as [dx (flat), dgamma, dbeta].
 struct BnBackward {
-    eps: f64,
     act: Act,
+    stats: Arc<Vec<(f64, f64)>>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -248,11 +220,10 @@ fn bn_bwd<T: Real>(
     n: usize,
     c: usize,
     hw: usize,
-    eps: f64,
+    st: &[(f64, f64)],
     act: Act,
 ) -> Vec<T> {
     let (g, beta) = gb.split_at(c);
-    let st = stats(x, n, c, hw, eps);
     let m = (n * hw) as f64;
     // Through the activation first: dz = dy * act'(z), z recomputed from x.
     let dz_buf: Vec<T>;
@@ -267,9 +238,7 @@ fn bn_bwd<T: Real>(
                 let (scale, shift) = (T::f(scale), T::f(beta[ch].to() - mean * scale));
                 let base = row * hw;
                 for (j, v) in o.iter_mut().enumerate() {
-                    let z = x[base + j] * scale + shift;
-                    let s = sig(z);
-                    *v = dy[base + j] * (s + z * s * (T::f(1.0) - s));
+                    *v = dy[base + j] * silu_grad(x[base + j] * scale + shift);
                 }
             });
             dz_buf = d;
@@ -335,7 +304,7 @@ impl CustomOp3 for BnBackward {
                 n,
                 c,
                 h * w,
-                self.eps,
+                &self.stats,
                 self.act,
             )),
             DType::F64 => CpuStorage::F64(bn_bwd(
@@ -345,7 +314,7 @@ impl CustomOp3 for BnBackward {
                 n,
                 c,
                 h * w,
-                self.eps,
+                &self.stats,
                 self.act,
             )),
             d => candle_core::bail!("batch norm backward: unsupported dtype {d:?}"),
@@ -356,24 +325,38 @@ impl CustomOp3 for BnBackward {
 
 /// Batch norm with batch statistics; fused on CPU.
 pub fn batch_norm_train(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result<Tensor> {
-    batch_norm_train_act(x, gamma, beta, eps, Act::Identity)
+    Ok(batch_norm_train_act(x, gamma, beta, eps, Act::Identity)?.0)
 }
 
 /// Batch norm with batch statistics followed by `act`, one op: the normalised tensor is
-/// never stored (the backward recomputes it), which saves one activation per layer.
+/// never stored (the backward recomputes it), which saves one activation per layer. Also
+/// returns the per-channel (mean, biased variance) it normalised with, for running averages.
 pub fn batch_norm_train_act(
     x: &Tensor,
     gamma: &Tensor,
     beta: &Tensor,
     eps: f64,
     act: Act,
-) -> Result<Tensor> {
+) -> Result<(Tensor, Vec<(f64, f64)>)> {
     let x = x.contiguous()?;
-    x.apply_op3(
-        &gamma.contiguous()?,
-        &beta.contiguous()?,
-        BnTrain { eps, act },
-    )
+    let (n, c, h, w) = x.dims4()?;
+    let m = {
+        let (st, l) = x.storage_and_layout();
+        match &*st {
+            candle_core::Storage::Cpu(cpu) => match cpu.dtype() {
+                DType::F32 => moments(slice::<f32>(cpu, l)?, n, c, h * w),
+                DType::F64 => moments(slice::<f64>(cpu, l)?, n, c, h * w),
+                d => candle_core::bail!("batch norm: unsupported dtype {d:?}"),
+            },
+            _ => candle_core::bail!("batch norm: the fused op runs on CPU"),
+        }
+    };
+    let op = BnTrain {
+        act,
+        stats: Arc::new(inv_std(&m, eps)),
+    };
+    let y = x.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op)?;
+    Ok((y, m))
 }
 
 struct Silu;
@@ -381,6 +364,13 @@ struct SiluBackward;
 
 fn sig<T: Real>(v: T) -> T {
     T::f(1.0) / (T::f(1.0) + (T::f(0.0) - v).exp_())
+}
+
+/// d silu(z) / dz.
+#[inline]
+fn silu_grad<T: Real>(z: T) -> T {
+    let s = sig(z);
+    s + z * s * (T::f(1.0) - s)
 }
 
 impl CustomOp1 for Silu {
@@ -426,8 +416,7 @@ impl CustomOp2 for SiluBackward {
             par::for_chunks(&mut out, 4096, |k, o| {
                 let (xs, ds) = (&x[k * 4096..][..o.len()], &dy[k * 4096..][..o.len()]);
                 for ((a, &v), &d) in o.iter_mut().zip(xs).zip(ds) {
-                    let s = sig(v);
-                    *a = d * (s + v * s * (T::f(1.0) - s));
+                    *a = d * silu_grad(v);
                 }
             });
             out
@@ -577,9 +566,8 @@ impl CustomOp2 for PlaneScale {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         fn go<T: Real>(x: &[T], g: &[T]) -> Vec<T> {
-            let hw = x.len() / g.len().max(1);
+            let hw = (x.len() / g.len().max(1)).max(1);
             let mut y = vec![T::f(0.0); x.len()];
-            let hw = hw.max(1);
             par::for_chunks(&mut y, hw, |p, o| {
                 let (i, s) = (&x[p * hw..][..o.len()], g[p]);
                 o.iter_mut().zip(i).for_each(|(o, &v)| *o = v * s)
@@ -723,13 +711,14 @@ mod tests {
             1e-5,
         );
         // With SiLU fused in: same values as the two ops, gradients by finite differences.
-        let fused = batch_norm_train_act(&x, &g, &b, 1e-3, Act::Silu).unwrap();
+        let fused = batch_norm_train_act(&x, &g, &b, 1e-3, Act::Silu).unwrap().0;
         let two = silu(&batch_norm_train(&x, &g, &b, 1e-3).unwrap()).unwrap();
         let d = (fused - two).unwrap().abs().unwrap().max_all().unwrap();
         assert!(d.to_scalar::<f64>().unwrap() < 1e-12);
         let (gg, bb) = (g.clone(), b.clone());
-        let act =
-            |x: &Tensor, g: &Tensor, b: &Tensor| batch_norm_train_act(x, g, b, 1e-3, Act::Silu);
+        let act = |x: &Tensor, g: &Tensor, b: &Tensor| -> Result<Tensor> {
+            Ok(batch_norm_train_act(x, g, b, 1e-3, Act::Silu)?.0)
+        };
         fd_check(&|x: &Tensor| (act(x, &gg, &bb)? * &w)?.sum_all(), &x, 1e-5);
         let xx = x.clone();
         fd_check(&|g: &Tensor| (act(&xx, g, &bb)? * &w)?.sum_all(), &g, 1e-5);

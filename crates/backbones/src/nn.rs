@@ -297,14 +297,14 @@ impl BatchNorm2d {
             .to_dtype(x.dtype())?;
             (y, mean.detach(), var.detach())
         } else if dev.is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) {
-            let y = crate::fused::batch_norm_train_act(
+            let (y, moments) = crate::fused::batch_norm_train_act(
                 x,
                 &self.weight.to_dtype(x.dtype())?,
                 &self.bias.to_dtype(x.dtype())?,
                 self.eps,
                 act,
             )?;
-            let (bm, bv) = crate::fused::channel_mean_var(&x.detach())?;
+            let (bm, bv): (Vec<f64>, Vec<f64>) = moments.into_iter().unzip();
             (
                 y,
                 Tensor::from_vec(bm, c, dev)?,

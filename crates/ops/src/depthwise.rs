@@ -102,6 +102,22 @@ struct GradInput {
     hw: (usize, usize),
 }
 
+impl GradInput {
+    /// (n, c, window) of the forward pass, checked against the gradient's shape.
+    fn geometry(&self, gl: &Layout, wl: &Layout) -> Result<(usize, usize, Window)> {
+        let [n, c, oh, ow] = dims4(gl, NAME)?;
+        let win = self.conv.window(self.hw, filter_dims(wl, c)?)?;
+        if (win.oh, win.ow) != (oh, ow) {
+            bail!(
+                "{NAME}: gradient is {oh}x{ow}, forward output was {}x{}",
+                win.oh,
+                win.ow
+            );
+        }
+        Ok((n, c, win))
+    }
+}
+
 impl CustomOp2 for GradInput {
     fn name(&self) -> &'static str {
         "depthwise_conv2d_grad_input"
@@ -115,15 +131,7 @@ impl CustomOp2 for GradInput {
         wl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         same_dtype(gs, ws, NAME)?;
-        let [n, c, oh, ow] = dims4(gl, NAME)?;
-        let win = self.conv.window(self.hw, filter_dims(wl, c)?)?;
-        if (win.oh, win.ow) != (oh, ow) {
-            bail!(
-                "{NAME}: gradient is {oh}x{ow}, forward output was {}x{}",
-                win.oh,
-                win.ow
-            );
-        }
+        let (n, c, win) = self.geometry(gl, wl)?;
         let out = dispatch_real!(gs, NAME, |T| {
             let gx = k::backward_input(
                 slice::<T>(gs, gl, NAME)?,
@@ -144,15 +152,7 @@ impl CustomOp2 for GradInput {
         ws: &candle_core::CudaStorage,
         wl: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        let [n, c, oh, ow] = dims4(gl, NAME)?;
-        let win = self.conv.window(self.hw, filter_dims(wl, c)?)?;
-        if (win.oh, win.ow) != (oh, ow) {
-            bail!(
-                "{NAME}: gradient is {oh}x{ow}, forward output was {}x{}",
-                win.oh,
-                win.ow
-            );
-        }
+        let (n, c, win) = self.geometry(gl, wl)?;
         let gx = crate::cuda::depthwise_bwd_input((gs, gl), (ws, wl), n, c, &win)?;
         Ok((gx, Shape::from((n, c, self.hw.0, self.hw.1))))
     }
@@ -162,6 +162,21 @@ impl CustomOp2 for GradInput {
 struct GradFilter {
     conv: Conv,
     k: (usize, usize),
+}
+
+impl GradFilter {
+    /// (n, c, window) of the forward pass, checked against the gradient's shape.
+    fn geometry(&self, xl: &Layout, gl: &Layout) -> Result<(usize, usize, Window)> {
+        let [n, c, h, w] = dims4(xl, NAME)?;
+        let win = self.conv.window((h, w), self.k)?;
+        if dims4(gl, NAME)? != [n, c, win.oh, win.ow] {
+            bail!(
+                "{NAME}: gradient shape {:?} does not match the output",
+                gl.dims()
+            );
+        }
+        Ok((n, c, win))
+    }
 }
 
 impl CustomOp2 for GradFilter {
@@ -177,14 +192,7 @@ impl CustomOp2 for GradFilter {
         gl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         same_dtype(xs, gs, NAME)?;
-        let [n, c, h, w] = dims4(xl, NAME)?;
-        let win = self.conv.window((h, w), self.k)?;
-        if dims4(gl, NAME)? != [n, c, win.oh, win.ow] {
-            bail!(
-                "{NAME}: gradient shape {:?} does not match the output",
-                gl.dims()
-            );
-        }
+        let (n, c, win) = self.geometry(xl, gl)?;
         let out = dispatch_real!(xs, NAME, |T| {
             let gw = k::backward_weight(
                 slice::<T>(xs, xl, NAME)?,
@@ -206,14 +214,7 @@ impl CustomOp2 for GradFilter {
         gs: &candle_core::CudaStorage,
         gl: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        let [n, c, h, w] = dims4(xl, NAME)?;
-        let win = self.conv.window((h, w), self.k)?;
-        if dims4(gl, NAME)? != [n, c, win.oh, win.ow] {
-            bail!(
-                "{NAME}: gradient shape {:?} does not match the output",
-                gl.dims()
-            );
-        }
+        let (n, c, win) = self.geometry(xl, gl)?;
         let gw = crate::cuda::depthwise_bwd_filter((xs, xl), (gs, gl), n, c, &win)?;
         Ok((gw, Shape::from((c, 1, self.k.0, self.k.1))))
     }

@@ -56,6 +56,21 @@ impl CustomOp1 for MaxPool {
 /// rather than stored by the forward pass.
 struct MaxPoolGrad(MaxPool);
 
+impl MaxPoolGrad {
+    /// (n, c, window) of the forward pass, checked against the gradient's shape.
+    fn geometry(&self, xl: &Layout, gl: &Layout) -> Result<(usize, usize, Window)> {
+        let [n, c, h, w] = dims4(xl, NAME)?;
+        let win = self.0.window((h, w))?;
+        if dims4(gl, NAME)? != [n, c, win.oh, win.ow] {
+            bail!(
+                "{NAME}: gradient shape {:?} does not match the output",
+                gl.dims()
+            );
+        }
+        Ok((n, c, win))
+    }
+}
+
 impl CustomOp2 for MaxPoolGrad {
     fn name(&self) -> &'static str {
         "max_pool2d_grad"
@@ -69,14 +84,7 @@ impl CustomOp2 for MaxPoolGrad {
         gl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         same_dtype(xs, gs, NAME)?;
-        let [n, c, h, w] = dims4(xl, NAME)?;
-        let win = self.0.window((h, w))?;
-        if dims4(gl, NAME)? != [n, c, win.oh, win.ow] {
-            bail!(
-                "{NAME}: gradient shape {:?} does not match the output",
-                gl.dims()
-            );
-        }
+        let (_, _, win) = self.geometry(xl, gl)?;
         let out = dispatch_real!(xs, NAME, |T| {
             let gx = k::backward(slice::<T>(xs, xl, NAME)?, slice::<T>(gs, gl, NAME)?, &win);
             T::to_cpu_storage_owned(gx)
@@ -92,14 +100,7 @@ impl CustomOp2 for MaxPoolGrad {
         gs: &candle_core::CudaStorage,
         gl: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        let [n, c, h, w] = dims4(xl, NAME)?;
-        let win = self.0.window((h, w))?;
-        if dims4(gl, NAME)? != [n, c, win.oh, win.ow] {
-            bail!(
-                "{NAME}: gradient shape {:?} does not match the output",
-                gl.dims()
-            );
-        }
+        let (n, c, win) = self.geometry(xl, gl)?;
         let gx = crate::cuda::max_pool_bwd((xs, xl), (gs, gl), n * c, &win)?;
         Ok((gx, xl.shape().clone()))
     }

@@ -27,12 +27,9 @@ struct Resize {
     grad: bool,
 }
 
-impl CustomOp1 for Resize {
-    fn name(&self) -> &'static str {
-        self.mode.name()
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+impl Resize {
+    /// (n, c, output size), the input's size checked against the direction.
+    fn output_dims(&self, l: &Layout) -> Result<(usize, usize, (usize, usize))> {
         let name = self.mode.name();
         let [n, c, h, w] = dims4(l, name)?;
         let (from, to) = if self.grad {
@@ -43,6 +40,18 @@ impl CustomOp1 for Resize {
         if (h, w) != from {
             bail!("{name}: expected spatial size {from:?}, got ({h}, {w})");
         }
+        Ok((n, c, to))
+    }
+}
+
+impl CustomOp1 for Resize {
+    fn name(&self) -> &'static str {
+        self.mode.name()
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let name = self.mode.name();
+        let (n, c, to) = self.output_dims(l)?;
         let out = dispatch_real!(s, name, |T| {
             let x = slice::<T>(s, l, name)?;
             let y = match (self.mode, self.grad) {
@@ -68,15 +77,7 @@ impl CustomOp1 for Resize {
     ) -> Result<(candle_core::CudaStorage, Shape)> {
         use crate::cuda::{AxisTaps, ResizeKind};
         let name = self.mode.name();
-        let [n, c, h, w] = dims4(l, name)?;
-        let (from, to) = if self.grad {
-            (self.out, self.inp)
-        } else {
-            (self.inp, self.out)
-        };
-        if (h, w) != from {
-            bail!("{name}: expected spatial size {from:?}, got ({h}, {w})");
-        }
+        let (n, c, to) = self.output_dims(l)?;
         // The taps are the CPU op's own, so both devices sample the same pixels.
         let axis = |inp: usize, out: usize, ac: bool| {
             let t = k::bilinear_taps::<f64>(inp, out, ac);
