@@ -262,41 +262,8 @@ impl BatchNorm2d {
         let mut count = (n * h * w) as f64;
         let dev = x.device();
         let sync = sync_group();
-        let (y, bm, bv) = if let Some(group) = &sync {
-            // Synchronized: per-channel sums over every rank's batch, through a
-            // differentiable all-reduce, so the backward also sees the other ranks.
-            let inner = match x.dtype() {
-                DType::F16 | DType::BF16 => DType::F32,
-                d => d,
-            };
-            // Two rounds, mean then centred squares: E[x^2] - mean^2 in f32 loses too much.
-            let xf = x.to_dtype(inner)?;
-            let flat = xf.transpose(0, 1)?.reshape((c, ()))?;
-            let local = Tensor::cat(
-                &[flat.sum(1)?, Tensor::new(&[count], dev)?.to_dtype(inner)?],
-                0,
-            )?;
-            let total = pupil_ops::dist::all_reduce(&local, group)?;
-            count = total
-                .narrow(0, c, 1)?
-                .to_dtype(DType::F64)?
-                .to_vec1::<f64>()?[0];
-            let mean = (total.narrow(0, 0, c)? / count)?;
-            let centred = flat.broadcast_sub(&mean.unsqueeze(1)?)?;
-            let var = (pupil_ops::dist::all_reduce(&centred.sqr()?.sum(1)?, group)? / count)?;
-            let inv = (&var + self.eps)?.sqrt()?.recip()?;
-            let scale = (self.weight.to_dtype(inner)? * inv)?;
-            let shift = (self.bias.to_dtype(inner)? - (&mean * &scale)?)?;
-            let z = xf
-                .broadcast_mul(&scale.reshape(shape)?)?
-                .broadcast_add(&shift.reshape(shape)?)?;
-            let y = match act {
-                crate::fused::Act::Identity => z,
-                crate::fused::Act::Silu => z.silu()?,
-            }
-            .to_dtype(x.dtype())?;
-            (y, mean.detach(), var.detach())
-        } else if dev.is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) {
+        let fused = sync.is_none() && dev.is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64);
+        let (y, bm, bv) = if fused {
             let (y, moments) = crate::fused::batch_norm_train_act(
                 x,
                 &self.weight.to_dtype(x.dtype())?,
@@ -311,22 +278,38 @@ impl BatchNorm2d {
                 Tensor::from_vec(bv, c, dev)?,
             )
         } else {
-            // Composed ops (GPU); statistics in f32 at least (half-precision inputs are upcast).
+            // Composed ops: on GPU, or with the statistics synchronized over a data-parallel
+            // group through a differentiable all-reduce (so the backward also sees the other
+            // ranks). Mean first, then centred squares: E[x^2] - mean^2 in f32 loses too
+            // much. Statistics in f32 at least (half-precision inputs are upcast).
             let inner = match x.dtype() {
                 DType::F16 | DType::BF16 => DType::F32,
                 d => d,
             };
             let xf = x.to_dtype(inner)?;
-            let mean = xf
-                .mean_keepdim(D::Minus1)?
-                .mean_keepdim(2)?
-                .mean_keepdim(0)?;
+            let mut sum = xf.sum_keepdim((0, 2, 3))?;
+            if let Some(group) = &sync {
+                let local = Tensor::cat(
+                    &[
+                        sum.flatten_all()?,
+                        Tensor::new(&[count], dev)?.to_dtype(inner)?,
+                    ],
+                    0,
+                )?;
+                let total = pupil_ops::dist::all_reduce(&local, group)?;
+                count = total
+                    .narrow(0, c, 1)?
+                    .to_dtype(DType::F64)?
+                    .to_vec1::<f64>()?[0];
+                sum = total.narrow(0, 0, c)?.reshape(shape)?;
+            }
+            let mean = (sum / count)?;
             let centred = xf.broadcast_sub(&mean)?;
-            let var = centred
-                .sqr()?
-                .mean_keepdim(D::Minus1)?
-                .mean_keepdim(2)?
-                .mean_keepdim(0)?;
+            let mut squares = centred.sqr()?.sum_keepdim((0, 2, 3))?;
+            if let Some(group) = &sync {
+                squares = pupil_ops::dist::all_reduce(&squares, group)?;
+            }
+            let var = (squares / count)?;
             let inv = (&var + self.eps)?.sqrt()?.recip()?;
             let scale = self
                 .weight

@@ -20,19 +20,6 @@ pub trait Collective: Send + Sync {
     fn all_reduce_f64(&self, buf: &mut [f64]) -> Result<()>;
     /// Rank `root`'s bytes on every rank.
     fn broadcast_bytes(&self, bytes: Vec<u8>, root: usize) -> Result<Vec<u8>>;
-    /// Sum of a tensor over the ranks. The default goes through host memory in f64;
-    /// the NCCL group reduces CUDA tensors on the device.
-    fn all_reduce_tensor(&self, t: &Tensor) -> Result<Tensor> {
-        if self.world_size() == 1 {
-            return Ok(t.clone());
-        }
-        let mut v = t
-            .to_dtype(candle_core::DType::F64)?
-            .flatten_all()?
-            .to_vec1::<f64>()?;
-        self.all_reduce_f64(&mut v)?;
-        Tensor::from_vec(v, t.shape(), t.device())?.to_dtype(t.dtype())
-    }
     /// Sum of a contiguous CUDA buffer on the device; `None` when the group cannot.
     #[cfg(feature = "cuda")]
     fn reduce_cuda(
@@ -366,18 +353,23 @@ impl CustomOp1 for AllReduce {
 }
 
 /// Element-wise sum of `t` over the group's ranks, differentiable. CUDA tensors need the
-/// NCCL group; everything else goes through [`Collective::all_reduce_tensor`].
+/// NCCL group; tensors on other devices are reduced through host memory.
 pub fn all_reduce(t: &Tensor, group: &Arc<dyn Collective>) -> Result<Tensor> {
     if group.world_size() == 1 && !t.device().is_cuda() {
         return Ok(t.clone());
     }
     // A CUDA group of one still reduces, so one GPU exercises the NCCL path.
+    let op = AllReduce {
+        group: group.clone(),
+    };
     if t.device().is_cpu() || t.device().is_cuda() {
-        return t.contiguous()?.apply_op1(AllReduce {
-            group: group.clone(),
-        });
+        return t.contiguous()?.apply_op1(op);
     }
-    group.all_reduce_tensor(t)
+    let cpu = candle_core::Device::Cpu;
+    t.to_device(&cpu)?
+        .contiguous()?
+        .apply_op1(op)?
+        .to_device(t.device())
 }
 
 #[cfg(feature = "nccl")]

@@ -117,6 +117,13 @@ pub struct LossScaler {
     good_steps: usize,
 }
 
+impl Default for LossScaler {
+    /// PyTorch's GradScaler start: 2^16.
+    fn default() -> Self {
+        Self::new(65536.0)
+    }
+}
+
 impl LossScaler {
     pub fn new(initial: f64) -> Self {
         LossScaler {

@@ -15,11 +15,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// Starting loss scale for f16 (PyTorch's GradScaler default).
-fn state_scale_default() -> f64 {
-    65536.0
-}
-
 fn err(m: impl std::fmt::Display) -> candle_core::Error {
     candle_core::Error::Msg(m.to_string())
 }
@@ -287,8 +282,8 @@ impl<'a> Trainer<'a> {
             ));
         }
         // f16 keeps small gradients representable by scaling the loss.
-        let mut scaler = (compute == candle_core::DType::F16)
-            .then(|| crate::optim::LossScaler::new(state_scale_default()));
+        let mut scaler =
+            (compute == candle_core::DType::F16).then(crate::optim::LossScaler::default);
         std::fs::create_dir_all(&self.out)
             .map_err(|e| err(format!("{}: {e}", self.out.display())))?;
         let mut opt = Sgd::new(self.store, o);
