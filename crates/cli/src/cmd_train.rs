@@ -14,7 +14,7 @@ pub struct ConfigArgs {
     /// Override a key: --set optim.steps=500 --set backbone.name=resnet-50 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
-    /// cpu or cuda:N.
+    /// cpu, cuda (GPU 0) or cuda:N.
     #[arg(long)]
     pub device: Option<String>,
 }
@@ -86,7 +86,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
     }
     let mut cfg = a.cfg.load(None)?;
     if let Some(env) = pupil_selftrain::dist::DistEnv::from_env()? {
-        cfg.device = pupil_selftrain::dist::device_spec(&cfg.device, Some(&env));
+        cfg.device = pupil_selftrain::dist::device_spec(&cfg.device, &env);
         let group =
             pupil_selftrain::dist::init_group(&env, &device(&cfg.device)?).with_context(|| {
                 format!("rank {} of {}: joining {}", env.rank, env.world, env.master)

@@ -75,10 +75,10 @@ impl DistEnv {
 }
 
 /// The device a rank trains on: with CUDA, one GPU per process (`cuda:LOCAL_RANK`).
-pub fn device_spec(configured: &str, env: Option<&DistEnv>) -> String {
-    match env {
-        Some(e) if configured.starts_with("cuda") => format!("cuda:{}", e.local_rank),
-        _ => configured.to_string(),
+pub fn device_spec(configured: &str, env: &DistEnv) -> String {
+    match configured.starts_with("cuda") {
+        true => format!("cuda:{}", env.local_rank),
+        false => configured.to_string(),
     }
 }
 
@@ -254,8 +254,8 @@ mod tests {
         .unwrap();
         assert_eq!((e.rank, e.world, e.local_rank), (3, 4, 1));
         assert_eq!(e.master, "node0:29500");
-        assert_eq!(device_spec("cuda:0", Some(&e)), "cuda:1");
-        assert_eq!(device_spec("cpu", Some(&e)), "cpu");
+        assert_eq!(device_spec("cuda:0", &e), "cuda:1");
+        assert_eq!(device_spec("cpu", &e), "cpu");
         let s = DistEnv::from_vars(vars(&[
             ("SLURM_NTASKS", "8"),
             ("SLURM_PROCID", "5"),
