@@ -76,7 +76,6 @@ impl CustomOp1 for Resize {
         l: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
         use crate::cuda::{AxisTaps, ResizeKind};
-        let name = self.mode.name();
         let (n, c, to) = self.output_dims(l)?;
         // The taps are the CPU op's own, so both devices sample the same pixels.
         let axis = |inp: usize, out: usize, ac: bool| {
