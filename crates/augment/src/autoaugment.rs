@@ -143,6 +143,17 @@ pub struct Hparams {
 }
 
 impl Hparams {
+    /// The pixel constants (cutout and translate sizes) multiplied by `k`.
+    pub fn scaled(self, k: f64) -> Hparams {
+        Hparams {
+            cutout_const: self.cutout_const * k,
+            translate_const: self.translate_const * k,
+            cutout_bbox_const: self.cutout_bbox_const * k,
+            translate_bbox_const: self.translate_bbox_const * k,
+            ..self
+        }
+    }
+
     /// TF `autoaugment_utils` defaults.
     pub const AUTOAUGMENT: Hparams = Hparams {
         cutout_const: 100.0,

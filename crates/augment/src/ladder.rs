@@ -49,6 +49,9 @@ pub struct LadderOptions {
     pub size: Size,
     pub pad_multiple: usize,
     pub fill: [u8; 3],
+    /// Multiplies AutoAugment / RandAugment pixel constants (translate, cutout), which are in
+    /// pixels of the paper's 640-pixel images: `size / 640` keeps them in proportion.
+    pub pixel_scale: f64,
 }
 
 impl LadderOptions {
@@ -57,6 +60,7 @@ impl LadderOptions {
             size,
             pad_multiple: 128,
             fill: MEAN_FILL,
+            pixel_scale: 1.0,
         }
     }
 }
@@ -64,7 +68,8 @@ impl LadderOptions {
 /// The named ladders: `s1` = flip + scale jitter [0.8, 1.2]; `s2` = AutoAugment v0 + `s1`;
 /// `s3` = AutoAugment v0 + flip + large scale jitter [0.5, 2.0]; `s4` = RandAugment (N=2,
 /// M=10) + flip + large scale jitter. Order as TF's parser: AutoAugment / RandAugment on the
-/// original image, then the flip, then resize/crop/pad.
+/// original image, then the flip, then resize/crop/pad. `none` only resizes to fit and pads
+/// (no randomness: the evaluation transform).
 pub fn ladder(name: &str, size: Size) -> Result<Pipeline, ConfigError> {
     ladder_with(name, LadderOptions::new(size))
 }
@@ -86,22 +91,34 @@ pub fn ladder_with(name: &str, o: LadderOptions) -> Result<Pipeline, ConfigError
         (name, op)
     };
     let mut p = Pipeline::new();
+    let aa = || {
+        let mut a = AutoAugment::v0();
+        a.hparams = a.hparams.scaled(o.pixel_scale);
+        Box::new(a) as Box<dyn Augment>
+    };
+    let ra = || {
+        let mut r = RandAugment::default();
+        r.hparams = r.hparams.scaled(o.pixel_scale);
+        Box::new(r) as Box<dyn Augment>
+    };
     let (policy_step, (name, op)): (Option<(&str, Box<dyn Augment>)>, _) =
         match name.to_ascii_lowercase().as_str() {
+            "none" => {
+                let name = format!("resize(size={},pad={})", o.size, o.pad_multiple);
+                p.push(name, jitter(1.0, 1.0));
+                return Ok(p);
+            }
             "s1" => (None, flip_then("scale_jitter", 0.8, 1.2)),
             "s2" => (
-                Some(("autoaugment(v0)", Box::new(AutoAugment::v0()))),
+                Some(("autoaugment(v0)", aa())),
                 flip_then("scale_jitter", 0.8, 1.2),
             ),
-            "s3" => (
-                Some(("autoaugment(v0)", Box::new(AutoAugment::v0()))),
-                flip_then("lsj", 0.5, 2.0),
-            ),
+            "s3" => (Some(("autoaugment(v0)", aa())), flip_then("lsj", 0.5, 2.0)),
             "s4" => (
-                Some(("randaugment(n=2,m=10)", Box::new(RandAugment::default()))),
+                Some(("randaugment(n=2,m=10)", ra())),
                 flip_then("lsj", 0.5, 2.0),
             ),
-            other => return err(other, "unknown ladder (expected s1, s2, s3 or s4)"),
+            other => return err(other, "unknown ladder (expected none, s1, s2, s3 or s4)"),
         };
     if let Some((n, step)) = policy_step {
         p.push_boxed(n, step);
@@ -410,6 +427,7 @@ fn add_step(
                 size: a.size_or("size", Some(DEFAULT_SIZE))?,
                 pad_multiple: a.usize_or("pad", 128)?,
                 fill: a.fill_or("fill", MEAN_FILL)?,
+                pixel_scale: 1.0,
             };
             Step::Many(ladder_with(&lname, o)?)
         }

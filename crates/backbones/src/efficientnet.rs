@@ -1,13 +1,14 @@
 //! EfficientNet B0-B8 and L2 with timm's parameter names, in PyTorch-style padding
 //! (`efficientnet_*`) or TensorFlow 'SAME' padding with BN eps 1e-3 (`tf_efficientnet_*`,
 //! the family of the paper's checkpoints).
-use crate::fused::{scale_planes, silu, Act};
-use crate::nn::{
+use candle_core::{Module, Result, Tensor};
+use pupil_nn::layers::{
     drop_path, dropout, global_avg_pool, sigmoid, BatchNorm2d, Conv2d, ConvCfg, Linear, PadMode,
 };
-use crate::params::Vb;
-use crate::{Backbone, Classifier, FeatureMaps, LevelInfo};
-use candle_core::{Module, Result, Tensor};
+use pupil_nn::params::Vb;
+use pupil_nn::Act;
+use pupil_nn::{Backbone, Classifier, FeatureMaps, LevelInfo};
+use pupil_ops::fused::{scale_planes, silu};
 
 /// One stage of the B0 base network: (repeats, kernel, stride, expansion, output channels).
 const B0_STAGES: [(usize, usize, usize, usize, usize); 7] = [

@@ -1,8 +1,8 @@
 //! ResNet-50/101 (v1.5, stride on the 3x3 conv) with torchvision's parameter names.
-use crate::nn::{global_avg_pool, BatchNorm2d, Conv2d, ConvCfg, Linear, PadMode};
-use crate::params::Vb;
-use crate::{Backbone, Classifier, FeatureMaps, LevelInfo};
 use candle_core::{Module, Result, Tensor};
+use pupil_nn::layers::{global_avg_pool, BatchNorm2d, Conv2d, ConvCfg, Linear, PadMode};
+use pupil_nn::params::Vb;
+use pupil_nn::{Backbone, Classifier, FeatureMaps, LevelInfo};
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ResNetConfig {

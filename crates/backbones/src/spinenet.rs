@@ -1,10 +1,10 @@
 //! SpineNet-49S/49/96/143/190: a scale-permuted backbone built from the block specs, the
 //! filter scaling map, the cross-scale resampling and the drop-connect rule of the TPU
 //! reference, with outputs at levels 3-7.
-use crate::nn::{drop_path, Act, BatchNorm2d, Conv2d, ConvCfg, PadMode};
-use crate::params::Vb;
-use crate::{Backbone, FeatureMaps, LevelInfo};
 use candle_core::{Module, Result, Tensor};
+use pupil_nn::layers::{drop_path, Act, BatchNorm2d, Conv2d, ConvCfg, PadMode};
+use pupil_nn::params::Vb;
+use pupil_nn::{Backbone, FeatureMaps, LevelInfo};
 use std::collections::BTreeMap;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -302,104 +302,26 @@ impl SpineNet {
     pub fn new(vb: &Vb, cfg: &SpineNetConfig) -> Result<Self> {
         let stem = ConvBn::new(&vb.pp("stem"), cfg, cfg.in_channels, 64, 7, 2)?;
         let f2 = cfg.filters(2);
-        let g0 = Group::new(
-            &vb.pp("stem_groups").pp(0),
-            cfg,
-            BlockFn::Bottleneck,
-            64,
-            f2,
-            0.0,
-        )?;
-        let g1 = Group::new(
-            &vb.pp("stem_groups").pp(1),
-            cfg,
-            BlockFn::Bottleneck,
-            f2 * 4,
-            f2,
-            0.0,
-        )?;
-        // (level, block fn, channels) of every feat, in creation order.
-        let mut feats: Vec<(usize, BlockFn, usize)> = vec![
-            (2, BlockFn::Bottleneck, f2 * 4),
-            (2, BlockFn::Bottleneck, f2 * 4),
-        ];
-        let mut outgoing = vec![0usize; 2];
+        let sg = vb.pp("stem_groups");
+        let g0 = Group::new(&sg.pp(0), cfg, BlockFn::Bottleneck, 64, f2, 0.0)?;
+        let g1 = Group::new(&sg.pp(1), cfg, BlockFn::Bottleneck, f2 * 4, f2, 0.0)?;
+        let mut w = Wiring {
+            feats: vec![(2, BlockFn::Bottleneck, f2 * 4); 2],
+            outgoing: vec![0usize; 2],
+        };
         let mut nodes = Vec::new();
         let mut extra_inputs = Vec::new();
-        let n = SPINENET_BLOCK_SPECS.len();
-        for (i, &(level, kind, (a, b), is_output)) in SPINENET_BLOCK_SPECS.iter().enumerate() {
-            let nvb = vb.pp("blocks").pp(i);
-            let out_ch = cfg.filters(level) * kind.expansion();
-            let r0 = Resample::new(
-                &nvb.pp("resample0"),
-                cfg,
-                feats[a].2,
-                feats[a].1,
-                feats[a].0,
-                level,
-                kind,
-            )?;
-            let r1 = Resample::new(
-                &nvb.pp("resample1"),
-                cfg,
-                feats[b].2,
-                feats[b].1,
-                feats[b].0,
-                level,
-                kind,
-            )?;
-            outgoing[a] += 1;
-            outgoing[b] += 1;
-            let mut extra = Vec::new();
-            if is_output {
-                for (j, f) in feats.iter().enumerate() {
-                    if outgoing[j] == 0 && f.0 == level && f.2 == out_ch {
-                        extra.push(j);
-                        outgoing[j] += 1;
-                    }
-                }
-            }
-            let drop = if cfg.init_drop_connect_rate > 0.0 && cfg.init_drop_connect_rate < 1.0 {
-                cfg.init_drop_connect_rate * (i + 1) as f64 / n as f64
-            } else {
-                0.0
-            };
-            let group = Group::new(
-                &nvb.pp("group"),
-                cfg,
-                kind,
-                out_ch,
-                cfg.filters(level),
-                drop,
-            )?;
-            nodes.push(Node {
-                level,
-                inputs: (a, b),
-                resample: (r0, r1),
-                group,
-            });
+        for (i, spec) in SPINENET_BLOCK_SPECS.iter().enumerate() {
+            let (node, extra) = Self::node(&vb.pp("blocks").pp(i), cfg, i, *spec, &mut w)?;
+            nodes.push(node);
             extra_inputs.push(extra);
-            feats.push((level, kind, out_ch));
-            outgoing.push(0);
         }
         let mut endpoints = BTreeMap::new();
         for (i, &(level, _, _, is_output)) in SPINENET_BLOCK_SPECS.iter().enumerate() {
             if is_output {
-                let ch = feats[i + 2].2;
-                endpoints.insert(
-                    level,
-                    (
-                        i + 2,
-                        ConvBn::new(
-                            &vb.pp("endpoints").pp(level),
-                            cfg,
-                            ch,
-                            cfg.endpoints_num_filters,
-                            1,
-                            1,
-                        )?,
-                    ),
-                );
+                let (ch, out) = (w.feats[i + 2].2, cfg.endpoints_num_filters);
+                let e = ConvBn::new(&vb.pp("endpoints").pp(level), cfg, ch, out, 1, 1)?;
+                endpoints.insert(level, (i + 2, e));
             }
         }
         Ok(SpineNet {
@@ -411,6 +333,68 @@ impl SpineNet {
             endpoints,
         })
     }
+
+    /// Block `i`: its two resampled inputs and its group; an output block also takes every
+    /// unused feat of its level and width. Returns the node and those extra inputs.
+    fn node(
+        nvb: &Vb,
+        cfg: &SpineNetConfig,
+        i: usize,
+        (level, kind, (a, b), is_output): BlockSpec,
+        w: &mut Wiring,
+    ) -> Result<(Node, Vec<usize>)> {
+        let out_ch = cfg.filters(level) * kind.expansion();
+        let resample = |name: &str, f: (usize, BlockFn, usize)| {
+            Resample::new(&nvb.pp(name), cfg, f.2, f.1, f.0, level, kind)
+        };
+        let r0 = resample("resample0", w.feats[a])?;
+        let r1 = resample("resample1", w.feats[b])?;
+        w.outgoing[a] += 1;
+        w.outgoing[b] += 1;
+        let mut extra = Vec::new();
+        if is_output {
+            for (j, f) in w.feats.iter().enumerate() {
+                if w.outgoing[j] == 0 && f.0 == level && f.2 == out_ch {
+                    extra.push(j);
+                    w.outgoing[j] += 1;
+                }
+            }
+        }
+        let rate = cfg.init_drop_connect_rate;
+        let n = SPINENET_BLOCK_SPECS.len();
+        let drop = if rate > 0.0 && rate < 1.0 {
+            rate * (i + 1) as f64 / n as f64
+        } else {
+            0.0
+        };
+        let group = Group::new(
+            &nvb.pp("group"),
+            cfg,
+            kind,
+            out_ch,
+            cfg.filters(level),
+            drop,
+        )?;
+        w.feats.push((level, kind, out_ch));
+        w.outgoing.push(0);
+        let node = Node {
+            level,
+            inputs: (a, b),
+            resample: (r0, r1),
+            group,
+        };
+        Ok((node, extra))
+    }
+}
+
+/// (level, block fn, (input a, input b), is output) of one block.
+type BlockSpec = (usize, BlockFn, (usize, usize), bool);
+
+/// The feats built so far ((level, block fn, channels), in creation order) and how many
+/// blocks read each.
+struct Wiring {
+    feats: Vec<(usize, BlockFn, usize)>,
+    outgoing: Vec<usize>,
 }
 
 impl Backbone for SpineNet {

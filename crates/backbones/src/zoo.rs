@@ -2,11 +2,11 @@
 //! padding and BN eps, the paper's checkpoints), `efficientnet` with explicit width/depth,
 //! `resnet-50`/`101`/`152`, `spinenet-49s`/`49`/`96`/`143`/`190`.
 use crate::efficientnet::{EfficientNet, EfficientNetConfig};
-use crate::params::Vb;
 use crate::resnet::{ResNet, ResNetConfig};
 use crate::spinenet::{SpineNet, SpineNetConfig};
-use crate::{Backbone, Classifier, FeatureMaps, LevelInfo};
 use candle_core::{Error, Result, Tensor};
+use pupil_nn::params::Vb;
+use pupil_nn::{Backbone, Classifier, FeatureMaps, LevelInfo};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -151,7 +151,7 @@ impl Backbone for AnyBackbone {
 pub fn save_checkpoint(
     path: impl AsRef<std::path::Path>,
     cfg: &BackboneConfig,
-    store: &crate::params::ParamStore,
+    store: &pupil_nn::params::ParamStore,
 ) -> Result<()> {
     let header = serde_json::json!({ "format": "pupil-backbone", "backbone": cfg });
     store.save_safetensors(path, &header)
@@ -162,9 +162,9 @@ pub fn save_checkpoint(
 pub fn load_checkpoint(
     path: impl AsRef<std::path::Path>,
     device: &candle_core::Device,
-) -> Result<(BackboneConfig, crate::params::ParamStore, AnyBackbone)> {
+) -> Result<(BackboneConfig, pupil_nn::params::ParamStore, AnyBackbone)> {
     let path = path.as_ref();
-    let header = crate::params::read_header(path)?.ok_or_else(|| {
+    let header = pupil_nn::params::read_header(path)?.ok_or_else(|| {
         Error::Msg(format!(
             "{}: not a pupil checkpoint (no pupil header)",
             path.display()
@@ -179,17 +179,17 @@ pub fn load_checkpoint(
             path.display()
         ))
     })?;
-    let store = crate::params::ParamStore::new(device, candle_core::DType::F32, 0);
+    let store = pupil_nn::params::ParamStore::new(device, candle_core::DType::F32, 0);
     let model = build(&store.root(), &cfg)?;
-    store.load_safetensors(path, &crate::params::LoadOptions::strict())?;
+    store.load_safetensors(path, &pupil_nn::params::LoadOptions::strict())?;
     Ok((cfg, store, model))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::params::ParamStore;
     use candle_core::{DType, Device};
+    use pupil_nn::params::ParamStore;
 
     #[test]
     fn builds_by_name() {

@@ -2,8 +2,8 @@
 //! downloads through HF_ENDPOINT into HF_HOME, and offline mode then reads the cache.
 use candle_core::{DType, Device};
 use pupil_backbones::hub;
-use pupil_backbones::params::{LoadOptions, ParamStore};
 use pupil_backbones::zoo::{build, BackboneConfig};
+use pupil_nn::params::{LoadOptions, ParamStore};
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -2,28 +2,13 @@
 //! multi-scale features within the fixture README's tolerance (1e-4 x max(1, max|ref|)).
 use candle_core::{DType, Device, Tensor};
 use pupil_backbones::efficientnet::{EfficientNet, EfficientNetConfig};
-use pupil_backbones::params::{LoadOptions, ParamStore};
 use pupil_backbones::resnet::{ResNet, ResNetConfig};
 use pupil_backbones::{Backbone, Classifier};
+use pupil_nn::params::{LoadOptions, ParamStore};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-
-fn fixtures() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let p = match std::env::var_os("PUPIL_FIXTURES") {
-        Some(v) => root.join(v),
-        None => root.join("../shared/fixtures"),
-    };
-    assert!(
-        p.is_dir(),
-        "fixtures folder {} is missing: set PUPIL_FIXTURES to the shared fixtures",
-        p.display()
-    );
-    p
-}
 
 fn io(name: &str) -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(fixtures().join(name), &Device::Cpu).unwrap()
+    candle_core::safetensors::load(pupil_testkit::fixtures().join(name), &Device::Cpu).unwrap()
 }
 
 fn check(name: &str, got: &Tensor, want: &Tensor) {
@@ -53,7 +38,10 @@ fn efficientnet(cfg: EfficientNetConfig, weights: &str, io_file: &str) {
     let store = ParamStore::new(&Device::Cpu, DType::F32, 0);
     let model = EfficientNet::new(&store.root(), &cfg).unwrap();
     let rep = store
-        .load_safetensors(fixtures().join(weights), &LoadOptions::strict())
+        .load_safetensors(
+            pupil_testkit::fixtures().join(weights),
+            &LoadOptions::strict(),
+        )
         .unwrap();
     assert_eq!(rep.loaded.len(), 311);
     let io = io(io_file);
@@ -90,7 +78,7 @@ fn resnet50_matches_torchvision() {
     let model = ResNet::new(&store.root(), &ResNetConfig::depth(50).unwrap()).unwrap();
     store
         .load_safetensors(
-            fixtures().join("resnet50.safetensors"),
+            pupil_testkit::fixtures().join("resnet50.safetensors"),
             &LoadOptions::strict(),
         )
         .unwrap();
@@ -111,7 +99,7 @@ fn wrong_checkpoint_is_refused_with_a_listing() {
     ResNet::new(&store.root(), &ResNetConfig::depth(50).unwrap()).unwrap();
     let e = store
         .load_safetensors(
-            fixtures().join("tf_efficientnet_b0.safetensors"),
+            pupil_testkit::fixtures().join("tf_efficientnet_b0.safetensors"),
             &LoadOptions::strict(),
         )
         .unwrap_err()
@@ -130,7 +118,7 @@ fn wrong_checkpoint_is_refused_with_a_listing() {
     };
     EfficientNet::new(&store.root(), &cfg).unwrap();
     let strict = store.load_safetensors(
-        fixtures().join("efficientnet_b0.safetensors"),
+        pupil_testkit::fixtures().join("efficientnet_b0.safetensors"),
         &LoadOptions::strict(),
     );
     assert!(strict
@@ -139,7 +127,7 @@ fn wrong_checkpoint_is_refused_with_a_listing() {
         .contains("classifier.weight"));
     let rep = store
         .load_safetensors(
-            fixtures().join("efficientnet_b0.safetensors"),
+            pupil_testkit::fixtures().join("efficientnet_b0.safetensors"),
             &LoadOptions::backbone_only(),
         )
         .unwrap();

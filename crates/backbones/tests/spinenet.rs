@@ -1,9 +1,9 @@
 //! SpineNet builds for every variant and yields levels 3-7 at the right strides and widths;
 //! training mode runs backward through every block.
 use candle_core::{DType, Device, Tensor, Var};
-use pupil_backbones::params::ParamStore;
 use pupil_backbones::spinenet::{SpineNet, SpineNetConfig};
 use pupil_backbones::Backbone;
+use pupil_nn::params::ParamStore;
 
 #[test]
 fn spinenet_49s_levels_and_backward() {

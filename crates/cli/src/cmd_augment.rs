@@ -128,7 +128,7 @@ pub fn run(a: AugmentArgs) -> Result<()> {
             (vec![s; a.n], names)
         }
         None => {
-            let ds: Box<dyn Dataset> = a.source.open()?;
+            let ds = a.source.open()?;
             if ds.is_empty() {
                 bail!("the dataset is empty");
             }

@@ -1,15 +1,15 @@
 //! `pupil bench`: images/s and peak memory of a model's inference and of one training step
-//! on synthetic inputs, on CPU or CUDA, f32 or mixed precision; one JSON line, for
-//! side-by-side runs with PyTorch (bench/gpu.py).
+//! on synthetic inputs (detection, segmentation or classification), on CPU or CUDA, f32 or
+//! mixed precision; one JSON line, for side-by-side runs with PyTorch (bench/gpu.py).
 use crate::cmd_train::ConfigArgs;
 use anyhow::{bail, Result};
 use candle_core::{Device, Tensor};
-use pupil_backbones::params::ParamStore;
 use pupil_data::batch::{collate, BatchConfig};
-use pupil_data::sample::{Image, Sample};
-use pupil_selftrain::config::Task;
-use pupil_selftrain::model::{device, Model};
+use pupil_data::sample::{Image, Plane, Sample};
+use pupil_nn::ParamStore;
+use pupil_selftrain::model::device;
 use pupil_selftrain::optim::Sgd;
+use pupil_selftrain::task;
 use std::time::Instant;
 
 #[derive(clap::Args)]
@@ -59,20 +59,24 @@ fn memory_mb(dev: &Device) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-/// Synthetic images with three boxes each (a mid-grey image with a lighter square).
+/// Synthetic images with three boxes each (a mid-grey image with a lighter square) and a
+/// label map (the square is class 1), so every task has targets.
 fn samples(n: usize, size: usize) -> Vec<Sample> {
     (0..n)
         .map(|i| {
             let mut img = Image::new(size, size, 3, 110);
+            let mut labels = Plane::new(size, size, 0);
             let s = size / 4;
             for y in s..2 * s {
                 for x in s..2 * s {
                     for c in 0..3 {
                         img.data[(y * size + x) * 3 + c] = 200;
                     }
+                    labels.set(x, y, 1);
                 }
             }
             let mut sm = Sample::new(img);
+            sm.label_map = Some(labels);
             let f = size as f32;
             sm.boxes = vec![
                 [0.25 * f, 0.25 * f, 0.5 * f, 0.5 * f],
@@ -92,16 +96,13 @@ pub fn run(a: BenchArgs) -> Result<()> {
     if a.mode != "infer" && a.mode != "train" {
         bail!("--mode must be infer or train, got {:?}", a.mode)
     }
-    if cfg.task == Task::Segmentation {
-        bail!("pupil bench covers classification and detection")
-    }
     let dev = device(&cfg.device)?;
     let dt = cfg.optim.precision.dtype();
     if dt == candle_core::DType::BF16 && dev.is_cpu() {
         bail!("bf16 needs a CUDA device (candle has no bf16 matmul on CPU)")
     }
     let store = ParamStore::new(&dev, candle_core::DType::F32, cfg.seed);
-    let model = Model::build(&cfg, a.classes, &store)?;
+    let model = task::build(&cfg, a.classes, &store)?;
     let bc = BatchConfig {
         size_divisor: cfg.data.size_divisor,
         ..Default::default()
@@ -115,21 +116,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
         sync(&dev)?;
         let t = Instant::now();
         if a.mode == "infer" {
-            let out: Tensor = match &model {
-                Model::Detector(m) => {
-                    let (c, r) = m.forward_t(&batch.images, false)?;
-                    (c.to_dtype(candle_core::DType::F32)?.sum_all()?
-                        + r.to_dtype(candle_core::DType::F32)?.sum_all()?)?
-                }
-                Model::Classifier(b) => match b.classifier() {
-                    Some(c) => c
-                        .logits_t(&batch.images, false)?
-                        .to_dtype(candle_core::DType::F32)?
-                        .sum_all()?,
-                    None => bail!("this backbone has no classification head"),
-                },
-                Model::Segmenter(_) => unreachable!("rejected above"),
-            };
+            let mut out = Tensor::zeros((), candle_core::DType::F32, &dev)?;
+            for y in model.forward(&batch.images)? {
+                out = (out + y.to_dtype(candle_core::DType::F32)?.sum_all()?)?;
+            }
             out.to_scalar::<f32>()?;
         } else {
             let (loss, _) = model.loss(&batch, true)?;
@@ -149,7 +139,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         "{}",
         serde_json::json!({
             "impl": "pupil",
-            "task": format!("{:?}", cfg.task).to_lowercase(),
+            "task": cfg.task.name(),
             "backbone": cfg.backbone.name,
             "mode": a.mode,
             "device": cfg.device,

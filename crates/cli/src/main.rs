@@ -10,6 +10,10 @@ mod cmd_augment;
 mod cmd_bench;
 mod cmd_data;
 mod cmd_eval;
+mod cmd_experiment;
+mod cmd_predict;
+mod cmd_pretrain;
+mod cmd_pseudo;
 mod cmd_train;
 mod source;
 
@@ -35,35 +39,35 @@ enum Command {
     /// Train a detector, segmenter or classifier (resumes from the run folder's checkpoint).
     Train(cmd_train::TrainArgs),
     /// Classification pre-training of a backbone (Fashion-MNIST or the in-domain digit pool).
-    Pretrain(cmd_train::PretrainArgs),
+    Pretrain(cmd_pretrain::PretrainArgs),
     /// Label unlabeled images with a teacher, one shard per process.
-    PseudoLabel(cmd_train::PseudoArgs),
+    PseudoLabel(cmd_pseudo::PseudoArgs),
     /// Self-training: pseudo-label, then train a noised student on human + pseudo labels.
-    SelfTrain(cmd_train::SelfTrainArgs),
+    SelfTrain(cmd_pseudo::SelfTrainArgs),
     /// Run a model on one image and draw its boxes or masks.
-    Predict(cmd_train::PredictArgs),
+    Predict(cmd_predict::PredictArgs),
     /// The pre-training vs self-training grid, with its table and plots.
-    Experiment(cmd_train::ExperimentArgs),
+    Experiment(cmd_experiment::ExperimentArgs),
     /// The paper's comparison on the embedded digit scenes, in minutes on a CPU.
-    Quickstart(cmd_train::QuickstartArgs),
+    Quickstart(cmd_experiment::QuickstartArgs),
     /// Speed and memory of a model's inference or training step on synthetic images.
     Bench(cmd_bench::BenchArgs),
 }
 
 fn main() {
-    pupil_backbones::keep_freed_memory();
+    pupil_ops::keep_freed_memory();
     let cli = Cli::parse();
     let r = match cli.command {
         Command::Data(a) => cmd_data::run(a),
         Command::Eval(a) => cmd_eval::run(a),
         Command::Augment(a) => cmd_augment::run(a),
         Command::Train(a) => cmd_train::train(a),
-        Command::Pretrain(a) => cmd_train::pretrain(a),
-        Command::PseudoLabel(a) => cmd_train::pseudo_label(a),
-        Command::SelfTrain(a) => cmd_train::self_train(a),
-        Command::Predict(a) => cmd_train::predict(a),
-        Command::Experiment(a) => cmd_train::run_experiment(a),
-        Command::Quickstart(a) => cmd_train::quickstart(a),
+        Command::Pretrain(a) => cmd_pretrain::run(a),
+        Command::PseudoLabel(a) => cmd_pseudo::pseudo_label(a),
+        Command::SelfTrain(a) => cmd_pseudo::self_train(a),
+        Command::Predict(a) => cmd_predict::run(a),
+        Command::Experiment(a) => cmd_experiment::run(a),
+        Command::Quickstart(a) => cmd_experiment::quickstart(a),
         Command::Bench(a) => cmd_bench::run(a),
     };
     if let Err(e) = r {

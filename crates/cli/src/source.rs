@@ -1,11 +1,12 @@
-//! Dataset selection shared by the commands that read samples.
+//! The dataset flags shared by the commands that read samples, turned into pupil-data's
+//! dataset spec.
 use anyhow::{bail, Context, Result};
-use pupil_data::coco::CocoDataset;
-use pupil_data::digits::{DigitScenes, DigitsConfig, Split};
-use pupil_data::folder::ImageFolder;
-use pupil_data::voc::{VocDataset, VocTask};
+use pupil_data::digits::DigitsConfig;
+use pupil_data::source::DatasetSpec;
+use pupil_data::voc::VocTask;
 use pupil_data::Dataset;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct SourceArgs {
@@ -55,40 +56,44 @@ impl SourceArgs {
         cfg
     }
 
-    pub fn open(&self) -> Result<Box<dyn Dataset>> {
+    /// The dataset split the flags name.
+    pub fn spec(&self) -> Result<DatasetSpec> {
         Ok(match self.dataset.as_str() {
-            "digits" => {
-                let split: Split = self.split.parse().map_err(anyhow::Error::msg)?;
-                Box::new(DigitScenes::new(&self.digits_config(), split)?)
-            }
+            "digits" => DatasetSpec::Digits {
+                config: self.digits_config(),
+                split: self.split.parse().map_err(anyhow::Error::msg)?,
+            },
             "coco" => {
                 let gt = self.gt.as_ref().context("--dataset coco needs --gt FILE")?;
                 let images = match &self.images {
                     Some(p) => p.clone(),
                     None => gt.parent().map(|p| p.to_path_buf()).unwrap_or_default(),
                 };
-                Box::new(CocoDataset::open(gt, images)?.with_masks(true))
+                DatasetSpec::Coco {
+                    annotations: gt.clone(),
+                    images,
+                    masks: true,
+                }
             }
-            "voc" => {
-                let root = self
+            "voc" => DatasetSpec::Voc {
+                root: self
                     .root
-                    .as_ref()
-                    .context("--dataset voc needs --root DIR")?;
-                Box::new(VocDataset::open(
-                    root,
-                    &self.split,
-                    VocTask::Segmentation,
-                    None,
-                )?)
-            }
-            "folder" => {
-                let root = self
+                    .clone()
+                    .context("--dataset voc needs --root DIR")?,
+                set: self.split.clone(),
+                task: VocTask::Segmentation,
+            },
+            "folder" => DatasetSpec::Folder {
+                root: self
                     .images
-                    .as_ref()
-                    .context("--dataset folder needs --images DIR")?;
-                Box::new(ImageFolder::open(root)?)
-            }
+                    .clone()
+                    .context("--dataset folder needs --images DIR")?,
+            },
             other => bail!("unknown dataset {other:?} (digits, coco, voc, folder)"),
         })
+    }
+
+    pub fn open(&self) -> Result<Arc<dyn Dataset>> {
+        Ok(self.spec()?.open()?)
     }
 }

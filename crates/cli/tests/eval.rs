@@ -4,43 +4,6 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// `$PUPIL_FIXTURES` (relative to the workspace root) or `<workspace>/../shared/fixtures`;
-/// a missing folder fails the test.
-fn fixtures() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let dir = match std::env::var_os("PUPIL_FIXTURES") {
-        Some(v) => root.join(v),
-        None => root.join("../shared/fixtures"),
-    };
-    assert!(
-        dir.is_dir(),
-        "PUPIL_FIXTURES is missing: fixture folder {} not found (set PUPIL_FIXTURES to the golden fixtures folder)",
-        dir.display()
-    );
-    dir
-}
-
-fn cases(kind: &str) -> Vec<PathBuf> {
-    let dir = fixtures().join(kind);
-    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("PUPIL_FIXTURES is missing {}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("case_")
-        })
-        .collect();
-    v.sort();
-    assert!(
-        !v.is_empty(),
-        "PUPIL_FIXTURES is missing the {} cases",
-        dir.display()
-    );
-    v
-}
-
 fn pupil(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_pupil"))
         .args(args)
@@ -80,7 +43,7 @@ fn fails_with(out: Output, needles: &[&str]) {
 
 #[test]
 fn detection_json_matches_pycocotools_on_every_case() {
-    for case in cases("coco_eval") {
+    for case in pupil_testkit::fixture_cases("coco_eval") {
         let exp: Value =
             serde_json::from_slice(&std::fs::read(case.join("expected.json")).unwrap()).unwrap();
         let out = ok_json(pupil(&[
@@ -126,7 +89,7 @@ fn detection_json_matches_pycocotools_on_every_case() {
 
 #[test]
 fn detection_table_looks_like_pycocotools_summarize() {
-    let case = &cases("coco_eval")[0];
+    let case = &pupil_testkit::fixture_cases("coco_eval")[0];
     let out = pupil(&[
         "eval",
         "detection",
@@ -150,7 +113,7 @@ fn detection_table_looks_like_pycocotools_summarize() {
 
 #[test]
 fn segmentation_json_matches_numpy_on_every_case() {
-    for case in cases("miou") {
+    for case in pupil_testkit::fixture_cases("miou") {
         let exp: Value =
             serde_json::from_slice(&std::fs::read(case.join("expected.json")).unwrap()).unwrap();
         let n = exp["num_classes"].to_string();

@@ -51,6 +51,57 @@ impl Dataset for InMemory {
     }
 }
 
+/// A subset of a dataset by index.
+pub struct Subset {
+    pub inner: Arc<dyn Dataset>,
+    pub indices: Vec<usize>,
+}
+
+impl Dataset for Subset {
+    fn len(&self) -> usize {
+        self.indices.len()
+    }
+    fn get(&self, i: usize) -> Result<Sample> {
+        self.inner.get(self.indices[i])
+    }
+    fn class_names(&self) -> Vec<String> {
+        self.inner.class_names()
+    }
+}
+
+/// The same images with every label removed (the pseudo-labeling input).
+pub struct Unlabeled(pub Arc<dyn Dataset>);
+
+impl Dataset for Unlabeled {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn get(&self, i: usize) -> Result<Sample> {
+        let mut s = self.0.get(i)?;
+        s.boxes.clear();
+        s.classes.clear();
+        s.crowd.clear();
+        s.masks = None;
+        s.label_map = None;
+        Ok(s)
+    }
+}
+
+/// A deterministic fraction of a dataset (the paper's 20 / 50 / 100 % of labeled data).
+pub fn fraction(ds: Arc<dyn Dataset>, f: f64, seed: u64) -> Arc<dyn Dataset> {
+    if f >= 1.0 {
+        return ds;
+    }
+    let n = ((ds.len() as f64 * f).round() as usize).max(1);
+    let mut idx = Rng::derive(&[seed, 0x4652_4143]).permutation(ds.len());
+    idx.truncate(n);
+    idx.sort_unstable();
+    Arc::new(Subset {
+        inner: ds,
+        indices: idx,
+    })
+}
+
 /// A per-sample transform (augmentation), given the sample's own generator.
 pub type Transform = dyn Fn(Sample, &mut Rng) -> Result<Sample> + Send + Sync;
 

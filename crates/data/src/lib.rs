@@ -8,14 +8,17 @@ pub mod dataset;
 pub mod digits;
 pub mod draw;
 pub mod error;
+pub mod export;
 pub mod folder;
 pub mod io;
 pub mod metrics;
 pub mod rng;
 pub mod sample;
+pub mod source;
 pub mod voc;
 
-pub use dataset::{Dataset, InMemory, Loader, LoaderConfig};
+pub use dataset::{Dataset, InMemory, Loader, LoaderConfig, Subset, Unlabeled};
 pub use error::{Error, Result};
 pub use rng::Rng;
 pub use sample::{Image, Meta, Plane, Sample, IGNORE};
+pub use source::DatasetSpec;

@@ -8,50 +8,13 @@ use pupil_data::Plane;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
-/// `$PUPIL_FIXTURES` (relative to the workspace root) or `<workspace>/../shared/fixtures`.
-/// A missing folder fails the test: these checks must never pass by being skipped.
-fn fixtures() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let dir = match std::env::var_os("PUPIL_FIXTURES") {
-        Some(v) => root.join(v),
-        None => root.join("../shared/fixtures"),
-    };
-    assert!(
-        dir.is_dir(),
-        "PUPIL_FIXTURES is missing: fixture folder {} not found (set PUPIL_FIXTURES to the golden fixtures folder)",
-        dir.display()
-    );
-    dir
-}
-
-fn cases(kind: &str) -> Vec<PathBuf> {
-    let dir = fixtures().join(kind);
-    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("PUPIL_FIXTURES is missing {}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("case_")
-        })
-        .collect();
-    v.sort();
-    assert!(
-        !v.is_empty(),
-        "PUPIL_FIXTURES is missing the {} cases",
-        dir.display()
-    );
-    v
-}
-
 fn read_json(p: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
 }
 
 #[test]
 fn coco_eval_cases_match_pycocotools() {
-    for case in cases("coco_eval") {
+    for case in pupil_testkit::fixture_cases("coco_eval") {
         let exp = read_json(&case.join("expected.json"));
         let r = evaluate_files(
             case.join("gt.json"),
@@ -92,7 +55,7 @@ fn coco_eval_cases_match_pycocotools() {
 
 #[test]
 fn in_memory_evaluation_equals_the_file_one() {
-    for case in cases("coco_eval") {
+    for case in pupil_testkit::fixture_cases("coco_eval") {
         let gt = CocoFile::read(case.join("gt.json")).unwrap();
         let dets = pupil_data::coco::read_results(case.join("dt.json")).unwrap();
         let from_files = evaluate_files(
@@ -113,7 +76,7 @@ fn in_memory_evaluation_equals_the_file_one() {
 
 #[test]
 fn miou_cases_match_numpy() {
-    for case in cases("miou") {
+    for case in pupil_testkit::fixture_cases("miou") {
         let exp = read_json(&case.join("expected.json"));
         let n = exp["num_classes"].as_u64().unwrap() as usize;
         let ignore = exp["ignore_index"].as_u64().unwrap() as u8;

@@ -77,7 +77,7 @@ fn reads_the_real_coco_sample() {
 
 #[test]
 fn crowd_rle_regions_decode() {
-    let fixtures = fixtures_dir();
+    let fixtures = pupil_testkit::fixtures();
     let gt = fixtures.join("coco_eval/case_01/gt.json");
     let f = CocoFile::read(&gt).unwrap();
     let crowd: Vec<_> = f
@@ -97,20 +97,6 @@ fn crowd_rle_regions_decode() {
         );
         assert_eq!(m.count_nonzero() as f64, w * h);
     }
-}
-
-fn fixtures_dir() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let p = match std::env::var_os("PUPIL_FIXTURES") {
-        Some(v) => root.join(v),
-        None => root.join("../shared/fixtures"),
-    };
-    assert!(
-        p.is_dir(),
-        "fixtures folder {} is missing: set PUPIL_FIXTURES to the shared fixtures",
-        p.display()
-    );
-    p
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {

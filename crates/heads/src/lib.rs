@@ -1,4 +1,5 @@
-//! pupil-heads: detection and segmentation over any [`pupil_backbones::Backbone`].
+//! pupil-heads: detection and segmentation over any [`pupil_nn::Backbone`]: the detector and
+//! the segmenter are handed a built backbone (pupil-backbones' zoo builds one from a config).
 //!
 //! - [`neck`]: FPN (levels 3-7, BN on every output), NAS-FPN (the paper's cell) and identity.
 //! - RetinaNet pieces, each usable alone: [`anchors`] (the paper's layout and torchvision's),
@@ -7,7 +8,7 @@
 //! - [`retinanet::RetinaNet`] and [`seg::Segmenter`] (DeepLabv3+ or the NAS-FPN head).
 //!
 //! Parameter groups for weight decay come from the model's
-//! [`pupil_backbones::params::ParamStore`]: `ParamKind::Kernel` tensors are the ones the paper
+//! [`pupil_nn::ParamStore`]: `ParamKind::Kernel` tensors are the ones the paper
 //! decays.
 pub mod anchors;
 pub mod boxes;
@@ -17,5 +18,3 @@ pub mod matcher;
 pub mod neck;
 pub mod retinanet;
 pub mod seg;
-
-pub use pupil_backbones::nn::sigmoid;

@@ -19,7 +19,7 @@ pub fn focal_elements(logits: &Tensor, targets: &Tensor, alpha: f64, gamma: f64)
     let t = targets;
     // BCE with logits: max(x, 0) - x t + ln(1 + exp(-|x|))
     let ce = ((x.relu()? - (x * t)?)? + (x.abs()?.neg()?.exp()? + 1.0)?.log()?)?;
-    let p = crate::sigmoid(x)?;
+    let p = pupil_nn::sigmoid(x)?;
     let one_minus_t = (t.neg()? + 1.0)?;
     let p_t = ((&p * t)? + ((p.neg()? + 1.0)? * &one_minus_t)?)?;
     let modulator = (p_t.neg()? + 1.0)?.relu()?.powf(gamma)?;

@@ -2,9 +2,7 @@
 //! detector), NAS-FPN (the paper's segmenter; also selectable for detection) and identity
 //! (for backbones such as SpineNet that already emit every level).
 use candle_core::{Module, Result, Tensor};
-use pupil_backbones::nn::{same_pad, Act, BatchNorm2d, Conv2d, ConvCfg, PadMode};
-use pupil_backbones::params::{Init, Vb};
-use pupil_backbones::{FeatureMaps, LevelInfo};
+use pupil_nn::{Act, BatchNorm2d, Conv2d, ConvCfg, FeatureMaps, Init, LevelInfo, PadMode, Vb};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,25 +24,10 @@ pub struct NeckConfig {
     pub repeats: usize,
     /// Depthwise-separable 3x3 convs (the paper's segmentation NAS-FPN).
     pub separable: bool,
-    pub act: ActKind,
+    /// `relu` or `swish`.
+    pub act: Act,
     pub bn_eps: f64,
     pub bn_momentum: f64,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ActKind {
-    Relu,
-    Swish,
-}
-
-impl ActKind {
-    pub fn act(self) -> Act {
-        match self {
-            ActKind::Relu => Act::Relu,
-            ActKind::Swish => Act::Silu,
-        }
-    }
 }
 
 impl Default for NeckConfig {
@@ -56,7 +39,7 @@ impl Default for NeckConfig {
             max_level: 7,
             repeats: 5,
             separable: false,
-            act: ActKind::Relu,
+            act: Act::Relu,
             bn_eps: 1e-3,
             bn_momentum: 0.003,
         }
@@ -82,19 +65,8 @@ fn resize_to(x: &Tensor, size: (usize, usize)) -> Result<Tensor> {
     }
     if h > size.0 {
         let s = h.div_ceil(size.0).max(w.div_ceil(size.1)).max(2);
-        let (t, b) = same_pad(h, s, s, 1);
-        let (l, r) = same_pad(w, s, s, 1);
-        let y = pupil_ops::max_pool2d(
-            x,
-            (s, s),
-            (s, s),
-            pupil_ops::Pad2d {
-                top: t,
-                bottom: b,
-                left: l,
-                right: r,
-            },
-        )?;
+        let pad = pupil_ops::same_padding(h, w, s, s, 1);
+        let y = pupil_ops::max_pool2d(x, (s, s), (s, s), pad)?;
         let (_, _, yh, yw) = y.dims4()?;
         if (yh, yw) == size {
             return Ok(y);
@@ -187,10 +159,105 @@ pub struct Neck {
     kind: Kind,
 }
 
+fn neck_bn(vb: &Vb, cfg: &NeckConfig) -> Result<BatchNorm2d> {
+    BatchNorm2d::new(vb, cfg.channels, cfg.bn_eps, cfg.bn_momentum)
+}
+
+/// An identity neck passes the backbone's levels through: each must be `channels` wide.
+fn check_identity(cfg: &NeckConfig, backbone: &[LevelInfo]) -> Result<()> {
+    for l in cfg.min_level..=cfg.max_level {
+        match backbone.iter().find(|b| b.level == l) {
+            Some(b) if b.channels == cfg.channels => {}
+            _ => candle_core::bail!(
+                "identity neck needs {} channels at every level {}..={}",
+                cfg.channels,
+                cfg.min_level,
+                cfg.max_level
+            ),
+        }
+    }
+    Ok(())
+}
+
+impl Fpn {
+    /// 1x1 laterals and 3x3 outputs on the backbone's levels, stride-2 3x3 convs for the
+    /// levels above them, batch norm on every output.
+    fn new(vb: &Vb, cfg: &NeckConfig, inputs: &[&LevelInfo]) -> Result<Self> {
+        let ch = cfg.channels;
+        let c = ConvCfg {
+            bias: true,
+            pad: PadMode::Same,
+            ..Default::default()
+        };
+        let lateral = inputs
+            .iter()
+            .map(|l| {
+                let conv = Conv2d::new(&vb.pp("lateral").pp(l.level), l.channels, ch, 1, c)?;
+                Ok((l.level, conv))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let post = inputs
+            .iter()
+            .map(|l| Conv2d::new(&vb.pp("post").pp(l.level), ch, ch, 3, c))
+            .collect::<Result<Vec<_>>>()?;
+        let top = inputs.last().map_or(cfg.min_level, |l| l.level);
+        let extra = (top + 1..=cfg.max_level)
+            .map(|l| Conv2d::new(&vb.pp("extra").pp(l), ch, ch, 3, ConvCfg { stride: 2, ..c }))
+            .collect::<Result<Vec<_>>>()?;
+        let bns = (cfg.min_level..=cfg.max_level)
+            .map(|l| neck_bn(&vb.pp("bn").pp(l), cfg))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Fpn {
+            lateral,
+            post,
+            extra,
+            bns,
+        })
+    }
+}
+
+impl NasFpn {
+    /// 1x1 projections of the levels not `channels` wide, then `repeats` cells.
+    fn new(vb: &Vb, cfg: &NeckConfig, backbone: &[LevelInfo]) -> Result<Self> {
+        if cfg.max_level - cfg.min_level != 4 {
+            candle_core::bail!("NAS-FPN works on five levels (min_level..min_level+4)")
+        }
+        let ch = cfg.channels;
+        let mut inputs = Vec::new();
+        for l in cfg.min_level..=cfg.max_level {
+            let proj = match backbone.iter().find(|b| b.level == l) {
+                Some(b) if b.channels != ch => {
+                    let c = ConvCfg {
+                        bias: false,
+                        pad: PadMode::Same,
+                        ..Default::default()
+                    };
+                    let v = vb.pp("input").pp(l);
+                    let conv = Conv2d::new(&v.pp("conv"), b.channels, ch, 1, c)?;
+                    Some((conv, neck_bn(&v.pp("bn"), cfg)?))
+                }
+                _ => None,
+            };
+            inputs.push((l, proj));
+        }
+        let cells = (0..cfg.repeats)
+            .map(|r| {
+                let ops = (0..NASFPN_CELL.len())
+                    .map(|n| {
+                        let nvb = vb.pp("cell").pp(r).pp(n);
+                        let conv = Conv3::new(&nvb.pp("conv"), ch, ch, cfg.separable, true)?;
+                        Ok((conv, neck_bn(&nvb.pp("bn"), cfg)?))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(NasCell { ops })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(NasFpn { inputs, cells })
+    }
+}
+
 impl Neck {
     pub fn new(vb: &Vb, cfg: &NeckConfig, backbone: &[LevelInfo]) -> Result<Self> {
-        let ch = cfg.channels;
-        let bn = |vb: &Vb| BatchNorm2d::new(vb, ch, cfg.bn_eps, cfg.bn_momentum);
         let input_levels: Vec<&LevelInfo> = backbone
             .iter()
             .filter(|l| l.level >= cfg.min_level && l.level <= cfg.max_level)
@@ -200,98 +267,11 @@ impl Neck {
         }
         let kind = match cfg.kind {
             NeckKind::Identity => {
-                for l in cfg.min_level..=cfg.max_level {
-                    match backbone.iter().find(|b| b.level == l) {
-                        Some(b) if b.channels == ch => {}
-                        _ => candle_core::bail!(
-                            "identity neck needs {ch} channels at every level {}..={}",
-                            cfg.min_level,
-                            cfg.max_level
-                        ),
-                    }
-                }
+                check_identity(cfg, backbone)?;
                 Kind::Identity
             }
-            NeckKind::Fpn => {
-                let c = ConvCfg {
-                    bias: true,
-                    pad: PadMode::Same,
-                    ..Default::default()
-                };
-                let lateral = input_levels
-                    .iter()
-                    .map(|l| {
-                        Ok((
-                            l.level,
-                            Conv2d::new(&vb.pp("lateral").pp(l.level), l.channels, ch, 1, c)?,
-                        ))
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                let post = input_levels
-                    .iter()
-                    .map(|l| Conv2d::new(&vb.pp("post").pp(l.level), ch, ch, 3, c))
-                    .collect::<Result<Vec<_>>>()?;
-                let top = input_levels.last().unwrap().level;
-                let extra = (top + 1..=cfg.max_level)
-                    .map(|l| {
-                        Conv2d::new(&vb.pp("extra").pp(l), ch, ch, 3, ConvCfg { stride: 2, ..c })
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                let bns = (cfg.min_level..=cfg.max_level)
-                    .map(|l| bn(&vb.pp("bn").pp(l)))
-                    .collect::<Result<Vec<_>>>()?;
-                Kind::Fpn(Fpn {
-                    lateral,
-                    post,
-                    extra,
-                    bns,
-                })
-            }
-            NeckKind::NasFpn => {
-                if cfg.max_level - cfg.min_level != 4 {
-                    candle_core::bail!("NAS-FPN works on five levels (min_level..min_level+4)")
-                }
-                let mut inputs = Vec::new();
-                for l in cfg.min_level..=cfg.max_level {
-                    let proj = match backbone.iter().find(|b| b.level == l) {
-                        Some(b) if b.channels == ch => None,
-                        Some(b) => {
-                            let c = ConvCfg {
-                                bias: false,
-                                pad: PadMode::Same,
-                                ..Default::default()
-                            };
-                            Some((
-                                Conv2d::new(
-                                    &vb.pp("input").pp(l).pp("conv"),
-                                    b.channels,
-                                    ch,
-                                    1,
-                                    c,
-                                )?,
-                                bn(&vb.pp("input").pp(l).pp("bn"))?,
-                            ))
-                        }
-                        None => None,
-                    };
-                    inputs.push((l, proj));
-                }
-                let cells = (0..cfg.repeats)
-                    .map(|r| {
-                        let ops = (0..NASFPN_CELL.len())
-                            .map(|n| {
-                                let nvb = vb.pp("cell").pp(r).pp(n);
-                                Ok((
-                                    Conv3::new(&nvb.pp("conv"), ch, ch, cfg.separable, true)?,
-                                    bn(&nvb.pp("bn"))?,
-                                ))
-                            })
-                            .collect::<Result<Vec<_>>>()?;
-                        Ok(NasCell { ops })
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                Kind::NasFpn(NasFpn { inputs, cells })
-            }
+            NeckKind::Fpn => Kind::Fpn(Fpn::new(vb, cfg, &input_levels)?),
+            NeckKind::NasFpn => Kind::NasFpn(NasFpn::new(vb, cfg, backbone)?),
         };
         Ok(Neck {
             config: cfg.clone(),
@@ -302,7 +282,7 @@ impl Neck {
     /// Levels min..=max, each `channels` wide.
     pub fn forward_t(&self, f: &FeatureMaps, train: bool) -> Result<Vec<Tensor>> {
         let cfg = &self.config;
-        let act = cfg.act.act();
+        let act = cfg.act;
         match &self.kind {
             Kind::Identity => (cfg.min_level..=cfg.max_level)
                 .map(|l| f.get(l).cloned())
@@ -395,7 +375,7 @@ fn nas_cell(
             } else {
                 (xb, xa)
             };
-            let m = crate::sigmoid(&c.max_keepdim(3)?.max_keepdim(2)?)?;
+            let m = pupil_nn::sigmoid(&c.max_keepdim(3)?.max_keepdim(2)?)?;
             (&c + f.broadcast_mul(&m)?)?
         } else {
             (xa + xb)?

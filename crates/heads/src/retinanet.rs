@@ -6,13 +6,10 @@ use crate::boxes::{batched_nms, soft_nms};
 use crate::coder::BoxCoder;
 use crate::losses::{focal_elements, huber_elements};
 use crate::matcher::{Matcher, IGNORE};
-use crate::neck::{ActKind, Neck, NeckConfig, HEAD_INIT};
+use crate::neck::{Neck, NeckConfig, HEAD_INIT};
 use candle_core::{DType, Module, Result, Tensor};
-use pupil_backbones::nn::{BatchNorm2d, Conv2d, ConvCfg, PadMode};
-use pupil_backbones::params::{Init, Vb};
-use pupil_backbones::zoo::{self, AnyBackbone, BackboneConfig};
-use pupil_backbones::Backbone;
 use pupil_data::batch::{Batch, ImageInfo};
+use pupil_nn::{Act, Backbone, BatchNorm2d, Conv2d, ConvCfg, Init, PadMode, Vb};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -142,12 +139,10 @@ impl Subnet {
         })
     }
 
-    fn forward_t(&self, x: &Tensor, level_idx: usize, act: ActKind, train: bool) -> Result<Tensor> {
+    fn forward_t(&self, x: &Tensor, level_idx: usize, act: Act, train: bool) -> Result<Tensor> {
         let mut y = x.clone();
         for (c, bns) in self.convs.iter().zip(&self.bns) {
-            y = act
-                .act()
-                .apply(&bns[level_idx].forward_t(&c.forward(&y)?, train)?)?;
+            y = act.apply(&bns[level_idx].forward_t(&c.forward(&y)?, train)?)?;
         }
         self.predict.forward(&y)
     }
@@ -171,7 +166,7 @@ pub struct DetLoss {
 
 pub struct RetinaNet {
     pub config: RetinaNetConfig,
-    pub backbone: AnyBackbone,
+    pub backbone: Box<dyn Backbone>,
     neck: Neck,
     class_net: Subnet,
     box_net: Subnet,
@@ -179,8 +174,11 @@ pub struct RetinaNet {
 }
 
 impl RetinaNet {
-    pub fn new(vb: &Vb, backbone: &BackboneConfig, cfg: &RetinaNetConfig) -> Result<Self> {
-        let bb = zoo::build(&vb.pp("backbone"), backbone)?;
+    /// A detector on a built backbone (whose tensors sit under `backbone.` of the same
+    /// store, so checkpoints hold the whole model); the neck and subnets are created under
+    /// `vb`.
+    pub fn new(vb: &Vb, backbone: Box<dyn Backbone>, cfg: &RetinaNetConfig) -> Result<Self> {
+        let bb = backbone;
         let neck = Neck::new(&vb.pp("neck"), &cfg.neck, &bb.levels())?;
         let a = cfg.anchors.per_location();
         let prior = -((1.0f64 - 0.01) / 0.01).ln();
@@ -323,87 +321,110 @@ impl RetinaNet {
         w: usize,
         info: &[ImageInfo],
     ) -> Result<Vec<Vec<Detection>>> {
-        let p = &self.config.post;
         let anchors = self.anchors(h, w);
-        let probs = crate::sigmoid(&cls.to_dtype(DType::F32)?)?;
+        let probs = pupil_nn::sigmoid(&cls.to_dtype(DType::F32)?)?;
         let (b, a, k) = probs.dims3()?;
         let probs: Vec<f32> = probs.flatten_all()?.to_vec1()?;
         let deltas: Vec<f32> = reg.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
         let mut out = Vec::with_capacity(b);
         for (i, inf) in info.iter().enumerate().take(b) {
-            let (ih, iw) = (inf.size.0 as f32, inf.size.1 as f32);
-            // per-class candidates above the threshold, top-k by score
-            let mut per_class: Vec<Vec<(f32, usize)>> = vec![Vec::new(); k];
-            for j in 0..a {
-                let row = &probs[(i * a + j) * k..(i * a + j + 1) * k];
-                for (c, &s) in row.iter().enumerate() {
-                    if s >= p.score_threshold {
-                        per_class[c].push((s, j));
-                    }
-                }
-            }
-            let mut cand_boxes = Vec::new();
-            let mut cand_scores = Vec::new();
-            let mut cand_classes = Vec::new();
-            for (c, mut v) in per_class.into_iter().enumerate() {
-                v.sort_by(|x, y| {
-                    y.0.partial_cmp(&x.0)
-                        .unwrap_or(std::cmp::Ordering::Equal)
-                        .then(x.1.cmp(&y.1))
-                });
-                v.truncate(p.pre_nms_top_k);
-                for (s, j) in v {
-                    let d = &deltas[(i * a + j) * 4..(i * a + j) * 4 + 4];
-                    let bx = self.coder.decode(&[d[0], d[1], d[2], d[3]], &anchors[j]);
-                    let bx = [
-                        bx[0].clamp(0.0, iw),
-                        bx[1].clamp(0.0, ih),
-                        bx[2].clamp(0.0, iw),
-                        bx[3].clamp(0.0, ih),
-                    ];
-                    cand_boxes.push(bx);
-                    cand_scores.push(s);
-                    cand_classes.push(c);
-                }
-            }
+            let probs = &probs[i * a * k..(i + 1) * a * k];
+            let deltas = &deltas[i * a * 4..(i + 1) * a * 4];
+            let c = self.candidates(probs, deltas, &anchors, k, inf.size);
+            let p = &self.config.post;
             let kept: Vec<(usize, f32)> = match p.soft_nms_sigma {
-                Some(sigma) => {
-                    let mut all = Vec::new();
-                    for c in 0..k {
-                        let idx: Vec<usize> = (0..cand_boxes.len())
-                            .filter(|&n| cand_classes[n] == c)
-                            .collect();
-                        let bb: Vec<[f32; 4]> = idx.iter().map(|&n| cand_boxes[n]).collect();
-                        let ss: Vec<f32> = idx.iter().map(|&n| cand_scores[n]).collect();
-                        all.extend(
-                            soft_nms(&bb, &ss, sigma, p.score_threshold)
-                                .into_iter()
-                                .map(|(m, s)| (idx[m], s)),
-                        );
-                    }
-                    all.sort_by(|x, y| {
-                        y.1.partial_cmp(&x.1)
-                            .unwrap_or(std::cmp::Ordering::Equal)
-                            .then(x.0.cmp(&y.0))
-                    });
-                    all
-                }
-                None => batched_nms(&cand_boxes, &cand_scores, &cand_classes, p.nms_iou)
+                Some(sigma) => soft_nms_per_class(&c, k, sigma, p.score_threshold),
+                None => batched_nms(&c.boxes, &c.scores, &c.classes, p.nms_iou)
                     .into_iter()
-                    .map(|n| (n, cand_scores[n]))
+                    .map(|n| (n, c.scores[n]))
                     .collect(),
             };
             out.push(
                 kept.into_iter()
                     .take(p.max_detections)
                     .map(|(n, s)| Detection {
-                        bbox: inf.meta.to_original(cand_boxes[n]),
+                        bbox: inf.meta.to_original(c.boxes[n]),
                         score: s,
-                        class: cand_classes[n] as u32,
+                        class: c.classes[n] as u32,
                     })
                     .collect(),
             );
         }
         Ok(out)
     }
+
+    /// One image's per-class candidates above the threshold, top-k by score, decoded and
+    /// clipped to the image (`size` is its (height, width) in the batch).
+    fn candidates(
+        &self,
+        probs: &[f32],
+        deltas: &[f32],
+        anchors: &[[f32; 4]],
+        k: usize,
+        size: (usize, usize),
+    ) -> Candidates {
+        let p = &self.config.post;
+        let (ih, iw) = (size.0 as f32, size.1 as f32);
+        let mut per_class: Vec<Vec<(f32, usize)>> = vec![Vec::new(); k];
+        for (j, row) in probs.chunks_exact(k).enumerate() {
+            for (c, &s) in row.iter().enumerate() {
+                if s >= p.score_threshold {
+                    per_class[c].push((s, j));
+                }
+            }
+        }
+        let mut out = Candidates::default();
+        for (c, mut v) in per_class.into_iter().enumerate() {
+            v.sort_by(|x, y| {
+                y.0.partial_cmp(&x.0)
+                    .unwrap_or(std::cmp::Ordering::Equal)
+                    .then(x.1.cmp(&y.1))
+            });
+            v.truncate(p.pre_nms_top_k);
+            for (s, j) in v {
+                let d = &deltas[j * 4..j * 4 + 4];
+                let bx = self.coder.decode(&[d[0], d[1], d[2], d[3]], &anchors[j]);
+                out.boxes.push([
+                    bx[0].clamp(0.0, iw),
+                    bx[1].clamp(0.0, ih),
+                    bx[2].clamp(0.0, iw),
+                    bx[3].clamp(0.0, ih),
+                ]);
+                out.scores.push(s);
+                out.classes.push(c);
+            }
+        }
+        out
+    }
+}
+
+/// Decoded candidate boxes of one image.
+#[derive(Default)]
+struct Candidates {
+    boxes: Vec<[f32; 4]>,
+    scores: Vec<f32>,
+    classes: Vec<usize>,
+}
+
+/// Gaussian soft-NMS within each class; (candidate, decayed score) by descending score.
+fn soft_nms_per_class(c: &Candidates, k: usize, sigma: f32, threshold: f32) -> Vec<(usize, f32)> {
+    let mut all = Vec::new();
+    for class in 0..k {
+        let idx: Vec<usize> = (0..c.boxes.len())
+            .filter(|&n| c.classes[n] == class)
+            .collect();
+        let bb: Vec<[f32; 4]> = idx.iter().map(|&n| c.boxes[n]).collect();
+        let ss: Vec<f32> = idx.iter().map(|&n| c.scores[n]).collect();
+        all.extend(
+            soft_nms(&bb, &ss, sigma, threshold)
+                .into_iter()
+                .map(|(m, s)| (idx[m], s)),
+        );
+    }
+    all.sort_by(|x, y| {
+        y.1.partial_cmp(&x.1)
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then(x.0.cmp(&y.0))
+    });
+    all
 }

@@ -2,14 +2,13 @@
 //! NAS-FPN head (NAS-FPN levels 3-7 fused at stride 4, three convs, logits), trained with
 //! softmax cross-entropy (ignore label 255) on logits upsampled to the label size.
 use crate::losses::softmax_cross_entropy;
-use crate::neck::{ActKind, Neck, NeckConfig, NeckKind, HEAD_INIT};
+use crate::neck::{Neck, NeckConfig, NeckKind, HEAD_INIT};
 use candle_core::{DType, Module, Result, Tensor};
-use pupil_backbones::nn::{global_avg_pool, BatchNorm2d, Conv2d, ConvCfg, PadMode};
-use pupil_backbones::params::Vb;
-use pupil_backbones::zoo::{self, AnyBackbone, BackboneConfig};
-use pupil_backbones::Backbone;
 use pupil_data::batch::ImageInfo;
 use pupil_data::Plane;
+use pupil_nn::{
+    global_avg_pool, Act, Backbone, BatchNorm2d, Conv2d, ConvCfg, Init, LevelInfo, PadMode, Vb,
+};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,7 +48,7 @@ impl Default for SegmenterConfig {
                 kind: NeckKind::NasFpn,
                 repeats: 7,
                 separable: true,
-                act: ActKind::Relu,
+                act: Act::Relu,
                 ..NeckConfig::default()
             },
             head_convs: 3,
@@ -80,11 +79,7 @@ impl ConvBnRelu {
             dilation,
             bias,
             pad: PadMode::Torch,
-            init: if bias {
-                HEAD_INIT
-            } else {
-                pupil_backbones::params::Init::KaimingFanOut
-            },
+            init: if bias { HEAD_INIT } else { Init::KaimingFanOut },
             ..Default::default()
         };
         Ok(ConvBnRelu {
@@ -106,9 +101,65 @@ struct DeepLab {
     decoder: Vec<ConvBnRelu>,
 }
 
+impl DeepLab {
+    /// ASPP (1x1, three dilated 3x3, image pooling) on level 4 (output stride 16) or 3 (8),
+    /// projected, then the decoder with the stride-4 features.
+    fn new(vb: &Vb, cfg: &SegmenterConfig, levels: &[LevelInfo]) -> Result<Self> {
+        let (level, rates) = match cfg.output_stride {
+            16 => (4, [6, 12, 18]),
+            8 => (3, [12, 24, 36]),
+            o => candle_core::bail!("output_stride must be 8 or 16, got {o}"),
+        };
+        let cin = channels_at(levels, level)?;
+        let a = cfg.aspp_channels;
+        let unit = |name: Vb, cin: usize, cout: usize, k: usize, rate: usize| {
+            ConvBnRelu::new(&name, cfg, cin, cout, k, rate, false)
+        };
+        let mut branches = vec![unit(vb.pp("aspp").pp(0), cin, a, 1, 1)?];
+        for (i, r) in rates.iter().enumerate() {
+            branches.push(unit(vb.pp("aspp").pp(i + 1), cin, a, 3, *r)?);
+        }
+        let low_c = cfg.decoder_low_channels;
+        Ok(DeepLab {
+            level,
+            branches,
+            pool: unit(vb.pp("aspp_pool"), cin, a, 1, 1)?,
+            project: unit(vb.pp("aspp_project"), 5 * a, a, 1, 1)?,
+            low: unit(vb.pp("low"), channels_at(levels, 2)?, low_c, 1, 1)?,
+            decoder: vec![
+                unit(vb.pp("decoder").pp(0), a + low_c, a, 3, 1)?,
+                unit(vb.pp("decoder").pp(1), a, a, 3, 1)?,
+            ],
+        })
+    }
+}
+
 struct NasHead {
     neck: Neck,
     convs: Vec<ConvBnRelu>,
+}
+
+impl NasHead {
+    /// The NAS-FPN neck, then `head_convs` 3x3 convs after fusion at stride 4.
+    fn new(vb: &Vb, cfg: &SegmenterConfig, levels: &[LevelInfo]) -> Result<Self> {
+        let neck = Neck::new(&vb.pp("neck"), &cfg.neck, levels)?;
+        let mut convs = Vec::new();
+        let mut c = cfg.neck.channels;
+        for i in 0..cfg.head_convs {
+            let v = vb.pp("convs").pp(i);
+            convs.push(ConvBnRelu::new(&v, cfg, c, cfg.head_channels, 3, 1, true)?);
+            c = cfg.head_channels;
+        }
+        Ok(NasHead { neck, convs })
+    }
+}
+
+fn channels_at(levels: &[LevelInfo], l: usize) -> Result<usize> {
+    levels
+        .iter()
+        .find(|i| i.level == l)
+        .map(|i| i.channels)
+        .ok_or_else(|| candle_core::Error::Msg(format!("the backbone has no level {l}")))
 }
 
 enum Head {
@@ -118,104 +169,30 @@ enum Head {
 
 pub struct Segmenter {
     pub config: SegmenterConfig,
-    pub backbone: AnyBackbone,
+    pub backbone: Box<dyn Backbone>,
     head: Head,
     classifier: Conv2d,
 }
 
 impl Segmenter {
-    pub fn new(vb: &Vb, backbone: &BackboneConfig, cfg: &SegmenterConfig) -> Result<Self> {
-        let bb = zoo::build(&vb.pp("backbone"), backbone)?;
-        let levels = bb.levels();
-        let ch_at = |l: usize| {
-            levels
-                .iter()
-                .find(|i| i.level == l)
-                .map(|i| i.channels)
-                .ok_or_else(|| candle_core::Error::Msg(format!("the backbone has no level {l}")))
-        };
+    /// A segmenter on a built backbone (tensors under `backbone.` of the same store); the
+    /// head is created under `vb`.
+    pub fn new(vb: &Vb, backbone: Box<dyn Backbone>, cfg: &SegmenterConfig) -> Result<Self> {
+        let levels = backbone.levels();
         let hvb = vb.pp("head");
         let (head, last) = match cfg.head {
             SegHeadKind::DeeplabV3Plus => {
-                let (level, rates) = match cfg.output_stride {
-                    16 => (4, [6, 12, 18]),
-                    8 => (3, [12, 24, 36]),
-                    o => candle_core::bail!("output_stride must be 8 or 16, got {o}"),
-                };
-                let cin = ch_at(level)?;
-                let a = cfg.aspp_channels;
-                let mut branches = vec![ConvBnRelu::new(
-                    &hvb.pp("aspp").pp(0),
-                    cfg,
-                    cin,
-                    a,
-                    1,
-                    1,
-                    false,
-                )?];
-                for (i, r) in rates.iter().enumerate() {
-                    branches.push(ConvBnRelu::new(
-                        &hvb.pp("aspp").pp(i + 1),
-                        cfg,
-                        cin,
-                        a,
-                        3,
-                        *r,
-                        false,
-                    )?);
-                }
-                let pool = ConvBnRelu::new(&hvb.pp("aspp_pool"), cfg, cin, a, 1, 1, false)?;
-                let project = ConvBnRelu::new(&hvb.pp("aspp_project"), cfg, 5 * a, a, 1, 1, false)?;
-                let low = ConvBnRelu::new(
-                    &hvb.pp("low"),
-                    cfg,
-                    ch_at(2)?,
-                    cfg.decoder_low_channels,
-                    1,
-                    1,
-                    false,
-                )?;
-                let decoder = vec![
-                    ConvBnRelu::new(
-                        &hvb.pp("decoder").pp(0),
-                        cfg,
-                        a + cfg.decoder_low_channels,
-                        a,
-                        3,
-                        1,
-                        false,
-                    )?,
-                    ConvBnRelu::new(&hvb.pp("decoder").pp(1), cfg, a, a, 3, 1, false)?,
-                ];
-                (
-                    Head::DeepLab(DeepLab {
-                        level,
-                        branches,
-                        pool,
-                        project,
-                        low,
-                        decoder,
-                    }),
-                    a,
-                )
+                let d = DeepLab::new(&hvb, cfg, &levels)?;
+                (Head::DeepLab(d), cfg.aspp_channels)
             }
             SegHeadKind::NasFpn => {
-                let neck = Neck::new(&hvb.pp("neck"), &cfg.neck, &levels)?;
-                let mut convs = Vec::new();
-                let mut c = cfg.neck.channels;
-                for i in 0..cfg.head_convs {
-                    convs.push(ConvBnRelu::new(
-                        &hvb.pp("convs").pp(i),
-                        cfg,
-                        c,
-                        cfg.head_channels,
-                        3,
-                        1,
-                        true,
-                    )?);
-                    c = cfg.head_channels;
-                }
-                (Head::NasFpn(NasHead { neck, convs }), c)
+                let n = NasHead::new(&hvb, cfg, &levels)?;
+                let last = if n.convs.is_empty() {
+                    cfg.neck.channels
+                } else {
+                    cfg.head_channels
+                };
+                (Head::NasFpn(n), last)
             }
         };
         let classifier = Conv2d::new(
@@ -231,7 +208,7 @@ impl Segmenter {
         )?;
         Ok(Segmenter {
             config: cfg.clone(),
-            backbone: bb,
+            backbone,
             head,
             classifier,
         })

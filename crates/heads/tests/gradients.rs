@@ -1,8 +1,13 @@
 //! Finite-difference gradient checks of a tiny detector and a tiny segmenter end to end
 //! (f64 parameters and inputs; backbone, neck, head, losses).
 use candle_core::{DType, Device, Tensor};
-use pupil_backbones::params::ParamStore;
 use pupil_backbones::zoo::BackboneConfig;
+use pupil_nn::params::ParamStore;
+
+/// The backbone under `backbone.`, as the detector and segmenter expect it.
+fn built(store: &ParamStore, cfg: &BackboneConfig) -> Box<dyn pupil_nn::Backbone> {
+    Box::new(pupil_backbones::build(&store.root().pp("backbone"), cfg).unwrap())
+}
 use pupil_data::batch::{collate, BatchConfig};
 use pupil_data::digits::{DigitScenes, DigitsConfig, Split};
 use pupil_data::Dataset;
@@ -104,7 +109,7 @@ fn detector_gradients_match_finite_differences() {
     cfg.anchors.min_level = 3;
     cfg.anchors.max_level = 5;
     cfg.anchors.anchor_size = 2.0;
-    let model = RetinaNet::new(&store.root(), &backbone(), &cfg).unwrap();
+    let model = RetinaNet::new(&store.root(), built(&store, &backbone()), &cfg).unwrap();
     let b = batch();
     // eval-mode batch norm keeps the loss a fixed function of the parameters
     let loss = || model.loss(&b, false).unwrap().total;
@@ -144,7 +149,7 @@ fn segmenter_gradients_match_finite_differences() {
             decoder_low_channels: 4,
             ..Default::default()
         };
-        let model = Segmenter::new(&store.root(), &backbone(), &cfg).unwrap();
+        let model = Segmenter::new(&store.root(), built(&store, &backbone()), &cfg).unwrap();
         let b = batch();
         let labels = b.label_maps.clone().unwrap();
         let loss = || model.loss(&b.images, &labels, false).unwrap();

@@ -2,17 +2,23 @@
 //! scenes to AP50 >= 0.9 and a small segmenter to mIoU >= 0.8.
 use candle_core::{DType, Device};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
-use pupil_backbones::params::ParamStore;
 use pupil_backbones::zoo::BackboneConfig;
+use pupil_nn::params::ParamStore;
+
+/// The backbone under `backbone.`, as the detector and segmenter expect it.
+fn built(store: &ParamStore, cfg: &BackboneConfig) -> Box<dyn pupil_nn::Backbone> {
+    Box::new(pupil_backbones::build(&store.root().pp("backbone"), cfg).unwrap())
+}
 use pupil_data::batch::{collate, BatchConfig};
 use pupil_data::coco::eval::CocoEval;
 use pupil_data::coco::CocoFile;
 use pupil_data::digits::{DigitScenes, DigitsConfig, Split};
 use pupil_data::metrics::ConfusionMatrix;
 use pupil_data::{Dataset, Sample};
-use pupil_heads::neck::{ActKind, NeckConfig, NeckKind};
+use pupil_heads::neck::{NeckConfig, NeckKind};
 use pupil_heads::retinanet::{RetinaNet, RetinaNetConfig};
 use pupil_heads::seg::{SegHeadKind, Segmenter, SegmenterConfig};
+use pupil_nn::Act;
 
 fn tiny_backbone() -> BackboneConfig {
     BackboneConfig {
@@ -54,7 +60,7 @@ fn retinanet_overfits_eight_scenes() {
         kind: NeckKind::Fpn,
         channels: 48,
         bn_momentum: 0.1,
-        act: ActKind::Relu,
+        act: Act::Relu,
         ..Default::default()
     };
     let mut cfg = RetinaNetConfig {
@@ -65,7 +71,7 @@ fn retinanet_overfits_eight_scenes() {
         ..Default::default()
     };
     cfg.anchors.anchor_size = 2.0;
-    let model = RetinaNet::new(&store.root(), &tiny_backbone(), &cfg).unwrap();
+    let model = RetinaNet::new(&store.root(), built(&store, &tiny_backbone()), &cfg).unwrap();
     let bc = BatchConfig::default();
     let batch = collate(&samples, &bc, &Device::Cpu).unwrap();
     let mut opt = optimizer(&store, 3e-3);
@@ -126,7 +132,7 @@ fn segmenter_overfits_eight_scenes() {
         bn_momentum: 0.1,
         ..Default::default()
     };
-    let model = Segmenter::new(&store.root(), &tiny_backbone(), &cfg).unwrap();
+    let model = Segmenter::new(&store.root(), built(&store, &tiny_backbone()), &cfg).unwrap();
     let batch = collate(&samples, &BatchConfig::default(), &Device::Cpu).unwrap();
     let labels = batch.label_maps.clone().unwrap();
     let mut opt = optimizer(&store, 3e-3);

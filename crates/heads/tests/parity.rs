@@ -6,24 +6,9 @@ use pupil_heads::boxes::{batched_nms, box_iou, nms};
 use pupil_heads::coder::BoxCoder;
 use pupil_heads::losses::{focal_elements, huber_loss, sigmoid_focal_loss};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-
-fn fixtures() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let p = match std::env::var_os("PUPIL_FIXTURES") {
-        Some(v) => root.join(v),
-        None => root.join("../shared/fixtures"),
-    };
-    assert!(
-        p.is_dir(),
-        "fixtures folder {} is missing: set PUPIL_FIXTURES to the shared fixtures",
-        p.display()
-    );
-    p
-}
 
 fn load(name: &str) -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(fixtures().join(name), &Device::Cpu).unwrap()
+    candle_core::safetensors::load(pupil_testkit::fixtures().join(name), &Device::Cpu).unwrap()
 }
 
 fn boxes(t: &Tensor) -> Vec<[f32; 4]> {

@@ -5,8 +5,9 @@
 //! each op module wraps them in a candle `CustomOp` (`cpu_fwd` + `bwd`). The
 //! `cuda` feature adds `cuda_fwd` to the same op structs, with the kernels in
 //! `cuda/kernels.cu` (compiled to PTX by build.rs) launched from `cuda.rs`.
-//! `dist` holds the collectives of data-parallel training, `par` the CPU
-//! parallel loops.
+//! `fused` holds the fused CPU element-wise kernels (batch norm, affine + activation,
+//! SiLU, the squeeze-excite gate), `dist` the collectives of data-parallel training, `par`
+//! the CPU parallel loops.
 
 mod conv;
 mod cpu;
@@ -14,6 +15,7 @@ mod cpu;
 mod cuda;
 mod depthwise;
 pub mod dist;
+pub mod fused;
 pub mod par;
 mod pool;
 mod resize;
@@ -22,9 +24,20 @@ mod storage;
 
 pub use conv::conv2d;
 pub use depthwise::depthwise_conv2d;
+pub use fused::Act;
 pub use pool::max_pool2d;
 pub use resize::{resize_bilinear, resize_nearest};
 pub use softmax::{log_softmax_last_dim, softmax_last_dim};
+
+/// Asks mimalloc (when it is the global allocator) to keep freed memory mapped instead of
+/// returning it to the kernel after 10 ms: each training step would otherwise fault its
+/// large activation buffers in again and pay for the kernel zeroing them.
+pub fn keep_freed_memory() {
+    // mi_option_purge_delay in mimalloc.h; -1 disables purging.
+    const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+    // SAFETY: sets a process-wide option; mimalloc reads options atomically.
+    unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, -1) }
+}
 
 /// Runs a one-input op at f32 when `x` is half precision (the kernels exist for f32 and
 /// f64) and casts the result back; contiguous input in every case.
@@ -85,15 +98,17 @@ impl Pad2d {
 /// TensorFlow 'SAME' padding: output = ceil(in / stride), the odd pixel of
 /// padding going to the bottom/right.
 pub fn same_padding(in_h: usize, in_w: usize, k: usize, stride: usize, dilation: usize) -> Pad2d {
-    let split = |len: usize| {
-        let out = len.div_ceil(stride.max(1));
-        let span = (k.max(1) - 1) * dilation + 1;
-        let total = (out.saturating_sub(1) * stride + span).saturating_sub(len);
-        (total / 2, total - total / 2)
-    };
-    let (top, bottom) = split(in_h);
-    let (left, right) = split(in_w);
+    let (top, bottom) = same_padding_1d(in_h, k, stride, dilation);
+    let (left, right) = same_padding_1d(in_w, k, stride, dilation);
     Pad2d::new(top, bottom, left, right)
+}
+
+/// [`same_padding`] along one axis: (before, after).
+pub fn same_padding_1d(len: usize, k: usize, stride: usize, dilation: usize) -> (usize, usize) {
+    let out = len.div_ceil(stride.max(1));
+    let span = (k.max(1) - 1) * dilation + 1;
+    let total = (out.saturating_sub(1) * stride + span).saturating_sub(len);
+    (total / 2, total - total / 2)
 }
 
 /// Output length of a sliding window along one axis, `None` when the padded

@@ -1,5 +1,6 @@
 //! Run configuration: TOML files whose every key defaults to the paper's value, overridden
 //! with `--set key.path=value`; unknown keys are errors naming the key.
+use crate::error::{Error, Result};
 use pupil_backbones::zoo::BackboneConfig;
 use pupil_data::digits::DigitsConfig;
 use pupil_heads::retinanet::RetinaNetConfig;
@@ -7,12 +8,32 @@ use pupil_heads::seg::SegmenterConfig;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
+/// What a run trains; the model behind it is a [`crate::task::Task`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Task {
+pub enum TaskKind {
     Detection,
     Segmentation,
     Classification,
+}
+
+impl TaskKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskKind::Detection => "detection",
+            TaskKind::Segmentation => "segmentation",
+            TaskKind::Classification => "classification",
+        }
+    }
+
+    /// The name of the primary metric of an evaluation.
+    pub fn metric(self) -> &'static str {
+        match self {
+            TaskKind::Detection => "AP",
+            TaskKind::Segmentation => "mIoU",
+            TaskKind::Classification => "top-1",
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -210,7 +231,7 @@ impl Default for SelfTrainConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainConfig {
-    pub task: Task,
+    pub task: TaskKind,
     pub seed: u64,
     /// `cpu` or `cuda:N`.
     pub device: String,
@@ -228,7 +249,7 @@ pub struct TrainConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
-            task: Task::Detection,
+            task: TaskKind::Detection,
             seed: 0,
             device: "cpu".into(),
             init: "random".into(),
@@ -256,10 +277,10 @@ fn parse_value(v: &str) -> toml::Value {
 }
 
 /// Sets `a.b.c = value` in a TOML table, creating tables on the way.
-pub fn set_path(table: &mut toml::Table, key: &str, value: &str) -> Result<(), String> {
+pub fn set_path(table: &mut toml::Table, key: &str, value: &str) -> Result<()> {
     let parts: Vec<&str> = key.split('.').collect();
     if parts.iter().any(|p| p.is_empty()) {
-        return Err(format!("--set {key}: empty key segment"));
+        return Err(Error::config(format!("--set {key}: empty key segment")));
     }
     let mut cur = table;
     for p in &parts[..parts.len() - 1] {
@@ -268,7 +289,7 @@ pub fn set_path(table: &mut toml::Table, key: &str, value: &str) -> Result<(), S
             .or_insert_with(|| toml::Value::Table(Default::default()));
         cur = match e {
             toml::Value::Table(t) => t,
-            _ => return Err(format!("--set {key}: {p} is not a table")),
+            _ => return Err(Error::config(format!("--set {key}: {p} is not a table"))),
         };
     }
     cur.insert(parts[parts.len() - 1].to_string(), parse_value(value));
@@ -280,26 +301,38 @@ pub fn load_config<T: serde::de::DeserializeOwned>(
     file: Option<&Path>,
     base: Option<toml::Table>,
     sets: &[String],
-) -> Result<T, String> {
+) -> Result<T> {
     let mut table = base.unwrap_or_default();
     if let Some(p) = file {
-        let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        let text = std::fs::read_to_string(p)
+            .map_err(|e| Error::config(format!("{}: {e}", p.display())))?;
         let t: toml::Table = text
             .parse()
-            .map_err(|e: toml::de::Error| format!("{}: {e}", p.display()))?;
+            .map_err(|e: toml::de::Error| Error::config(format!("{}: {e}", p.display())))?;
         merge(&mut table, t);
     }
     for s in sets {
         let (k, v) = s
             .split_once('=')
-            .ok_or_else(|| format!("--set {s}: expected key=value"))?;
+            .ok_or_else(|| Error::config(format!("--set {s}: expected key=value")))?;
         set_path(&mut table, k.trim(), v.trim())?;
     }
     let what = file
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "configuration".into());
     T::deserialize(toml::Value::Table(table))
-        .map_err(|e| format!("{what}: {}", e.to_string().trim()))
+        .map_err(|e| Error::config(format!("{what}: {}", e.to_string().trim())))
+}
+
+/// A preset shipped in the repository's `configs/` folder, as a TOML table.
+pub fn preset(name: &str) -> Result<toml::Table> {
+    let text = match name {
+        "quickstart" => include_str!("../../../configs/quickstart.toml"),
+        "pretrain" => include_str!("../../../configs/pretrain.toml"),
+        other => return Err(Error::config(format!("no preset named {other:?}"))),
+    };
+    text.parse()
+        .map_err(|e: toml::de::Error| Error::config(format!("configs/{name}.toml: {e}")))
 }
 
 /// Deep merge: values of `b` win.
@@ -351,15 +384,21 @@ mod tests {
         assert_eq!(c.optim.ema_decay, Some(0.999));
         assert_eq!(c.augment.policy, "s1");
         assert_eq!(c.optim.batch_size, 256, "untouched keys keep defaults");
-        let e = load_config::<TrainConfig>(None, None, &["optim.stepz=5".to_string()]).unwrap_err();
+        let e = load_config::<TrainConfig>(None, None, &["optim.stepz=5".to_string()])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("stepz"), "{e}");
         let d = tempfile::tempdir().unwrap();
         let f = d.path().join("bad.toml");
         std::fs::write(&f, "[optim]\nsteps = 3\n[nonsense]\nx = 1\n").unwrap();
-        let e = load_config::<TrainConfig>(Some(&f), None, &[]).unwrap_err();
+        let e = load_config::<TrainConfig>(Some(&f), None, &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("bad.toml") && e.contains("nonsense"), "{e}");
         std::fs::write(&f, "[optim\n").unwrap();
-        let e = load_config::<TrainConfig>(Some(&f), None, &[]).unwrap_err();
+        let e = load_config::<TrainConfig>(Some(&f), None, &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("bad.toml"), "{e}");
     }
 }

@@ -6,12 +6,13 @@
 //! over the ranks and divided by the world size (PyTorch DDP's mean), batch norm statistics
 //! are synchronized (the paper trained with sync BN), and rank 0 alone writes metrics,
 //! checkpoints and the final model.
+use crate::error::{bail, Error, Result};
 use candle_core::backprop::GradStore;
-use candle_core::{bail, Device, Result, Tensor, Var};
-use pupil_backbones::params::ParamKind;
+use candle_core::{Device, Tensor, Var};
+use pupil_nn::ParamKind;
 use pupil_ops::dist::{all_reduce, Collective, TcpGroup};
 use std::net::ToSocketAddrs;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Where this process sits in a data-parallel job.
@@ -40,7 +41,7 @@ impl DistEnv {
                     .trim()
                     .parse()
                     .map(Some)
-                    .map_err(|_| candle_core::Error::Msg(format!("{k}={v:?} is not a number"))),
+                    .map_err(|_| Error::msg(format!("{k}={v:?} is not a number"))),
             }
         };
         let (rank, world, local) = match num("WORLD_SIZE")? {
@@ -75,7 +76,7 @@ impl DistEnv {
 }
 
 /// The device a rank trains on: with CUDA, one GPU per process (`cuda:LOCAL_RANK`).
-pub fn device_spec(configured: &str, env: &DistEnv) -> String {
+pub fn device_spec_for(configured: &str, env: &DistEnv) -> String {
     match configured.starts_with("cuda") {
         true => format!("cuda:{}", env.local_rank),
         false => configured.to_string(),
@@ -87,9 +88,9 @@ pub fn init_group(env: &DistEnv, device: &Device) -> Result<Arc<dyn Collective>>
     let addr = env
         .master
         .to_socket_addrs()
-        .map_err(|e| candle_core::Error::Msg(format!("MASTER_ADDR {}: {e}", env.master)))?
+        .map_err(|e| Error::msg(format!("MASTER_ADDR {}: {e}", env.master)))?
         .next()
-        .ok_or_else(|| candle_core::Error::Msg(format!("{} resolves to nothing", env.master)))?;
+        .ok_or_else(|| Error::msg(format!("{} resolves to nothing", env.master)))?;
     let timeout = std::env::var("PUPIL_DIST_TIMEOUT")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -104,17 +105,54 @@ pub fn init_group(env: &DistEnv, device: &Device) -> Result<Arc<dyn Collective>>
     Ok(Arc::new(tcp))
 }
 
-static GROUP: OnceLock<Arc<dyn Collective>> = OnceLock::new();
-
-/// Makes `g` the process's group; training runs pick it up.
-pub fn set_group(g: Arc<dyn Collective>) -> Result<()> {
-    GROUP
-        .set(g)
-        .map_err(|_| candle_core::Error::Msg("the process group is already set".into()))
+/// Where a run executes: its device and, in a data-parallel job, the process group.
+/// Passed down explicitly; nothing about the job lives in global state.
+#[derive(Clone)]
+pub struct Runtime {
+    pub device: Device,
+    pub group: Option<Arc<dyn Collective>>,
 }
 
-pub fn group() -> Option<Arc<dyn Collective>> {
-    GROUP.get().cloned()
+impl Runtime {
+    /// One process on the device of a spec (`cpu`, `cuda:N`).
+    pub fn single(device_spec: &str) -> Result<Self> {
+        Ok(Runtime {
+            device: crate::model::device(device_spec)?,
+            group: None,
+        })
+    }
+
+    /// This process's place from the environment (torchrun, Slurm): a rank of a job, whose
+    /// device becomes `cuda:LOCAL_RANK` on CUDA; or a single process.
+    pub fn from_env(device_spec: &str) -> Result<Self> {
+        let Some(env) = DistEnv::from_env()? else {
+            return Self::single(device_spec);
+        };
+        let device = crate::model::device(&device_spec_for(device_spec, &env))?;
+        let group = init_group(&env, &device).map_err(|e| {
+            Error::msg(format!(
+                "rank {} of {}: joining {}: {e}",
+                env.rank, env.world, env.master
+            ))
+        })?;
+        Ok(Runtime {
+            device,
+            group: Some(group),
+        })
+    }
+
+    pub fn rank(&self) -> usize {
+        self.group.as_ref().map_or(0, |g| g.rank())
+    }
+
+    pub fn world_size(&self) -> usize {
+        self.group.as_ref().map_or(1, |g| g.world_size())
+    }
+
+    /// Rank 0 alone writes metrics, checkpoints and the model.
+    pub fn is_lead(&self) -> bool {
+        self.rank() == 0
+    }
 }
 
 /// Replaces every parameter's gradient by its mean over the ranks, in one all-reduce of
@@ -168,6 +206,44 @@ pub fn mean_over_ranks(group: Option<&Arc<dyn Collective>>, values: &mut [f64]) 
     Ok(())
 }
 
+/// Set in the processes the launcher starts, which run as ranks instead of launching again.
+const LAUNCHED: &str = "PUPIL_LAUNCHED";
+
+/// Whether this process was started by [`Launch::run`] (so it is a rank, not a launcher).
+pub fn is_launched() -> bool {
+    std::env::var_os(LAUNCHED).is_some()
+}
+
+/// A torchrun-like job on this node: `nproc_per_node` ranks of a `nnodes`-node job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Launch {
+    pub nproc_per_node: usize,
+    pub nnodes: usize,
+    pub node_rank: usize,
+    pub master_addr: String,
+    pub master_port: u16,
+}
+
+impl Launch {
+    /// Whether this process starts the ranks (rather than being one, or training alone).
+    pub fn starts_ranks(&self) -> bool {
+        (self.nproc_per_node > 1 || self.nnodes > 1) && !is_launched()
+    }
+
+    /// Runs this node's ranks, each with this program's own arguments, until all end.
+    pub fn run(&self) -> Result<()> {
+        let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+        let master = (self.master_addr.as_str(), self.master_port);
+        launch(
+            self.nproc_per_node,
+            self.nnodes,
+            self.node_rank,
+            master,
+            &args,
+        )
+    }
+}
+
 /// Runs `nproc` copies of this program with `args`, as torchrun does: each child gets
 /// RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT. When one fails the others are
 /// stopped and the error names it.
@@ -181,8 +257,8 @@ pub fn launch(
     if nproc == 0 || nnodes == 0 || node_rank >= nnodes {
         bail!("bad launch: {nproc} processes per node, node {node_rank} of {nnodes}")
     }
-    let exe = std::env::current_exe()
-        .map_err(|e| candle_core::Error::Msg(format!("finding this program: {e}")))?;
+    let exe =
+        std::env::current_exe().map_err(|e| Error::msg(format!("finding this program: {e}")))?;
     let world = nproc * nnodes;
     let mut children = Vec::new();
     for local in 0..nproc {
@@ -194,8 +270,9 @@ pub fn launch(
             .env("WORLD_SIZE", world.to_string())
             .env("MASTER_ADDR", master.0)
             .env("MASTER_PORT", master.1.to_string())
+            .env(LAUNCHED, "1")
             .spawn()
-            .map_err(|e| candle_core::Error::Msg(format!("starting rank {rank}: {e}")))?;
+            .map_err(|e| Error::msg(format!("starting rank {rank}: {e}")))?;
         children.push((rank, child));
     }
     let mut failed: Option<String> = None;
@@ -254,8 +331,8 @@ mod tests {
         .unwrap();
         assert_eq!((e.rank, e.world, e.local_rank), (3, 4, 1));
         assert_eq!(e.master, "node0:29500");
-        assert_eq!(device_spec("cuda:0", &e), "cuda:1");
-        assert_eq!(device_spec("cpu", &e), "cpu");
+        assert_eq!(device_spec_for("cuda:0", &e), "cuda:1");
+        assert_eq!(device_spec_for("cpu", &e), "cpu");
         let s = DistEnv::from_vars(vars(&[
             ("SLURM_NTASKS", "8"),
             ("SLURM_PROCID", "5"),
@@ -288,18 +365,16 @@ mod tests {
         group: Option<Arc<dyn Collective>>,
     ) -> Vec<(String, Vec<f64>)> {
         use pupil_backbones::efficientnet::{EfficientNet, EfficientNetConfig};
-        use pupil_backbones::params::ParamStore;
-        use pupil_backbones::Classifier;
+        use pupil_nn::{Classifier, ParamStore};
         // f64 throughout: the comparison is about the arithmetic, not f32 rounding.
-        let store = ParamStore::new(&Device::Cpu, candle_core::DType::F64, 3);
+        let store = ParamStore::new(&Device::Cpu, candle_core::DType::F64, 3)
+            .with_norm_group(group.clone());
         let mut cfg = EfficientNetConfig::custom(0.25, 0.25);
         cfg.dropout = 0.0;
         cfg.drop_path = 0.0;
         cfg.num_classes = 5;
         let model = EfficientNet::new(&store.root(), &cfg).unwrap();
-        pupil_backbones::nn::set_sync_batch_norm(group.clone());
         let logits = model.logits_t(x, true).unwrap();
-        pupil_backbones::nn::set_sync_batch_norm(None);
         let n = labels.len();
         let idx = Tensor::from_vec(labels.to_vec(), (n, 1), &Device::Cpu).unwrap();
         let lp = pupil_ops::log_softmax_last_dim(&logits).unwrap();

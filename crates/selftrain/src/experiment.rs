@@ -1,79 +1,84 @@
 //! Runs: supervised training, classification pre-training, self-training rounds, and the
 //! paper's grid (init x self-training x augmentation x labeled fraction x seed), resumable,
 //! with its report.
-use crate::config::{Task, TrainConfig};
+use crate::config::{load_config, preset, TaskKind, TrainConfig};
 use crate::data::{
     datasets, eval_transform, num_outputs, train_transform, unlabeled_source, unlabeled_truth,
 };
-use crate::model::{apply_init, device, load_model, Metrics, Model};
-use crate::pseudo::{self, PseudoLabeled, PseudoOptions, QualityRow};
+use crate::dist::Runtime;
+use crate::error::{Error, Result};
+use crate::model::{apply_init, load_model};
+use crate::pseudo::{self, Labeling, PseudoLabeled, PseudoOptions, QualityRow};
+use crate::task::{self, EvalData, Metrics};
 use crate::trainer::{Outcome, Trainer};
-use candle_core::{DType, Result};
-use pupil_backbones::params::ParamStore;
+use candle_core::DType;
 use pupil_data::Dataset;
+use pupil_nn::ParamStore;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-fn err(m: impl std::fmt::Display) -> candle_core::Error {
-    candle_core::Error::Msg(m.to_string())
-}
-
-/// Supervised training (optionally with a pseudo-labeled set mixed in).
+/// Supervised training (optionally with a pseudo-labeled set mixed in) on `rt`: one
+/// process, or one rank of a data-parallel job.
 pub fn train(
     cfg: &TrainConfig,
+    rt: &Runtime,
     out: &Path,
     pseudo: Option<Arc<dyn Dataset>>,
     resume: bool,
     quiet: bool,
 ) -> Result<Outcome> {
-    let dev = device(&cfg.device)?;
-    let (train_ds, val_ds) = datasets(cfg).map_err(err)?;
+    let (train_ds, val_ds) = datasets(cfg)?;
     let names = train_ds.class_names();
     let k = num_outputs(cfg.task, &names, &cfg.data.dataset);
-    let store = ParamStore::new(&dev, DType::F32, cfg.seed);
-    let model = Model::build(cfg, k, &store)?;
+    let norm_group = rt.group.clone().filter(|_| cfg.optim.sync_batch_norm);
+    let store = ParamStore::new(&rt.device, DType::F32, cfg.seed).with_norm_group(norm_group);
+    let model = task::build(cfg, k, &store)?;
     apply_init(&store, &cfg.init)?;
     let t = Trainer {
         cfg,
-        model: &model,
+        task: model.as_ref(),
         store: &store,
-        device: dev,
+        runtime: rt,
         out: out.to_path_buf(),
         class_names: names,
         num_outputs: k,
         human: train_ds,
         pseudo,
         val: Some(val_ds),
-        train_transform: train_transform(cfg).map_err(err)?,
+        train_transform: train_transform(cfg)?,
         eval_transform: eval_transform(cfg),
         quiet,
-        dist: crate::dist::group(),
     };
     let o = t.run(resume)?;
     // In a data-parallel job rank 0 alone writes (the others have no final metrics).
-    if t.dist.as_ref().is_none_or(|g| g.rank() == 0) {
-        pupil_data::io::write_json_atomic(out.join("outcome.json"), &o).map_err(err)?;
+    if rt.is_lead() {
+        pupil_data::io::write_json_atomic(out.join("outcome.json"), &o)?;
     }
     Ok(o)
 }
 
 /// Evaluates a saved model on its config's validation split.
 pub fn evaluate_model(path: &Path, dev_spec: &str) -> Result<Metrics> {
-    let dev = device(dev_spec)?;
+    let dev = crate::model::device(dev_spec)?;
     let l = load_model(path, &dev)?;
-    let (_, val) = datasets(&l.config).map_err(err)?;
+    let (_, val) = datasets(&l.config)?;
     let bc = pupil_data::batch::BatchConfig {
         size_divisor: l.config.data.size_divisor,
         ..Default::default()
     };
-    l.model
-        .evaluate(val, eval_transform(&l.config), &bc, &dev, 16)
+    l.task.evaluate(&EvalData {
+        dataset: val,
+        transform: eval_transform(&l.config),
+        batch: &bc,
+        device: &dev,
+        batch_size: 16,
+    })
 }
 
 /// Pseudo-labels every shard of the unlabeled source with a teacher (one process; the CLI
-/// runs single shards for clusters) and returns the labeled set, the merged shards and, where
-/// the source has ground truth, the quality report.
+/// runs single shards for clusters) and returns the labeled set and, where the source has
+/// ground truth, the quality report.
 pub fn pseudo_label_all(
     teacher_path: &Path,
     cfg: &TrainConfig,
@@ -81,26 +86,26 @@ pub fn pseudo_label_all(
     opts: &PseudoOptions,
     quiet: bool,
 ) -> Result<(Arc<PseudoLabeled>, Vec<QualityRow>)> {
-    let dev = device(&cfg.device)?;
+    let dev = crate::model::device(&cfg.device)?;
     let teacher = load_model(teacher_path, &dev)?;
     let spec = &cfg.selftrain.unlabeled;
-    let source = unlabeled_source(cfg, spec).map_err(err)?;
+    let source = unlabeled_source(cfg, spec)?;
+    let name = teacher_path.display().to_string();
+    let job = Labeling {
+        teacher: &teacher,
+        teacher_name: &name,
+        source: source.clone(),
+        source_name: spec,
+    };
     for i in 0..opts.shard.1 {
         let o = PseudoOptions {
             shard: (i, opts.shard.1),
             ..opts.clone()
         };
-        pseudo::label_shard(
-            &teacher,
-            &teacher_path.display().to_string(),
-            source.clone(),
-            spec,
-            out,
-            &o,
-            &dev,
-        )?;
+        pseudo::label_shard(&job, out, &o, &dev)?;
     }
-    let (m, all) = pseudo::merge(out)?;
+    let (m, all) = pseudo::write_merged(out)?
+        .ok_or_else(|| Error::msg(format!("{}: a shard is missing", out.display())))?;
     if m.labels == 0 {
         eprintln!("WARNING: the teacher {} emitted no pseudo labels at threshold {} on {} images: the student will learn from human labels only", teacher_path.display(), m.score_threshold, m.images);
     } else if !quiet {
@@ -112,20 +117,12 @@ pub fn pseudo_label_all(
             m.per_class
         );
     }
-    pupil_data::io::write_json_atomic(out.join("pseudo.json"), &pseudo::to_coco(&m, &all))
-        .map_err(err)?;
     let mut report = Vec::new();
-    if teacher.config.task == Task::Detection {
-        if let Some(truth) = unlabeled_truth(cfg, spec) {
-            report = pseudo::quality(
-                &all,
-                truth.as_ref(),
-                &teacher.class_names,
-                &[0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
-            )
-            .map_err(err)?;
-            pupil_data::io::write_json_atomic(out.join("quality.json"), &report).map_err(err)?;
-        }
+    let truth = unlabeled_truth(cfg, spec).filter(|_| teacher.config.task == TaskKind::Detection);
+    if let Some(truth) = truth {
+        let t = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9];
+        report = pseudo::quality(&all, truth.as_ref(), &teacher.class_names, &t)?;
+        pupil_data::io::write_json_atomic(out.join("quality.json"), &report)?;
     }
     let ds = PseudoLabeled::new(
         source,
@@ -138,9 +135,26 @@ pub fn pseudo_label_all(
     Ok((Arc::new(ds), report))
 }
 
+/// The student's config: the run config with the student's noise, learning rate and init.
+pub fn student_config(cfg: &TrainConfig, teacher: &Path) -> TrainConfig {
+    let st = &cfg.selftrain;
+    let mut student = cfg.clone();
+    student.backbone.drop_path = Some(st.drop_path);
+    student.backbone.dropout = Some(st.dropout);
+    student.optim.lr_per_256 *= st.student_lr_scale;
+    student.optim.warmup_lr_per_256 *= st.student_lr_scale;
+    student.init = match st.student_init.as_str() {
+        "random" => "random".into(),
+        "teacher" => format!("pretrained:{}", teacher.display()),
+        other => other.to_string(),
+    };
+    student
+}
+
 /// Self-training: `rounds` times, the teacher labels the unlabeled source and a noised
 /// student learns from human and pseudo labels; the student becomes the next teacher.
 pub fn self_train(teacher: &Path, cfg: &TrainConfig, out: &Path, quiet: bool) -> Result<Outcome> {
+    let rt = Runtime::single(&cfg.device)?;
     let mut teacher = teacher.to_path_buf();
     let mut last = None;
     for round in 0..cfg.selftrain.rounds.max(1) {
@@ -151,29 +165,42 @@ pub fn self_train(teacher: &Path, cfg: &TrainConfig, out: &Path, quiet: bool) ->
         };
         opts.keep_from = opts.keep_from.min(cfg.selftrain.ignore_from.unwrap_or(1.0));
         let (pseudo, _) = pseudo_label_all(&teacher, cfg, &rdir.join("pseudo"), &opts, quiet)?;
-        let mut student = cfg.clone();
-        student.backbone.drop_path = Some(cfg.selftrain.drop_path);
-        student.backbone.dropout = Some(cfg.selftrain.dropout);
-        student.optim.lr_per_256 *= cfg.selftrain.student_lr_scale;
-        student.optim.warmup_lr_per_256 *= cfg.selftrain.student_lr_scale;
-        student.init = match cfg.selftrain.student_init.as_str() {
-            "random" => "random".into(),
-            "teacher" => format!("pretrained:{}", teacher.display()),
-            other => other.to_string(),
-        };
-        let o = train(&student, &rdir.join("student"), Some(pseudo), true, quiet)?;
+        let student = student_config(cfg, &teacher);
+        let o = train(
+            &student,
+            &rt,
+            &rdir.join("student"),
+            Some(pseudo),
+            true,
+            quiet,
+        )?;
         teacher = o.model_path.clone();
         last = Some(o);
     }
-    last.ok_or_else(|| err("no rounds"))
+    last.ok_or_else(|| Error::msg("no rounds"))
+}
+
+/// A classification pre-training config from the `configs/pretrain.toml` preset, a dataset
+/// (`fashion`, `digit-pool`), an optional file and `--set` overrides.
+pub fn pretrain_config(dataset: &str, file: Option<&Path>, sets: &[String]) -> Result<TrainConfig> {
+    let mut base = preset("pretrain")?;
+    crate::config::set_path(&mut base, "data.dataset", &format!("{dataset:?}"))?;
+    let cfg: TrainConfig = load_config(file, Some(base), sets)?;
+    if cfg.task != TaskKind::Classification {
+        return Err(Error::config(
+            "pretrain trains a classifier: task must stay classification",
+        ));
+    }
+    Ok(cfg)
 }
 
 /// Classification pre-training of a backbone; returns the model file (its backbone tensors
 /// serve `init = "pretrained:PATH"`).
 pub fn pretrain(cfg: &TrainConfig, out: &Path, quiet: bool) -> Result<PathBuf> {
     let mut c = cfg.clone();
-    c.task = Task::Classification;
-    Ok(train(&c, out, None, true, quiet)?.model_path)
+    c.task = TaskKind::Classification;
+    let rt = Runtime::single(&c.device)?;
+    Ok(train(&c, &rt, out, None, true, quiet)?.model_path)
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -233,25 +260,25 @@ fn pretrained_backbone(
     seed: u64,
     quiet: bool,
 ) -> Result<PathBuf> {
-    let mut c = exp.base.clone();
-    c.task = Task::Classification;
-    c.seed = seed;
-    c.data.dataset = exp.pretrain_dataset.clone();
-    c.augment.policy = "none".into();
-    c.augment.size = 32;
-    c.data.size_divisor = 32;
-    c.optim.steps = exp.pretrain_steps;
-    c.optim.batch_size = exp.pretrain_batch;
-    c.optim.lr_per_256 = exp.pretrain_lr_per_256;
-    c.optim.warmup_lr_per_256 = exp.pretrain_lr_per_256 / 100.0;
-    c.optim.warmup_steps = exp.pretrain_steps / 20;
-    c.optim.eval_every = 0;
-    c.optim.checkpoint_every = 0;
     let dir = out.join(format!("pretrain-{}-seed{seed}", exp.pretrain_dataset));
     let done = dir.join("model.safetensors");
     if done.exists() && dir.join("outcome.json").exists() {
         return Ok(done);
     }
+    let mut c = exp.base.clone();
+    let mut base = crate::config::to_table(&c);
+    crate::config::merge(&mut base, preset("pretrain")?);
+    c = load_config(None, Some(base), &[])?;
+    c.seed = seed;
+    c.data.dataset = exp.pretrain_dataset.clone();
+    let o = &mut c.optim;
+    o.steps = exp.pretrain_steps;
+    o.batch_size = exp.pretrain_batch;
+    o.lr_per_256 = exp.pretrain_lr_per_256;
+    o.warmup_lr_per_256 = exp.pretrain_lr_per_256 / 100.0;
+    o.warmup_steps = exp.pretrain_steps / 20;
+    o.eval_every = 0;
+    o.checkpoint_every = 0;
     if !quiet {
         eprintln!(
             "pre-training the backbone on {} ({} steps)",
@@ -261,6 +288,90 @@ fn pretrained_backbone(
     pretrain(&c, &dir, quiet)
 }
 
+/// The coordinates of one arm's cell in the grid.
+struct Cell<'a> {
+    seed: u64,
+    aug: &'a str,
+    frac: f64,
+    init: &'a str,
+}
+
+/// Runs one arm of a cell, or reads it back when it is done.
+fn run_arm(
+    exp: &ExperimentConfig,
+    out: &Path,
+    cell: &Cell,
+    base: &TrainConfig,
+    st: bool,
+    quiet: bool,
+) -> Result<ArmResult> {
+    let tag = format!(
+        "{}-{}-f{}-seed{}",
+        if cell.init == "random" {
+            "random"
+        } else {
+            "pretrained"
+        },
+        cell.aug,
+        cell.frac,
+        cell.seed
+    );
+    let name = format!("{tag}-{}", if st { "self-training" } else { "supervised" });
+    let dir = out.join(&name);
+    let result_path = dir.join("result.json");
+    if let Ok(r) = pupil_data::io::read_json::<ArmResult>(&result_path) {
+        return Ok(r);
+    }
+    if !quiet {
+        eprintln!("arm {name}");
+    }
+    let t0 = std::time::Instant::now();
+    let outcome = if !st {
+        train(
+            base,
+            &Runtime::single(&base.device)?,
+            &dir,
+            None,
+            true,
+            quiet,
+        )?
+    } else {
+        // the teacher is this arm's supervised model
+        let sup_dir = out.join(format!("{tag}-supervised"));
+        let teacher = sup_dir.join("model.safetensors");
+        if !teacher.exists() {
+            train(
+                base,
+                &Runtime::single(&base.device)?,
+                &sup_dir,
+                None,
+                true,
+                quiet,
+            )?;
+        }
+        let mut student = base.clone();
+        student.optim.steps =
+            ((base.optim.steps as f64) * exp.student_steps_factor).round() as usize;
+        if student.selftrain.student_init == "random" {
+            // random stays random; a pre-trained arm's student starts pre-trained
+            student.selftrain.student_init = base.init.clone();
+        }
+        self_train(&teacher, &student, &dir, quiet)?
+    };
+    let r = ArmResult {
+        name,
+        init: cell.init.to_string(),
+        self_training: st,
+        augment: cell.aug.to_string(),
+        labeled_fraction: cell.frac,
+        seed: cell.seed,
+        metrics: outcome.final_metrics.unwrap_or_default(),
+        seconds: t0.elapsed().as_secs_f64(),
+    };
+    pupil_data::io::write_json_atomic(&result_path, &r)?;
+    Ok(r)
+}
+
 /// Runs (or resumes) every arm of the grid; arms already finished are read back.
 pub fn run_grid(
     exp: &ExperimentConfig,
@@ -268,22 +379,19 @@ pub fn run_grid(
     quiet: bool,
     mut on_arm: impl FnMut(&ArmResult),
 ) -> Result<Vec<ArmResult>> {
-    std::fs::create_dir_all(out).map_err(|e| err(format!("{}: {e}", out.display())))?;
-    pupil_data::io::write_atomic(
-        out.join("experiment.toml"),
-        toml::to_string(exp).map_err(err)?.as_bytes(),
-    )
-    .map_err(err)?;
+    std::fs::create_dir_all(out).map_err(|e| Error::msg(format!("{}: {e}", out.display())))?;
+    let text = toml::to_string(exp).map_err(Error::msg)?;
+    pupil_data::io::write_atomic(out.join("experiment.toml"), text.as_bytes())?;
     let mut results = Vec::new();
     for &seed in &exp.seeds {
         for aug in &exp.augment {
             for &frac in &exp.labeled_fractions {
                 for init in &exp.inits {
                     let init_spec = match init.as_str() {
-                        "pretrained" => format!(
-                            "pretrained:{}",
-                            pretrained_backbone(exp, out, seed, quiet)?.display()
-                        ),
+                        "pretrained" => {
+                            let p = pretrained_backbone(exp, out, seed, quiet)?;
+                            format!("pretrained:{}", p.display())
+                        }
                         other => other.to_string(),
                     };
                     let mut base = exp.base.clone();
@@ -291,58 +399,14 @@ pub fn run_grid(
                     base.augment.policy = aug.clone();
                     base.data.labeled_fraction = frac;
                     base.init = init_spec;
-                    let tag = format!(
-                        "{}-{aug}-f{frac}-seed{seed}",
-                        if init == "random" {
-                            "random"
-                        } else {
-                            "pretrained"
-                        }
-                    );
-                    let sup_dir = out.join(format!("{tag}-supervised"));
+                    let cell = Cell {
+                        seed,
+                        aug,
+                        frac,
+                        init,
+                    };
                     for &st in &exp.self_training {
-                        let name =
-                            format!("{tag}-{}", if st { "self-training" } else { "supervised" });
-                        let dir = out.join(&name);
-                        let result_path = dir.join("result.json");
-                        if let Ok(r) = pupil_data::io::read_json::<ArmResult>(&result_path) {
-                            on_arm(&r);
-                            results.push(r);
-                            continue;
-                        }
-                        if !quiet {
-                            eprintln!("arm {name}");
-                        }
-                        let t0 = std::time::Instant::now();
-                        let outcome = if !st {
-                            train(&base, &dir, None, true, quiet)?
-                        } else {
-                            // the teacher is this arm's supervised model
-                            let teacher = sup_dir.join("model.safetensors");
-                            if !teacher.exists() {
-                                train(&base, &sup_dir, None, true, quiet)?;
-                            }
-                            let mut student = base.clone();
-                            student.optim.steps = ((base.optim.steps as f64)
-                                * exp.student_steps_factor)
-                                .round() as usize;
-                            if student.selftrain.student_init == "random" {
-                                // random stays random; a pre-trained arm's student starts pre-trained
-                                student.selftrain.student_init = base.init.clone();
-                            }
-                            self_train(&teacher, &student, &dir, quiet)?
-                        };
-                        let r = ArmResult {
-                            name,
-                            init: init.clone(),
-                            self_training: st,
-                            augment: aug.clone(),
-                            labeled_fraction: frac,
-                            seed,
-                            metrics: outcome.final_metrics.unwrap_or_default(),
-                            seconds: t0.elapsed().as_secs_f64(),
-                        };
-                        pupil_data::io::write_json_atomic(&result_path, &r).map_err(err)?;
+                        let r = run_arm(exp, out, &cell, &base, st, quiet)?;
                         on_arm(&r);
                         results.push(r);
                     }

@@ -1,23 +1,32 @@
 //! pupil-selftrain: training and the paper's comparison of pre-training and self-training.
 //!
-//! - [`config`]: TOML configs whose keys default to the paper's values, `--set` overrides.
+//! - [`config`]: TOML configs whose keys default to the paper's values, `--set` overrides,
+//!   the presets of `configs/`.
+//! - [`task`]: the [`task::Task`] interface (loss, evaluation, prediction, pseudo labels)
+//!   with one implementation per task, and the factory that builds one from a config.
 //! - [`optim`]: SGD with momentum, kernel-only weight decay, clipping, warm-up + cosine/step,
-//!   weight EMA.
-//! - [`model`]: detector / segmenter / classifier behind one interface; init from
-//!   `pretrained:PATH|hf:...`; models saved with their config.
+//!   weight EMA, loss scaling.
+//! - [`model`]: devices, init from `pretrained:PATH|hf:...`, models saved with their config.
+//! - [`data`]: a run's datasets and transforms.
 //! - [`trainer`]: the loop, human + pseudo mixing with the loss normalization, checkpoints and
 //!   exact resume.
 //! - [`pseudo`]: teacher pseudo-labels in resumable COCO shards, their quality report.
-//! - [`dist`]: data-parallel training (process group from the environment, gradient
-//!   averaging, synchronized batch norm, the `--nproc-per-node` launcher).
+//! - [`predict`]: a saved model over images, to drawings and COCO results.
+//! - [`dist`]: data-parallel training (the [`dist::Runtime`] of a run, gradient averaging,
+//!   the `--nproc-per-node` launcher).
 //! - [`experiment`]: the grid of init x self-training x augmentation x labeled fraction, and
-//!   the quickstart.
+//!   the quickstart; [`report`] writes its table and plots.
 pub mod config;
 pub mod data;
 pub mod dist;
+pub mod error;
 pub mod experiment;
 pub mod model;
 pub mod optim;
+pub mod predict;
 pub mod pseudo;
 pub mod report;
+pub mod task;
 pub mod trainer;
+
+pub use error::{Error, Result};

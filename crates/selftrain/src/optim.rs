@@ -1,9 +1,10 @@
 //! SGD with momentum, weight decay on kernels only, gradient clipping by global norm,
 //! warm-up + cosine / step schedules (the paper's TF recipe), and a weight EMA.
 use crate::config::{OptimConfig, ScheduleKind};
+use crate::error::Result;
 use candle_core::backprop::GradStore;
-use candle_core::{Result, Tensor, Var};
-use pupil_backbones::params::{ParamKind, ParamStore};
+use candle_core::{Tensor, Var};
+use pupil_nn::{ParamKind, ParamStore};
 use std::collections::BTreeMap;
 
 /// Learning rate at a step: linear warm-up from `warmup_lr` to `lr`, then the schedule.
@@ -212,7 +213,7 @@ impl Ema {
 mod tests {
     use super::*;
     use candle_core::{DType, Device};
-    use pupil_backbones::params::Init;
+    use pupil_nn::Init;
 
     #[test]
     fn schedule_warms_up_then_decays() {
@@ -308,12 +309,7 @@ mod tests {
         let store = ParamStore::new(&Device::Cpu, DType::F32, 0);
         let w = store
             .root()
-            .get(
-                2,
-                "w",
-                pupil_backbones::params::Init::Const(1.0),
-                ParamKind::Kernel,
-            )
+            .get(2, "w", Init::Const(1.0), ParamKind::Kernel)
             .unwrap();
         let params = store.trainable();
         let mut s = LossScaler::new(1024.0);

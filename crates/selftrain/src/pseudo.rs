@@ -1,52 +1,24 @@
 //! Pseudo-labeling: a teacher labels an unlabeled source in shards that run as independent
 //! processes (any batch scheduler can fan them out), each written atomically so an
 //! interrupted job resumes without redoing or duplicating work; shards merge into one set.
-//! Detection keeps boxes scoring at least the threshold as hard labels; segmentation keeps the
-//! per-pixel argmax where the confidence reaches the threshold, else 255.
+//! The teacher's [`crate::task::Task`] turns its views of each batch into labels: boxes
+//! scoring at least the threshold (detection) or the per-pixel argmax where the confidence
+//! reaches it, else 255 (segmentation).
 use crate::data::eval_transform;
-use crate::model::{Loaded, Model};
-use candle_core::{Device, Result};
-use pupil_data::batch::{collate, BatchConfig};
+use crate::error::{bail, Error, Result};
+use crate::model::Loaded;
+pub use crate::task::PseudoOptions;
+use crate::task::PseudoViews;
+use candle_core::Device;
+use pupil_augment::geometric::flip_image;
+use pupil_data::batch::{collate, Batch, BatchConfig};
 use pupil_data::coco::{CocoCategory, CocoDetection, CocoFile, CocoImage};
-use pupil_data::dataset::{Loader, LoaderConfig};
-use pupil_data::{io, Dataset, Plane, Sample, IGNORE};
-use pupil_heads::boxes::batched_nms;
+use pupil_data::dataset::{Loader, LoaderConfig, Subset};
+use pupil_data::{io, Dataset, Sample};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-fn err(m: impl std::fmt::Display) -> candle_core::Error {
-    candle_core::Error::Msg(m.to_string())
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct PseudoOptions {
-    pub score_threshold: f64,
-    /// Detections down to this score are kept in the shards (for the quality report); the
-    /// student uses only those at or above `score_threshold`.
-    pub keep_from: f64,
-    /// Shard `index` of `count` (0-based).
-    pub shard: (usize, usize),
-    /// Also run the teacher on the mirrored image and merge.
-    pub flip: bool,
-    /// Extra inference scales (multiples of the training size), merged with scale 1.
-    pub scales: Vec<f64>,
-    pub batch_size: usize,
-}
-
-impl Default for PseudoOptions {
-    fn default() -> Self {
-        PseudoOptions {
-            score_threshold: 0.5,
-            keep_from: 0.1,
-            shard: (0, 1),
-            flip: false,
-            scales: vec![],
-            batch_size: 16,
-        }
-    }
-}
 
 /// One shard's output.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -84,52 +56,85 @@ pub fn shard_range(len: usize, i: usize, n: usize) -> std::ops::Range<usize> {
     (i * len / n)..((i + 1) * len / n)
 }
 
-fn flip_sample(s: &Sample) -> Sample {
-    let mut f = s.clone();
-    let (w, c) = (s.image.width, s.image.channels);
-    for y in 0..s.image.height {
-        for x in 0..w {
-            let src = &s.image.data[(y * w + (w - 1 - x)) * c..(y * w + (w - 1 - x)) * c + c];
-            let at = (y * w + x) * c;
-            f.image.data[at..at + c].copy_from_slice(src);
+/// The teacher's views of one batch: every (scale, flip) the options ask for.
+fn views_of(
+    originals: &[Sample],
+    cfg: &crate::config::TrainConfig,
+    opts: &PseudoOptions,
+    device: &Device,
+) -> Result<Vec<(Batch, bool)>> {
+    let bc = BatchConfig {
+        size_divisor: cfg.data.size_divisor,
+        ..Default::default()
+    };
+    let flips: &[bool] = if opts.flip { &[false, true] } else { &[false] };
+    let mut views = Vec::new();
+    for s in std::iter::once(1.0).chain(opts.scales.iter().copied()) {
+        let mut c = cfg.clone();
+        c.augment.size = ((cfg.augment.size as f64) * s).round().max(32.0) as usize;
+        let t = eval_transform(&c);
+        for &flip in flips {
+            let mut v = Vec::with_capacity(originals.len());
+            for s in originals {
+                let mut s = s.clone();
+                if flip {
+                    flip_image(&mut s.image);
+                }
+                v.push(t(s, &mut pupil_data::Rng::new(0))?);
+            }
+            views.push((collate(&v, &bc, device)?, flip));
         }
     }
-    f
+    Ok(views)
 }
 
-/// Labels shard `opts.shard` of `source` with the teacher; returns the shard (also written to
-/// `out`), or the existing one when it is already there.
+fn image_entry(s: &Sample, source_name: &str) -> CocoImage {
+    let file_name = match &s.source {
+        Some(p) => p.to_string_lossy().into_owned(),
+        None => format!("{source_name}/{:08}.png", s.image_id),
+    };
+    CocoImage {
+        id: s.image_id,
+        file_name,
+        width: s.width(),
+        height: s.height(),
+    }
+}
+
+/// Who labels what: the teacher and the unlabeled source, with the names the manifest
+/// records.
+pub struct Labeling<'a> {
+    pub teacher: &'a Loaded,
+    pub teacher_name: &'a str,
+    pub source: Arc<dyn Dataset>,
+    pub source_name: &'a str,
+}
+
+/// Labels shard `opts.shard` of the source with the teacher; returns the shard (also written
+/// to `out`), or the existing one when it is already there.
 pub fn label_shard(
-    teacher: &Loaded,
-    teacher_name: &str,
-    source: Arc<dyn Dataset>,
-    source_name: &str,
+    job: &Labeling,
     out: &Path,
     opts: &PseudoOptions,
     device: &Device,
 ) -> Result<Shard> {
     let (i, n) = opts.shard;
     if n == 0 || i >= n {
-        return Err(err(format!("shard {i}/{n}: need 0 <= I < N")));
+        bail!("shard {i}/{n}: need 0 <= I < N")
     }
-    std::fs::create_dir_all(out).map_err(|e| err(format!("{}: {e}", out.display())))?;
+    std::fs::create_dir_all(out).map_err(|e| Error::msg(format!("{}: {e}", out.display())))?;
     let path = shard_path(out, i, n);
-    if let Ok(bytes) = std::fs::read(&path) {
-        if let Ok(s) = serde_json::from_slice::<Shard>(&bytes) {
-            update_manifest(out, teacher, teacher_name, source_name, opts, n)?;
-            return Ok(s);
-        }
+    if let Some(s) = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Shard>(&b).ok())
+    {
+        update_manifest(out, job, opts, n)?;
+        return Ok(s);
     }
-    let range = shard_range(source.len(), i, n);
-    let part: Arc<dyn Dataset> = Arc::new(crate::data::Subset {
-        inner: source.clone(),
-        indices: range.collect(),
+    let part: Arc<dyn Dataset> = Arc::new(Subset {
+        inner: job.source.clone(),
+        indices: shard_range(job.source.len(), i, n).collect(),
     });
-    let cfg = &teacher.config;
-    let bc = BatchConfig {
-        size_divisor: cfg.data.size_divisor,
-        ..Default::default()
-    };
     let mut shard = Shard {
         shard: i,
         of: n,
@@ -137,10 +142,6 @@ pub fn label_shard(
         detections: vec![],
         label_maps: HashMap::new(),
     };
-    let sizes: Vec<usize> = std::iter::once(1.0)
-        .chain(opts.scales.iter().copied())
-        .map(|s| ((cfg.augment.size as f64) * s).round().max(32.0) as usize)
-        .collect();
     let loader = Loader::new(
         part,
         LoaderConfig {
@@ -153,162 +154,24 @@ pub fn label_shard(
         },
     );
     for b in loader.epoch(0) {
-        let originals = b.map_err(err)?;
-        for s in &originals {
-            let file_name = match &s.source {
-                Some(p) => p.to_string_lossy().into_owned(),
-                None => format!("{source_name}/{:08}.png", s.image_id),
-            };
-            shard.images.push(CocoImage {
-                id: s.image_id,
-                file_name,
-                width: s.width(),
-                height: s.height(),
-            });
-        }
-        // every (scale, flip) view of the batch
-        let mut views: Vec<(Vec<Sample>, bool)> = Vec::new();
-        for &size in &sizes {
-            let mut c = cfg.clone();
-            c.augment.size = size;
-            let t = eval_transform(&c);
-            for flip in [false, true] {
-                if flip && !opts.flip {
-                    continue;
-                }
-                let mut v = Vec::new();
-                for s in &originals {
-                    let s = if flip { flip_sample(s) } else { s.clone() };
-                    let mut rng = pupil_data::Rng::new(0);
-                    v.push(t(s, &mut rng).map_err(err)?);
-                }
-                views.push((v, flip));
-            }
-        }
-        match &teacher.model {
-            Model::Detector(m) => {
-                let mut all: Vec<Vec<(usize, [f32; 4], f32)>> = vec![Vec::new(); originals.len()];
-                for (v, flip) in &views {
-                    let batch = collate(v, &bc, device).map_err(err)?;
-                    let dets = m.predict(&batch.images, &batch.info)?;
-                    for (k, d) in dets.into_iter().enumerate() {
-                        let w = originals[k].width() as f32;
-                        for x in d {
-                            let b = if *flip {
-                                [w - x.bbox[2], x.bbox[1], w - x.bbox[0], x.bbox[3]]
-                            } else {
-                                x.bbox
-                            };
-                            all[k].push((x.class as usize, b, x.score));
-                        }
-                    }
-                }
-                for (k, dets) in all.into_iter().enumerate() {
-                    let boxes: Vec<[f32; 4]> = dets.iter().map(|d| d.1).collect();
-                    let scores: Vec<f32> = dets.iter().map(|d| d.2).collect();
-                    let classes: Vec<usize> = dets.iter().map(|d| d.0).collect();
-                    let keep = if views.len() > 1 {
-                        batched_nms(&boxes, &scores, &classes, m.config.post.nms_iou)
-                    } else {
-                        (0..dets.len()).collect()
-                    };
-                    for j in keep {
-                        if (scores[j] as f64) < opts.keep_from.min(opts.score_threshold) {
-                            continue;
-                        }
-                        let b = boxes[j];
-                        shard.detections.push(CocoDetection {
-                            image_id: originals[k].image_id,
-                            category_id: classes[j] as u64 + 1,
-                            bbox: [
-                                b[0] as f64,
-                                b[1] as f64,
-                                (b[2] - b[0]) as f64,
-                                (b[3] - b[1]) as f64,
-                            ],
-                            score: scores[j] as f64,
-                            segmentation: None,
-                        });
-                    }
-                }
-            }
-            Model::Segmenter(m) => {
-                // average the views' probabilities per pixel in original coordinates
-                let mut acc: Vec<Option<(Vec<Vec<f32>>, usize)>> = vec![None; originals.len()];
-                for (v, flip) in &views {
-                    let batch = collate(v, &bc, device).map_err(err)?;
-                    let probs = m.predict_probs(&batch.images, &batch.info)?;
-                    for (k, p) in probs.into_iter().enumerate() {
-                        let (w, h) = (originals[k].width(), originals[k].height());
-                        let p: Vec<Vec<f32>> = if *flip {
-                            p.into_iter()
-                                .map(|ch| {
-                                    (0..h * w)
-                                        .map(|q| ch[(q / w) * w + (w - 1 - q % w)])
-                                        .collect()
-                                })
-                                .collect()
-                        } else {
-                            p
-                        };
-                        match &mut acc[k] {
-                            Some((a, c)) => {
-                                for (x, y) in a.iter_mut().zip(&p) {
-                                    for (u, v) in x.iter_mut().zip(y) {
-                                        *u += v;
-                                    }
-                                }
-                                *c += 1;
-                            }
-                            None => acc[k] = Some((p, 1)),
-                        }
-                    }
-                }
-                let labels_dir = out.join("labels");
-                for (k, a) in acc.into_iter().enumerate() {
-                    let (probs, count) = a.expect("at least one view");
-                    let (w, h) = (originals[k].width(), originals[k].height());
-                    let mut plane = Plane::new(w, h, IGNORE);
-                    for q in 0..w * h {
-                        let (mut best, mut arg) = (f32::MIN, 0usize);
-                        for (c, ch) in probs.iter().enumerate() {
-                            if ch[q] > best {
-                                best = ch[q];
-                                arg = c;
-                            }
-                        }
-                        if (best / count as f32) as f64 >= opts.score_threshold {
-                            plane.data[q] = arg as u8;
-                        }
-                    }
-                    let rel = format!("labels/{:08}.png", originals[k].image_id);
-                    io::write_label_png(
-                        labels_dir.join(format!("{:08}.png", originals[k].image_id)),
-                        &plane,
-                    )
-                    .map_err(err)?;
-                    shard.label_maps.insert(originals[k].image_id, rel);
-                }
-            }
-            Model::Classifier(_) => {
-                return Err(err("pseudo-labeling needs a detector or a segmenter"))
-            }
-        }
+        let originals = b?;
+        shard
+            .images
+            .extend(originals.iter().map(|s| image_entry(s, job.source_name)));
+        let views = views_of(&originals, &job.teacher.config, opts, device)?;
+        let v = PseudoViews { originals, views };
+        let labels = job.teacher.task.pseudo_label(&v, opts, out)?;
+        shard.detections.extend(labels.detections);
+        shard.label_maps.extend(labels.label_maps);
     }
-    let bytes = serde_json::to_vec(&shard).map_err(err)?;
-    io::write_atomic(&path, &bytes).map_err(err)?;
-    update_manifest(out, teacher, teacher_name, source_name, opts, n)?;
+    let bytes = serde_json::to_vec(&shard).map_err(Error::msg)?;
+    io::write_atomic(&path, &bytes)?;
+    update_manifest(out, job, opts, n)?;
     Ok(shard)
 }
 
-fn update_manifest(
-    out: &Path,
-    teacher: &Loaded,
-    teacher_name: &str,
-    source: &str,
-    opts: &PseudoOptions,
-    n: usize,
-) -> Result<Manifest> {
+fn update_manifest(out: &Path, job: &Labeling, opts: &PseudoOptions, n: usize) -> Result<Manifest> {
+    let teacher = job.teacher;
     let categories: Vec<CocoCategory> = teacher
         .class_names
         .iter()
@@ -320,9 +183,9 @@ fn update_manifest(
         })
         .collect();
     let mut m = Manifest {
-        teacher: teacher_name.to_string(),
-        source: source.to_string(),
-        task: format!("{:?}", teacher.config.task).to_lowercase(),
+        teacher: job.teacher_name.to_string(),
+        source: job.source_name.to_string(),
+        task: teacher.config.task.name().to_string(),
         score_threshold: opts.score_threshold,
         categories,
         shards: n,
@@ -352,13 +215,13 @@ fn update_manifest(
         }
         m.labels += s.label_maps.len();
     }
-    io::write_json_atomic(out.join("manifest.json"), &m).map_err(err)?;
+    io::write_json_atomic(out.join("manifest.json"), &m)?;
     Ok(m)
 }
 
 /// All shards of a folder merged; fails if one is missing.
 pub fn merge(out: &Path) -> Result<(Manifest, Shard)> {
-    let m: Manifest = io::read_json(out.join("manifest.json")).map_err(err)?;
+    let m: Manifest = io::read_json(out.join("manifest.json"))?;
     let mut all = Shard {
         shard: 0,
         of: 1,
@@ -369,13 +232,23 @@ pub fn merge(out: &Path) -> Result<(Manifest, Shard)> {
     for i in 0..m.shards {
         let p = shard_path(out, i, m.shards);
         let s: Shard = io::read_json(&p)
-            .map_err(|e| err(format!("shard {i} of {} is not done: {e}", m.shards)))?;
+            .map_err(|e| Error::msg(format!("shard {i} of {} is not done: {e}", m.shards)))?;
         all.images.extend(s.images);
         all.detections.extend(s.detections);
         all.label_maps.extend(s.label_maps);
     }
     all.images.sort_by_key(|i| i.id);
     Ok((m, all))
+}
+
+/// Merges the shards of a folder into `pseudo.json` once every shard is done; `None`
+/// while some are missing.
+pub fn write_merged(out: &Path) -> Result<Option<(Manifest, Shard)>> {
+    let Ok((m, all)) = merge(out) else {
+        return Ok(None);
+    };
+    io::write_json_atomic(out.join("pseudo.json"), &to_coco(&m, &all))?;
+    Ok(Some((m, all)))
 }
 
 /// The merged pseudo labels as a COCO instances file (boxes at or above the threshold).
@@ -424,13 +297,7 @@ impl PseudoLabeled {
         let lo = ignore_from.unwrap_or(threshold).min(threshold);
         for d in shard.detections.iter().filter(|d| d.score >= lo) {
             let e = boxes.entry(d.image_id).or_default();
-            let b = d.bbox;
-            e.0.push([
-                b[0] as f32,
-                b[1] as f32,
-                (b[0] + b[2]) as f32,
-                (b[1] + b[3]) as f32,
-            ]);
+            e.0.push(d.xyxy());
             e.1.push(d.category_id as u32 - 1);
             e.2.push(d.score < threshold);
         }
@@ -533,12 +400,7 @@ pub fn quality(
                 let c = d.category_id as usize - 1;
                 np[c] += 1;
                 np[k] += 1;
-                let b = [
-                    d.bbox[0] as f32,
-                    d.bbox[1] as f32,
-                    (d.bbox[0] + d.bbox[2]) as f32,
-                    (d.bbox[1] + d.bbox[3]) as f32,
-                ];
+                let b = d.xyxy();
                 let best = (0..gt.boxes.len())
                     .filter(|&g| !used[g] && gt.classes[g] as usize == c)
                     .map(|g| (pupil_heads::boxes::iou(&b, &gt.boxes[g]), g))

@@ -1,87 +1,12 @@
 //! The experiment's report: a Markdown table like the paper's (mean and spread over seeds),
 //! CSV, results.json, and PNG plots of the metric against augmentation strength and labeled
-//! fraction. Also the quickstart preset.
+//! fraction.
+use crate::error::Result;
 use crate::experiment::{ArmResult, ExperimentConfig};
 use pupil_data::draw::{class_colour, draw_number};
 use pupil_data::{io, Image};
 use std::collections::BTreeMap;
 use std::path::Path;
-
-/// The quickstart: the paper's four arms (random / pre-trained init, with and without
-/// self-training) on the embedded digit scenes, sized for two CPU cores.
-pub fn quickstart_preset() -> toml::Table {
-    let text = r#"
-inits = ["random", "pretrained"]
-self_training = [false, true]
-augment = ["s1"]
-labeled_fractions = [1.0]
-seeds = [0]
-pretrain_dataset = "fashion"
-pretrain_steps = 200
-pretrain_batch = 64
-pretrain_lr_per_256 = 0.4
-student_steps_factor = 0.5
-
-[base]
-task = "detection"
-
-[base.backbone]
-name = "efficientnet"
-width = 0.25
-depth = 0.25
-drop_path = 0.0
-
-[base.detector]
-head_convs = 2
-head_channels = 32
-
-[base.detector.neck]
-kind = "fpn"
-channels = 32
-min_level = 3
-max_level = 5
-bn_momentum = 0.1
-
-[base.detector.anchors]
-min_level = 3
-max_level = 5
-anchor_size = 2.0
-
-[base.data]
-size_divisor = 32
-workers = 2
-
-[base.data.digits]
-train = 256
-unlabeled = 1024
-val = 128
-
-[base.augment]
-size = 96
-
-[base.optim]
-steps = 2000
-batch_size = 4
-lr_per_256 = 4.0
-warmup_steps = 100
-warmup_lr_per_256 = 0.04
-weight_decay = 4e-5
-log_every = 20
-eval_every = 0
-checkpoint_every = 500
-
-[base.selftrain]
-score_threshold = 0.5
-ignore_from = 0.1
-alpha = 0.25
-student_init = "teacher"
-student_lr_scale = 0.25
-drop_path = 0.1
-dropout = 0.0
-unlabeled = "digits:unlabeled"
-"#;
-    text.parse().expect("the preset parses")
-}
 
 fn mean_sd(v: &[f64]) -> (f64, f64) {
     let n = v.len().max(1) as f64;
@@ -111,7 +36,7 @@ fn row_name(r: &ArmResult) -> String {
 }
 
 /// Writes results.json, results.csv, report.md and the plots; returns the Markdown table.
-pub fn write(out: &Path, exp: &ExperimentConfig, results: &[ArmResult]) -> anyhow::Result<String> {
+pub fn write(out: &Path, exp: &ExperimentConfig, results: &[ArmResult]) -> Result<String> {
     io::write_json_atomic(out.join("results.json"), &results)?;
     let mut csv =
         String::from("name,init,self_training,augment,labeled_fraction,seed,metric,AP50,seconds\n");
@@ -130,11 +55,7 @@ pub fn write(out: &Path, exp: &ExperimentConfig, results: &[ArmResult]) -> anyho
         );
     }
     io::write_atomic(out.join("results.csv"), csv.as_bytes())?;
-    let metric = match exp.base.task {
-        crate::config::Task::Detection => "AP",
-        crate::config::Task::Segmentation => "mIoU",
-        crate::config::Task::Classification => "top-1",
-    };
+    let metric = exp.base.task.metric();
     // rows: init x self-training; columns: augmentation x fraction
     let mut cols: Vec<(String, f64)> = Vec::new();
     for a in &exp.augment {
@@ -309,7 +230,7 @@ fn plot(
     x_of: impl Fn(usize) -> f64,
     only_fraction: Option<f64>,
     frac_of: impl Fn(usize) -> f64,
-) -> anyhow::Result<()> {
+) -> Result<()> {
     let vals: Vec<f64> = cells.values().map(|v| mean_sd(v).0).collect();
     let (lo, hi) = (
         vals.iter()
@@ -356,7 +277,7 @@ fn plot(
     Ok(())
 }
 
-fn bars(path: &Path, rows: &[String], cells: &Cells) -> anyhow::Result<()> {
+fn bars(path: &Path, rows: &[String], cells: &Cells) -> Result<()> {
     let vals: Vec<f64> = rows
         .iter()
         .map(|r| {

@@ -2,22 +2,24 @@
 //! pseudo-labeled images with the paper's loss normalization, JSON-lines metrics, a progress
 //! bar, periodic evaluation, and atomic checkpoints with exact resume.
 use crate::config::TrainConfig;
-use crate::model::{save_model, Metrics, Model};
-use crate::optim::{learning_rate, Ema, Sgd};
-use candle_core::{Device, Result, Tensor};
-use pupil_backbones::params::{save_tensors, ParamStore};
-use pupil_data::batch::{collate, BatchConfig};
+use crate::dist::Runtime;
+use crate::error::{bail, Error, Result};
+use crate::model::save_model;
+use crate::optim::{learning_rate, Ema, LossScaler, Sgd, StepInfo};
+use crate::task::{EvalData, Metrics, Task};
+use candle_core::{DType, Tensor};
+use pupil_data::batch::{collate, Batch, BatchConfig};
 use pupil_data::dataset::{EpochIter, Loader, LoaderConfig, Transform};
 use pupil_data::{Dataset, Sample};
+use pupil_nn::params::{read_header, save_tensors};
+use pupil_nn::{LoadOptions, ParamStore};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-fn err(m: impl std::fmt::Display) -> candle_core::Error {
-    candle_core::Error::Msg(m.to_string())
-}
+type Record = serde_json::Map<String, serde_json::Value>;
 
 /// Moving averages of the human and pseudo losses, kept out of the gradient:
 /// `L = 1/(1+a) * (L_h + a * (avg_h / avg_p) * L_p)`.
@@ -45,7 +47,7 @@ impl LossNorm {
             (Some(h), Some(p)) if p > 1e-12 => h / p,
             _ => 1.0,
         };
-        (lh + (lp * (alpha * ratio))?)? / (1.0 + alpha)
+        Ok(((lh + (lp * (alpha * ratio))?)? / (1.0 + alpha))?)
     }
 }
 
@@ -78,44 +80,44 @@ struct Stream {
     iter: Option<EpochIter>,
 }
 
+/// How a stream draws its batches.
+struct StreamSpec {
+    batch: usize,
+    seed: u64,
+    workers: usize,
+    shard: (usize, usize),
+}
+
 impl Stream {
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        ds: Arc<dyn Dataset>,
-        batch: usize,
-        seed: u64,
-        workers: usize,
-        t: Arc<Transform>,
-        pos: Position,
-        (rank, world): (usize, usize),
-    ) -> Self {
+    fn new(ds: Arc<dyn Dataset>, t: Arc<Transform>, spec: StreamSpec, pos: Position) -> Self {
         let loader = Loader::new(
             ds,
             LoaderConfig {
-                batch_size: batch,
+                batch_size: spec.batch,
                 shuffle: true,
                 drop_last: true,
-                seed,
-                workers,
+                seed: spec.seed,
+                workers: spec.workers,
                 prefetch: 4,
             },
         )
         .with_transform(t)
-        .with_shard(rank, world);
+        .with_shard(spec.shard.0, spec.shard.1);
         Stream {
             loader,
             pos,
             iter: None,
         }
     }
+
     fn next(&mut self) -> Result<Vec<Sample>> {
         for _ in 0..2 {
             if self.iter.is_none() {
                 self.iter = Some(self.loader.epoch_from(self.pos.epoch, self.pos.batch));
             }
-            if let Some(b) = self.iter.as_mut().unwrap().next() {
+            if let Some(b) = self.iter.as_mut().and_then(|i| i.next()) {
                 self.pos.batch += 1;
-                return b.map_err(err);
+                return Ok(b?);
             }
             self.iter = None;
             self.pos = Position {
@@ -123,15 +125,16 @@ impl Stream {
                 batch: 0,
             };
         }
-        Err(err("the training set is smaller than one batch"))
+        bail!("the training set is smaller than one batch")
     }
 }
 
 pub struct Trainer<'a> {
     pub cfg: &'a TrainConfig,
-    pub model: &'a Model,
+    pub task: &'a dyn Task,
     pub store: &'a ParamStore,
-    pub device: Device,
+    /// Device and data-parallel group.
+    pub runtime: &'a Runtime,
     pub out: PathBuf,
     pub class_names: Vec<String>,
     pub num_outputs: usize,
@@ -142,8 +145,6 @@ pub struct Trainer<'a> {
     pub eval_transform: Arc<Transform>,
     /// Hide the progress bar.
     pub quiet: bool,
-    /// Data-parallel group (see [`crate::dist`]); `None` trains alone.
-    pub dist: Option<Arc<dyn pupil_ops::dist::Collective>>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -165,6 +166,28 @@ pub fn latest_checkpoint(out: &Path) -> Option<PathBuf> {
     Some(checkpoint_dir(out).join(v["file"].as_str()?))
 }
 
+/// The state of a run between steps.
+struct Session {
+    opt: Sgd,
+    ema: Option<Ema>,
+    scaler: Option<LossScaler>,
+    state: TrainState,
+    human: Stream,
+    pseudo: Option<Stream>,
+    log: std::fs::File,
+    bar: indicatif::ProgressBar,
+    t0: std::time::Instant,
+    images: usize,
+}
+
+fn scalar(t: &Tensor) -> Result<f64> {
+    Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
+}
+
+fn write_record(log: &mut std::fs::File, v: serde_json::Value) -> Result<()> {
+    writeln!(log, "{v}").map_err(|e| Error::msg(format!("metrics.jsonl: {e}")))
+}
+
 impl<'a> Trainer<'a> {
     fn batch_config(&self) -> BatchConfig {
         BatchConfig {
@@ -173,67 +196,54 @@ impl<'a> Trainer<'a> {
         }
     }
 
-    fn save_checkpoint(&self, state: &TrainState, opt: &Sgd, ema: Option<&Ema>) -> Result<()> {
+    fn lead(&self) -> bool {
+        self.runtime.is_lead()
+    }
+
+    fn save_checkpoint(&self, s: &Session) -> Result<()> {
         let dir = checkpoint_dir(&self.out);
         let mut t: BTreeMap<String, Tensor> = BTreeMap::new();
         for (n, v) in self.store.tensors() {
             t.insert(format!("model.{n}"), v);
         }
-        for (n, v) in &opt.buffers {
+        for (n, v) in &s.opt.buffers {
             t.insert(format!("opt.{n}"), v.clone());
         }
-        if let Some(e) = ema {
+        if let Some(e) = &s.ema {
             for (n, v) in &e.shadow {
                 t.insert(format!("ema.{n}"), v.clone());
             }
         }
-        let name = format!("step-{:07}.safetensors", state.step);
-        let header = serde_json::to_value(state).map_err(err)?;
+        let name = format!("step-{:07}.safetensors", s.state.step);
+        let header = serde_json::to_value(&s.state).map_err(Error::msg)?;
         save_tensors(&dir.join(&name), &t, &header)?;
-        let latest = serde_json::json!({ "file": name, "step": state.step });
-        pupil_data::io::write_atomic(dir.join("latest.json"), latest.to_string().as_bytes())
-            .map_err(err)?;
-        // keep the two newest
-        let mut old: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .map_err(err)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("step-") && n.ends_with(".safetensors"))
-            })
-            .collect();
-        old.sort();
-        let keep = old.len().saturating_sub(2);
-        for p in &old[..keep] {
-            let _ = std::fs::remove_file(p);
-        }
-        Ok(())
+        let latest = serde_json::json!({ "file": name, "step": s.state.step });
+        pupil_data::io::write_atomic(dir.join("latest.json"), latest.to_string().as_bytes())?;
+        prune_checkpoints(&dir)
     }
 
     fn restore(&self, path: &Path, opt: &mut Sgd, ema: &mut Option<Ema>) -> Result<TrainState> {
-        let h = pupil_backbones::params::read_header(path)?
-            .ok_or_else(|| err(format!("{}: no state header", path.display())))?;
-        let state: TrainState =
-            serde_json::from_value(h).map_err(|e| err(format!("{}: {e}", path.display())))?;
-        let tensors = candle_core::safetensors::load(path, &Device::Cpu)
-            .map_err(|e| err(format!("{}: {e}", path.display())))?;
+        let at = |e: &dyn std::fmt::Display| Error::msg(format!("{}: {e}", path.display()));
+        let h = read_header(path)?.ok_or_else(|| at(&"no state header"))?;
+        let state: TrainState = serde_json::from_value(h).map_err(|e| at(&e))?;
+        let tensors =
+            candle_core::safetensors::load(path, &candle_core::Device::Cpu).map_err(|e| at(&e))?;
+        let dev = &self.runtime.device;
         let mut model = std::collections::HashMap::new();
         for (k, v) in tensors {
             if let Some(n) = k.strip_prefix("model.") {
                 model.insert(n.to_string(), v);
             } else if let Some(n) = k.strip_prefix("opt.") {
-                opt.buffers
-                    .insert(n.to_string(), v.to_device(&self.device)?);
+                opt.buffers.insert(n.to_string(), v.to_device(dev)?);
             } else if let Some(n) = k.strip_prefix("ema.") {
                 if let Some(e) = ema.as_mut() {
-                    e.shadow.insert(n.to_string(), v.to_device(&self.device)?);
+                    e.shadow.insert(n.to_string(), v.to_device(dev)?);
                 }
             }
         }
         self.store
-            .load_tensors(&model, &pupil_backbones::params::LoadOptions::strict())
-            .map_err(|e| err(format!("{}: {e}", path.display())))?;
+            .load_tensors(&model, &LoadOptions::strict())
+            .map_err(|e| at(&e))?;
         self.store.set_noise_state(state.noise);
         Ok(state)
     }
@@ -242,15 +252,15 @@ impl<'a> Trainer<'a> {
         let Some(val) = &self.val else {
             return Ok(None);
         };
-        let run = || {
-            self.model.evaluate(
-                val.clone(),
-                self.eval_transform.clone(),
-                &self.batch_config(),
-                &self.device,
-                self.cfg.optim.batch_size.clamp(1, 32),
-            )
+        let bc = self.batch_config();
+        let data = EvalData {
+            dataset: val.clone(),
+            transform: self.eval_transform.clone(),
+            batch: &bc,
+            device: &self.runtime.device,
+            batch_size: self.cfg.optim.batch_size.clamp(1, 32),
         };
+        let run = || self.task.evaluate(&data);
         Ok(Some(match ema {
             Some(e) => e.with_weights(self.store, run)?,
             None => run()?,
@@ -259,33 +269,34 @@ impl<'a> Trainer<'a> {
 
     /// Trains to `optim.steps`, resuming from the latest checkpoint when `resume` is set.
     pub fn run(&self, resume: bool) -> Result<Outcome> {
-        let cfg = self.cfg;
-        let o = &cfg.optim;
-        let (rank, world) = match &self.dist {
-            Some(g) => (g.rank(), g.world_size()),
-            None => (0, 1),
-        };
-        // Rank 0 alone writes; the others train in step with it.
-        let lead = rank == 0;
-        let quiet = self.quiet || !lead;
+        self.check()?;
+        let mut s = self.start(resume)?;
+        while s.state.step < self.cfg.optim.steps {
+            self.step(&mut s)?;
+        }
+        s.bar.finish_and_clear();
+        self.finish(s)
+    }
+
+    fn check(&self) -> Result<()> {
+        let (o, world) = (&self.cfg.optim, self.runtime.world_size());
         if o.batch_size % world != 0 {
-            return Err(err(format!(
+            bail!(
                 "optim.batch_size {} must be a multiple of the world size {world}",
                 o.batch_size
-            )));
+            )
         }
-        pupil_backbones::nn::set_sync_batch_norm(self.dist.clone().filter(|_| o.sync_batch_norm));
-        let compute = o.precision.dtype();
-        if compute == candle_core::DType::BF16 && self.device.is_cpu() {
-            return Err(err(
-                "optim.precision = \"bf16\" needs a CUDA device (candle has no bf16 matmul on CPU); use \"f32\" or \"f16\"",
-            ));
+        if o.precision.dtype() == DType::BF16 && self.runtime.device.is_cpu() {
+            bail!("optim.precision = \"bf16\" needs a CUDA device (candle has no bf16 matmul on CPU); use \"f32\" or \"f16\"")
         }
-        // f16 keeps small gradients representable by scaling the loss.
-        let mut scaler =
-            (compute == candle_core::DType::F16).then(crate::optim::LossScaler::default);
+        Ok(())
+    }
+
+    /// Optimizer, averages, loaders and logs of a fresh or resumed run.
+    fn start(&self, resume: bool) -> Result<Session> {
+        let (cfg, o) = (self.cfg, &self.cfg.optim);
         std::fs::create_dir_all(&self.out)
-            .map_err(|e| err(format!("{}: {e}", self.out.display())))?;
+            .map_err(|e| Error::msg(format!("{}: {e}", self.out.display())))?;
         let mut opt = Sgd::new(self.store, o);
         let mut ema = o.ema_decay.map(|d| Ema::new(self.store, d));
         let mut state = TrainState {
@@ -300,216 +311,252 @@ impl<'a> Trainer<'a> {
             num_outputs: self.num_outputs,
             best: None,
         };
-        if resume {
-            if let Some(p) = latest_checkpoint(&self.out) {
-                state = self.restore(&p, &mut opt, &mut ema)?;
-                if !quiet {
-                    eprintln!("resumed from {} at step {}", p.display(), state.step);
-                }
+        let quiet = self.quiet || !self.lead();
+        if let Some(p) = latest_checkpoint(&self.out).filter(|_| resume) {
+            state = self.restore(&p, &mut opt, &mut ema)?;
+            if !quiet {
+                eprintln!("resumed from {} at step {}", p.display(), state.step);
             }
         }
-        // As the paper: the human batch keeps its size and pseudo-labeled images are added
-        // (256 + 256 at a 1:1 ratio).
-        let (bh, bp) = match &self.pseudo {
-            Some(_) => (
-                o.batch_size,
-                // a multiple of the world size, so every rank gets the same share
-                ((o.batch_size as f64 * cfg.selftrain.pseudo_per_human / world as f64).round()
-                    as usize)
-                    .max(1)
-                    * world,
-            ),
-            None => (o.batch_size, 0),
-        };
-        let workers = cfg.data.workers;
-        let mut human = Stream::new(
-            self.human.clone(),
-            bh,
-            cfg.seed,
-            workers,
-            self.train_transform.clone(),
-            state.human,
-            (rank, world),
-        );
-        let mut pseudo = self.pseudo.as_ref().map(|p| {
-            Stream::new(
-                p.clone(),
-                bp,
-                cfg.seed ^ 0x5053_4555,
-                workers,
-                self.train_transform.clone(),
-                state.pseudo,
-                (rank, world),
-            )
-        });
-        let bc = self.batch_config();
+        let (human, pseudo) = self.streams(&state);
         let metrics_path = self.out.join("metrics.jsonl");
-        let mut log = std::fs::OpenOptions::new()
+        let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&metrics_path)
-            .map_err(|e| err(format!("{}: {e}", metrics_path.display())))?;
-        let bar = if quiet {
-            indicatif::ProgressBar::hidden()
-        } else {
-            indicatif::ProgressBar::new(o.steps as u64)
+            .map_err(|e| Error::msg(format!("{}: {e}", metrics_path.display())))?;
+        let bar = progress_bar(quiet, o.steps, state.step);
+        // f16 keeps small gradients representable by scaling the loss.
+        let scaler = (o.precision.dtype() == DType::F16).then(LossScaler::default);
+        Ok(Session {
+            opt,
+            ema,
+            scaler,
+            state,
+            human,
+            pseudo,
+            log,
+            bar,
+            t0: std::time::Instant::now(),
+            images: 0,
+        })
+    }
+
+    /// The human stream and, for a student, the pseudo stream. As the paper, the human
+    /// batch keeps its size and pseudo-labeled images are added (256 + 256 at 1:1).
+    fn streams(&self, state: &TrainState) -> (Stream, Option<Stream>) {
+        let cfg = self.cfg;
+        let (rank, world) = (self.runtime.rank(), self.runtime.world_size());
+        let bs = cfg.optim.batch_size;
+        // a multiple of the world size, so every rank gets the same share
+        let bp = ((bs as f64 * cfg.selftrain.pseudo_per_human / world as f64).round() as usize)
+            .max(1)
+            * world;
+        let spec = |batch, seed| StreamSpec {
+            batch,
+            seed,
+            workers: cfg.data.workers,
+            shard: (rank, world),
         };
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} eta {eta}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        let human = Stream::new(
+            self.human.clone(),
+            self.train_transform.clone(),
+            spec(bs, cfg.seed),
+            state.human,
         );
-        bar.set_position(state.step as u64);
-        let t0 = std::time::Instant::now();
-        let mut images = 0usize;
-        while state.step < o.steps {
-            let lr = learning_rate(o, state.step);
-            let mut hb = collate(&human.next()?, &bc, &self.device).map_err(err)?;
-            hb.images = hb.images.to_dtype(compute)?;
-            let (loss, mut parts) = self.model.loss(&hb, true)?;
-            images += hb.num_boxes.len();
-            let mut record = serde_json::Map::new();
-            let total = match pseudo.as_mut() {
-                Some(ps) => {
-                    let mut pb = collate(&ps.next()?, &bc, &self.device).map_err(err)?;
-                    pb.images = pb.images.to_dtype(compute)?;
-                    images += pb.num_boxes.len();
-                    let (lp, pparts) = self.model.loss(&pb, true)?;
-                    let mut hp = [
-                        loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?,
-                        lp.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?,
-                    ];
-                    // Every rank keeps the same averages: the means over the global batch.
-                    crate::dist::mean_over_ranks(self.dist.as_ref(), &mut hp)?;
-                    let [h, p] = hp;
-                    state.loss_norm.update(h, p, cfg.selftrain.loss_avg_decay);
-                    record.insert("L_h".into(), h.into());
-                    record.insert("L_p".into(), p.into());
-                    record.insert("avg_L_h".into(), state.loss_norm.avg_h.into());
-                    record.insert("avg_L_p".into(), state.loss_norm.avg_p.into());
-                    parts.extend(pparts.into_iter().map(|(k, v)| (format!("pseudo_{k}"), v)));
-                    state.loss_norm.combine(&loss, &lp, cfg.selftrain.alpha)?
-                }
-                None => loss,
-            };
-            let value = total
-                .to_dtype(candle_core::DType::F64)?
-                .to_scalar::<f64>()?;
-            if !value.is_finite() {
-                return Err(err(format!("loss became {value} at step {}", state.step)));
+        let pseudo = self.pseudo.as_ref().map(|p| {
+            Stream::new(
+                p.clone(),
+                self.train_transform.clone(),
+                spec(bp, cfg.seed ^ 0x5053_4555),
+                state.pseudo,
+            )
+        });
+        (human, pseudo)
+    }
+
+    fn next_batch(&self, stream: &mut Stream) -> Result<Batch> {
+        let mut b = collate(&stream.next()?, &self.batch_config(), &self.runtime.device)?;
+        b.images = b.images.to_dtype(self.cfg.optim.precision.dtype())?;
+        Ok(b)
+    }
+
+    /// The step's loss: the human batch's, or for a student the normalized mix of the human
+    /// and pseudo losses.
+    fn loss(&self, s: &mut Session, record: &mut Record) -> Result<(Tensor, Vec<(String, f64)>)> {
+        let hb = self.next_batch(&mut s.human)?;
+        let (lh, mut parts) = self.task.loss(&hb, true)?;
+        s.images += hb.num_boxes.len();
+        let Some(ps) = s.pseudo.as_mut() else {
+            return Ok((lh, parts));
+        };
+        let pb = self.next_batch(ps)?;
+        s.images += pb.num_boxes.len();
+        let (lp, pparts) = self.task.loss(&pb, true)?;
+        let mut hp = [scalar(&lh)?, scalar(&lp)?];
+        // Every rank keeps the same averages: the means over the global batch.
+        crate::dist::mean_over_ranks(self.runtime.group.as_ref(), &mut hp)?;
+        let [h, p] = hp;
+        let st = &self.cfg.selftrain;
+        s.state.loss_norm.update(h, p, st.loss_avg_decay);
+        record.insert("L_h".into(), h.into());
+        record.insert("L_p".into(), p.into());
+        record.insert("avg_L_h".into(), s.state.loss_norm.avg_h.into());
+        record.insert("avg_L_p".into(), s.state.loss_norm.avg_p.into());
+        parts.extend(pparts.into_iter().map(|(k, v)| (format!("pseudo_{k}"), v)));
+        Ok((s.state.loss_norm.combine(&lh, &lp, st.alpha)?, parts))
+    }
+
+    /// Backward pass, gradient averaging over the job, unscaling and the SGD step.
+    fn update(
+        &self,
+        s: &mut Session,
+        total: &Tensor,
+        lr: f64,
+        record: &mut Record,
+    ) -> Result<StepInfo> {
+        let mut grads = match &s.scaler {
+            Some(sc) => (total * sc.scale)?.backward()?,
+            None => total.backward()?,
+        };
+        if let Some(g) = &self.runtime.group {
+            crate::dist::average_gradients(&mut grads, s.opt.params(), g)?;
+        }
+        let finite = match s.scaler.as_mut() {
+            Some(sc) => sc.unscale(&mut grads, s.opt.params())?,
+            None => true,
+        };
+        let info = if finite {
+            s.opt.step(&grads, lr)?
+        } else {
+            // Overflow in half precision: this step's update is dropped.
+            record.insert("skipped_overflow".into(), true.into());
+            StepInfo {
+                grad_norm: f64::NAN,
+                clipped: false,
             }
-            let mut grads = match &scaler {
-                Some(s) => (&total * s.scale)?.backward()?,
-                None => total.backward()?,
-            };
-            if let Some(g) = &self.dist {
-                crate::dist::average_gradients(&mut grads, opt.params(), g)?;
+        };
+        if let Some(sc) = &s.scaler {
+            record.insert("loss_scale".into(), sc.scale.into());
+        }
+        if let Some(e) = s.ema.as_mut() {
+            e.update(self.store)?;
+        }
+        Ok(info)
+    }
+
+    fn step(&self, s: &mut Session) -> Result<()> {
+        let o = &self.cfg.optim;
+        let lr = learning_rate(o, s.state.step);
+        let mut record = Record::new();
+        let (total, parts) = self.loss(s, &mut record)?;
+        let value = scalar(&total)?;
+        if !value.is_finite() {
+            bail!("loss became {value} at step {}", s.state.step)
+        }
+        let info = self.update(s, &total, lr, &mut record)?;
+        s.state.step += 1;
+        s.state.human = s.human.pos;
+        if let Some(ps) = &s.pseudo {
+            s.state.pseudo = ps.pos;
+        }
+        s.state.noise = self.store.noise_state();
+        // every rank loads the same share, so the job's rate is world times this one's
+        let world = self.runtime.world_size();
+        let ips = (s.images * world) as f64 / s.t0.elapsed().as_secs_f64().max(1e-9);
+        let step = s.state.step;
+        if self.lead() && (step % o.log_every.max(1) == 0 || step == o.steps) {
+            record.insert("step".into(), step.into());
+            record.insert("lr".into(), lr.into());
+            record.insert("loss".into(), value.into());
+            record.insert("grad_norm".into(), info.grad_norm.into());
+            record.insert("images_per_s".into(), ips.into());
+            for (k, v) in &parts {
+                record.insert(k.clone(), (*v).into());
             }
-            let finite = match scaler.as_mut() {
-                Some(s) => s.unscale(&mut grads, opt.params())?,
-                None => true,
-            };
-            let info = if finite {
-                opt.step(&grads, lr)?
-            } else {
-                // Overflow in half precision: this step's update is dropped.
-                record.insert("skipped_overflow".into(), true.into());
-                crate::optim::StepInfo {
-                    grad_norm: f64::NAN,
-                    clipped: false,
-                }
-            };
-            if let Some(s) = &scaler {
-                record.insert("loss_scale".into(), s.scale.into());
-            }
-            if let Some(e) = ema.as_mut() {
-                e.update(self.store)?;
-            }
-            state.step += 1;
-            state.human = human.pos;
-            if let Some(ps) = &pseudo {
-                state.pseudo = ps.pos;
-            }
-            state.noise = self.store.noise_state();
-            // every rank loads the same share, so the job's rate is world times this one's
-            let ips = (images * world) as f64 / t0.elapsed().as_secs_f64().max(1e-9);
-            if lead && (state.step % o.log_every.max(1) == 0 || state.step == o.steps) {
-                record.insert("step".into(), state.step.into());
-                record.insert("lr".into(), lr.into());
-                record.insert("loss".into(), value.into());
-                record.insert("grad_norm".into(), info.grad_norm.into());
-                record.insert("images_per_s".into(), ips.into());
-                for (k, v) in &parts {
-                    record.insert(k.clone(), (*v).into());
-                }
-                writeln!(log, "{}", serde_json::Value::Object(record)).map_err(err)?;
-            }
-            bar.set_position(state.step as u64);
-            bar.set_message(format!("loss {value:.4} lr {lr:.4} {ips:.1} img/s"));
-            let eval_now =
-                lead && o.eval_every > 0 && state.step % o.eval_every == 0 && state.step < o.steps;
-            if eval_now {
-                if let Some(m) = self.evaluate(ema.as_ref())? {
-                    writeln!(
-                        log,
-                        "{}",
-                        serde_json::json!({"step": state.step, "eval": m})
-                    )
-                    .map_err(err)?;
-                }
-            }
-            if lead
-                && ((o.checkpoint_every > 0 && state.step % o.checkpoint_every == 0)
-                    || state.step == o.steps)
-            {
-                self.save_checkpoint(&state, &opt, ema.as_ref())?;
+            write_record(&mut s.log, serde_json::Value::Object(record))?;
+        }
+        s.bar.set_position(step as u64);
+        s.bar
+            .set_message(format!("loss {value:.4} lr {lr:.4} {ips:.1} img/s"));
+        if self.lead() && o.eval_every > 0 && step % o.eval_every == 0 && step < o.steps {
+            if let Some(m) = self.evaluate(s.ema.as_ref())? {
+                write_record(&mut s.log, serde_json::json!({"step": step, "eval": m}))?;
             }
         }
-        bar.finish_and_clear();
-        pupil_backbones::nn::set_sync_batch_norm(None);
+        let every = o.checkpoint_every > 0 && step % o.checkpoint_every == 0;
+        if self.lead() && (every || step == o.steps) {
+            self.save_checkpoint(s)?;
+        }
+        Ok(())
+    }
+
+    /// The final model (EMA weights when kept) and its evaluation.
+    fn finish(&self, mut s: Session) -> Result<Outcome> {
         let model_path = self.out.join("model.safetensors");
-        if !lead {
-            return Ok(Outcome {
-                steps: state.step,
-                seconds: t0.elapsed().as_secs_f64(),
-                final_metrics: None,
-                model_path,
-            });
+        let mut outcome = Outcome {
+            steps: s.state.step,
+            seconds: s.t0.elapsed().as_secs_f64(),
+            final_metrics: None,
+            model_path: model_path.clone(),
+        };
+        if !self.lead() {
+            return Ok(outcome);
         }
-        // The final model: EMA weights when kept, else the live ones.
-        match &ema {
-            Some(e) => e.with_weights(self.store, || {
-                save_model(
-                    &model_path,
-                    cfg,
-                    &self.class_names,
-                    self.num_outputs,
-                    self.store,
-                )
-            })?,
-            None => save_model(
+        let save = || {
+            save_model(
                 &model_path,
-                cfg,
+                self.cfg,
                 &self.class_names,
                 self.num_outputs,
                 self.store,
-            )?,
-        }
-        let final_metrics = self.evaluate(ema.as_ref())?;
-        if let Some(m) = &final_metrics {
-            writeln!(
-                log,
-                "{}",
-                serde_json::json!({"step": state.step, "eval": m, "final": true})
             )
-            .map_err(err)?;
+        };
+        match &s.ema {
+            Some(e) => e.with_weights(self.store, save)?,
+            None => save()?,
         }
-        Ok(Outcome {
-            steps: state.step,
-            seconds: t0.elapsed().as_secs_f64(),
-            final_metrics,
-            model_path,
-        })
+        outcome.final_metrics = self.evaluate(s.ema.as_ref())?;
+        if let Some(m) = &outcome.final_metrics {
+            let v = serde_json::json!({"step": s.state.step, "eval": m, "final": true});
+            write_record(&mut s.log, v)?;
+        }
+        outcome.seconds = s.t0.elapsed().as_secs_f64();
+        Ok(outcome)
     }
+}
+
+fn progress_bar(quiet: bool, steps: usize, at: usize) -> indicatif::ProgressBar {
+    let bar = if quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(steps as u64)
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} eta {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_position(at as u64);
+    bar
+}
+
+/// Keeps the two newest checkpoints of a folder.
+fn prune_checkpoints(dir: &Path) -> Result<()> {
+    let mut old: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::msg(format!("{}: {e}", dir.display())))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("step-") && n.ends_with(".safetensors"))
+        })
+        .collect();
+    old.sort();
+    let keep = old.len().saturating_sub(2);
+    for p in &old[..keep] {
+        let _ = std::fs::remove_file(p);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -3,8 +3,8 @@
 //! prints one JSON line with the median milliseconds and the peak resident memory.
 use candle_core::{DType, Device, Tensor};
 use pupil_backbones::efficientnet::{EfficientNet, EfficientNetConfig};
-use pupil_backbones::params::ParamStore;
 use pupil_backbones::Classifier;
+use pupil_nn::ParamStore;
 use std::time::Instant;
 
 #[global_allocator]
@@ -21,7 +21,7 @@ fn peak_rss_mb() -> f64 {
 }
 
 fn main() -> candle_core::Result<()> {
-    pupil_backbones::keep_freed_memory();
+    pupil_ops::keep_freed_memory();
     let args: Vec<String> = std::env::args().collect();
     let mode = args.get(1).map(String::as_str).unwrap_or("infer");
     let batch: usize = args.get(2).and_then(|v| v.parse().ok()).unwrap_or(1);

@@ -229,14 +229,8 @@ impl<'a> CocoEval<'a> {
                     self.categories.len()
                 ))
             })?;
-            let (x1, y1, x2, y2) = (b[0] as f64, b[1] as f64, b[2] as f64, b[3] as f64);
-            self.dets.push(CocoDetection {
-                image_id,
-                category_id,
-                bbox: [x1, y1, x2 - x1, y2 - y1],
-                score: s as f64,
-                segmentation: None,
-            });
+            self.dets
+                .push(CocoDetection::from_xyxy(image_id, category_id, *b, s));
         }
         Ok(())
     }
@@ -327,64 +321,46 @@ fn check_params(p: &EvalParams) -> Result<()> {
     Ok(())
 }
 
-fn evaluate_rows(
-    gt: &CocoFile,
-    dets: &[DetRow],
-    params: &EvalParams,
-    dt_name: &Path,
-) -> Result<EvalResult> {
-    check_params(params)?;
-    let mut max_dets = params.max_dets;
-    max_dets.sort_unstable();
-    let max_det = max_dets[2];
+/// Image and category ids of the ground truth, sorted and unique, with their indices.
+struct Ids<'a> {
+    cats: Vec<(u64, &'a str)>,
+    img_index: HashMap<u64, u32>,
+    cat_index: HashMap<u64, u32>,
+}
 
-    let mut img_ids: Vec<u64> = gt.images.iter().map(|im| im.id).collect();
-    img_ids.sort_unstable();
-    img_ids.dedup();
-    let mut cats: Vec<(u64, &str)> = gt
-        .categories
-        .iter()
-        .map(|c| (c.id, c.name.as_str()))
-        .collect();
-    cats.sort_by_key(|c| c.0);
-    cats.dedup_by_key(|c| c.0);
-    let img_index: HashMap<u64, u32> = img_ids
-        .iter()
-        .enumerate()
-        .map(|(i, &id)| (id, i as u32))
-        .collect();
-    let cat_index: HashMap<u64, u32> = cats
-        .iter()
-        .enumerate()
-        .map(|(k, c)| (c.0, k as u32))
-        .collect();
-
-    let (t_n, r_n, k_n, a_n, m_n) = (
-        params.iou_thrs.len(),
-        params.rec_thrs.len(),
-        cats.len(),
-        4,
-        3,
-    );
-    if gt.annotations.len() >= u32::MAX as usize || dets.len() >= u32::MAX as usize {
-        return Err(Error::Other(
-            "2^32 or more annotations or detections".into(),
-        ));
+impl<'a> Ids<'a> {
+    fn new(gt: &'a CocoFile) -> Self {
+        let mut img_ids: Vec<u64> = gt.images.iter().map(|im| im.id).collect();
+        img_ids.sort_unstable();
+        img_ids.dedup();
+        let mut cats: Vec<(u64, &str)> = gt
+            .categories
+            .iter()
+            .map(|c| (c.id, c.name.as_str()))
+            .collect();
+        cats.sort_by_key(|c| c.0);
+        cats.dedup_by_key(|c| c.0);
+        let img_index = (img_ids.iter().enumerate())
+            .map(|(i, &id)| (id, i as u32))
+            .collect();
+        let cat_index = (cats.iter().enumerate())
+            .map(|(k, c)| (c.0, k as u32))
+            .collect();
+        Ids {
+            cats,
+            img_index,
+            cat_index,
+        }
     }
-    // Bucket (image index, input index) by category with a counting sort, keeping input order.
-    let gt_b = Buckets::new(
-        k_n,
-        gt.annotations.iter().map(|a| {
-            match (cat_index.get(&a.category_id), img_index.get(&a.image_id)) {
-                (Some(&k), Some(&i)) => Some((k, i)),
-                _ => None,
-            }
-        }),
-    );
-    let mut dt_keys: Vec<Option<(u32, u32)>> = Vec::with_capacity(dets.len());
+}
+
+/// (category, image) of every detection, checked: a known image, a finite box of
+/// non-negative size and a finite score. Unknown categories are `None` (not evaluated).
+fn detection_keys(dets: &[DetRow], ids: &Ids, dt_name: &Path) -> Result<Vec<Option<(u32, u32)>>> {
+    let mut keys = Vec::with_capacity(dets.len());
     for (n, d) in dets.iter().enumerate() {
         let item = || format!("detection {n}");
-        let Some(&i) = img_index.get(&d.image_id) else {
+        let Some(&i) = ids.img_index.get(&d.image_id) else {
             return Err(Error::invalid(
                 dt_name,
                 item(),
@@ -401,49 +377,111 @@ fn evaluate_rows(
                 format!("bbox {:?} has negative size", d.bbox),
             ));
         }
-        dt_keys.push(cat_index.get(&d.category_id).map(|&k| (k, i)));
+        keys.push(ids.cat_index.get(&d.category_id).map(|&k| (k, i)));
     }
-    let dt_b = Buckets::new(k_n, dt_keys.iter().copied());
+    Ok(keys)
+}
 
+type CategoryInputs = (Vec<(u32, Gt)>, Vec<(u32, Dt)>);
+
+/// The GTs and detections of category `k`, each stably sorted by image.
+fn category_inputs(
+    k: usize,
+    gt: &CocoFile,
+    dets: &[DetRow],
+    (gt_b, dt_b): (&Buckets, &Buckets),
+) -> CategoryInputs {
+    let mut g = gt_b.get(k).to_vec();
+    g.sort_by_key(|e| e.0);
+    let g = g
+        .iter()
+        .map(|&(i, n)| {
+            let a = &gt.annotations[n as usize];
+            let b = Gt {
+                bbox: a.bbox,
+                area: a.area,
+                crowd: a.iscrowd.is_set(),
+                id_zero: a.id == 0,
+            };
+            (i, b)
+        })
+        .collect();
+    let mut d = dt_b.get(k).to_vec();
+    d.sort_by_key(|e| e.0);
+    let d = d
+        .iter()
+        .map(|&(i, n)| {
+            let r = &dets[n as usize];
+            let b = Dt {
+                bbox: r.bbox,
+                score: r.score,
+            };
+            (i, b)
+        })
+        .collect();
+    (g, d)
+}
+
+fn evaluate_rows(
+    gt: &CocoFile,
+    dets: &[DetRow],
+    params: &EvalParams,
+    dt_name: &Path,
+) -> Result<EvalResult> {
+    check_params(params)?;
+    let mut max_dets = params.max_dets;
+    max_dets.sort_unstable();
+    let ids = Ids::new(gt);
+    if gt.annotations.len() >= u32::MAX as usize || dets.len() >= u32::MAX as usize {
+        return Err(Error::Other(
+            "2^32 or more annotations or detections".into(),
+        ));
+    }
+    let k_n = ids.cats.len();
+    // Bucket (image index, input index) by category with a counting sort, keeping input order.
+    let gt_b = Buckets::new(
+        k_n,
+        gt.annotations.iter().map(|a| {
+            match (
+                ids.cat_index.get(&a.category_id),
+                ids.img_index.get(&a.image_id),
+            ) {
+                (Some(&k), Some(&i)) => Some((k, i)),
+                _ => None,
+            }
+        }),
+    );
+    let dt_b = Buckets::new(k_n, detection_keys(dets, &ids, dt_name)?.into_iter());
     let per_cat: Vec<CatOut> = (0..k_n)
         .into_par_iter()
         .map_init(Scratch::default, |s, k| {
-            // Stable by image: input order stays within an image.
-            let mut g = gt_b.get(k).to_vec();
-            g.sort_by_key(|e| e.0);
-            let g: Vec<(u32, Gt)> = g
-                .iter()
-                .map(|&(i, n)| {
-                    let a = &gt.annotations[n as usize];
-                    let b = Gt {
-                        bbox: a.bbox,
-                        area: a.area,
-                        crowd: a.iscrowd.is_set(),
-                        id_zero: a.id == 0,
-                    };
-                    (i, b)
-                })
-                .collect();
-            let mut d = dt_b.get(k).to_vec();
-            d.sort_by_key(|e| e.0);
-            let d: Vec<(u32, Dt)> = d
-                .iter()
-                .map(|&(i, n)| {
-                    let r = &dets[n as usize];
-                    (
-                        i,
-                        Dt {
-                            bbox: r.bbox,
-                            score: r.score,
-                        },
-                    )
-                })
-                .collect();
-            eval_category(&g, &d, params, &max_dets, max_det, s)
+            let (g, d) = category_inputs(k, gt, dets, (&gt_b, &dt_b));
+            eval_category(&g, &d, params, &max_dets, max_dets[2], s)
         })
         .collect();
+    let shape = [params.iou_thrs.len(), params.rec_thrs.len(), k_n, 4, 3];
+    let (precision, recall) = scatter(&per_cat, shape);
+    let table = Table {
+        precision: &precision,
+        recall: &recall,
+        shape,
+    };
+    let stats = summarize(&table, params, &max_dets);
+    let per_category = (ids.cats.iter().enumerate())
+        .map(|(k, &(id, name))| (id, name.to_string(), table.category_ap(k)))
+        .collect();
+    Ok(EvalResult {
+        stats,
+        per_category,
+        precision,
+        recall,
+        shape,
+    })
+}
 
-    // Scatter into pycocotools' [T, R, K, A, M] and [T, K, A, M] layouts.
+/// Per-category outputs scattered into pycocotools' [T, R, K, A, M] precision and
+/// [T, K, A, M] recall layouts.
+fn scatter(per_cat: &[CatOut], [t_n, r_n, k_n, a_n, m_n]: [usize; 5]) -> (Vec<f64>, Vec<f64>) {
     let mut precision = vec![-1.0; t_n * r_n * k_n * a_n * m_n];
     let mut recall = vec![-1.0; t_n * k_n * a_n * m_n];
     for (k, c) in per_cat.iter().enumerate() {
@@ -457,66 +495,74 @@ fn evaluate_rows(
             }
         }
     }
-    let shape = [t_n, r_n, k_n, a_n, m_n];
+    (precision, recall)
+}
 
-    let summ = |ap: bool, thr: Option<f64>, a: usize, md: usize| -> f64 {
-        let ts: Vec<usize> = (0..t_n)
-            .filter(|&t| thr.map_or(true, |v| params.iou_thrs[t] == v))
-            .collect();
-        let Some(m) = max_dets.iter().position(|&x| x == md) else {
-            return -1.0;
-        };
+/// The accumulated precision and recall tables.
+struct Table<'a> {
+    precision: &'a [f64],
+    recall: &'a [f64],
+    shape: [usize; 5],
+}
+
+impl Table<'_> {
+    /// pycocotools' `_summarize` for one (AP or AR, IoU threshold, area, max dets).
+    fn summ(&self, params: &EvalParams, ap: bool, thr: Option<f64>, a: usize, m: usize) -> f64 {
+        let [t_n, r_n, k_n, a_n, m_n] = self.shape;
+        let ts = (0..t_n).filter(|&t| thr.is_none_or(|v| params.iou_thrs[t] == v));
         let mut vals = Vec::new();
-        for &t in &ts {
+        for t in ts {
             if ap {
                 for r in 0..r_n {
                     for k in 0..k_n {
-                        vals.push(precision[((t * r_n + r) * k_n + k) * a_n * m_n + a * m_n + m]);
+                        let at = ((t * r_n + r) * k_n + k) * a_n * m_n + a * m_n + m;
+                        vals.push(self.precision[at]);
                     }
                 }
             } else {
                 for k in 0..k_n {
-                    vals.push(recall[(t * k_n + k) * a_n * m_n + a * m_n + m]);
+                    vals.push(self.recall[(t * k_n + k) * a_n * m_n + a * m_n + m]);
                 }
             }
         }
         mean_above_minus_one(&vals)
-    };
-    let md = max_dets;
-    let stats = [
-        summ(true, None, 0, md[2]),
-        summ(true, Some(0.5), 0, md[2]),
-        summ(true, Some(0.75), 0, md[2]),
-        summ(true, None, 1, md[2]),
-        summ(true, None, 2, md[2]),
-        summ(true, None, 3, md[2]),
-        summ(false, None, 0, md[0]),
-        summ(false, None, 0, md[1]),
-        summ(false, None, 0, md[2]),
-        summ(false, None, 1, md[2]),
-        summ(false, None, 2, md[2]),
-        summ(false, None, 3, md[2]),
-    ];
-    let per_category = cats
-        .iter()
-        .enumerate()
-        .map(|(k, &(id, name))| {
-            let mut vals = Vec::with_capacity(t_n * r_n);
-            for t in 0..t_n {
-                for r in 0..r_n {
-                    vals.push(precision[((t * r_n + r) * k_n + k) * a_n * m_n + (m_n - 1)]);
-                }
+    }
+
+    /// AP of category `k` (all areas, the largest max dets).
+    fn category_ap(&self, k: usize) -> f64 {
+        let [t_n, r_n, k_n, a_n, m_n] = self.shape;
+        let mut vals = Vec::with_capacity(t_n * r_n);
+        for t in 0..t_n {
+            for r in 0..r_n {
+                vals.push(self.precision[((t * r_n + r) * k_n + k) * a_n * m_n + (m_n - 1)]);
             }
-            (id, name.to_string(), mean_above_minus_one(&vals))
-        })
-        .collect();
-    Ok(EvalResult {
-        stats,
-        per_category,
-        precision,
-        recall,
-        shape,
-    })
+        }
+        mean_above_minus_one(&vals)
+    }
+}
+
+/// The 12 COCO stats, in [`STAT_NAMES`] order.
+fn summarize(t: &Table, params: &EvalParams, md: &[usize; 3]) -> [f64; 12] {
+    // index of a max-dets value among the sorted three
+    let m = |v: usize| md.iter().position(|&x| x == v);
+    let s = |ap: bool, thr: Option<f64>, a: usize, v: usize| match m(v) {
+        Some(i) => t.summ(params, ap, thr, a, i),
+        None => -1.0,
+    };
+    [
+        s(true, None, 0, md[2]),
+        s(true, Some(0.5), 0, md[2]),
+        s(true, Some(0.75), 0, md[2]),
+        s(true, None, 1, md[2]),
+        s(true, None, 2, md[2]),
+        s(true, None, 3, md[2]),
+        s(false, None, 0, md[0]),
+        s(false, None, 0, md[1]),
+        s(false, None, 0, md[2]),
+        s(false, None, 1, md[2]),
+        s(false, None, 2, md[2]),
+        s(false, None, 3, md[2]),
+    ]
 }
 
 /// `np.mean(s[s > -1])`, or -1 when nothing is left.
@@ -640,143 +686,190 @@ fn eval_category(
         return out;
     }
     let thr: Vec<f64> = p.iou_thrs.iter().map(|&t| t.min(1.0 - 1e-10)).collect();
-    let mut npig = [0usize; 4];
-    let mut recs: Vec<Rec> = Vec::with_capacity(dts.len().min(max_det * 64));
+    let mut m = Matching {
+        recs: Vec::with_capacity(dts.len().min(max_det * 64)),
+        npig: [0usize; 4],
+    };
+    for (g_img, d_img) in image_runs(gts, dts) {
+        match_image(g_img, d_img, p, &thr, max_det, s, &mut m);
+    }
+    // accumulate: concatenation is already in ascending image order; a stable sort by
+    // descending score gives pycocotools' mergesort order. Cutting to maxDets keeps it.
+    m.recs.sort_by(|x, y| desc(x.score, y.score));
+    accumulate(&m.recs, &m.npig, p, max_dets, &mut out, s);
+    out
+}
 
+/// What per-image matching leaves for accumulation: the kept detections of a category and
+/// the number of non-ignored GTs per area range.
+struct Matching {
+    recs: Vec<Rec>,
+    npig: [usize; 4],
+}
+
+type ImageRun<'a> = (&'a [(u32, Gt)], &'a [(u32, Dt)]);
+
+/// The GTs and detections of each image present on either side, by ascending image.
+fn image_runs<'a>(gts: &'a [(u32, Gt)], dts: &'a [(u32, Dt)]) -> Vec<ImageRun<'a>> {
     let (mut gi, mut di) = (0usize, 0usize);
+    let mut runs = Vec::new();
     while gi < gts.len() || di < dts.len() {
-        // Next image present on either side.
         let img = match (gts.get(gi), dts.get(di)) {
             (Some(g), Some(d)) => g.0.min(d.0),
             (Some(g), None) => g.0,
             (None, Some(d)) => d.0,
-            (None, None) => unreachable!(),
+            (None, None) => break,
         };
-        let g0 = gi;
+        let (g0, d0) = (gi, di);
         while gi < gts.len() && gts[gi].0 == img {
             gi += 1;
         }
-        let d0 = di;
         while di < dts.len() && dts[di].0 == img {
             di += 1;
         }
-        let g_img = &gts[g0..gi];
-        let d_img = &dts[d0..di];
+        runs.push((&gts[g0..gi], &dts[d0..di]));
+    }
+    runs
+}
 
-        // Stable sort by descending score, then keep the top max_det.
-        s.order.clear();
-        s.order.extend(0..d_img.len() as u32);
-        s.order
-            .sort_by(|&x, &y| desc(d_img[x as usize].1.score, d_img[y as usize].1.score));
-        s.order.truncate(max_det);
-        let (dn, gn) = (s.order.len(), g_img.len());
-
-        // IoU matrix [D, G] with GTs in input order.
-        s.ious.clear();
-        s.row_max.clear();
-        for &o in &s.order {
-            let d = &d_img[o as usize].1;
-            let mut best = f64::NEG_INFINITY;
-            for (_, g) in g_img {
-                let v = bb_iou(&d.bbox, &g.bbox, g.crowd);
-                best = best.max(v);
-                s.ious.push(v);
+/// pycocotools' evaluateImg for one image of a category, every area range and threshold.
+fn match_image(
+    g_img: &[(u32, Gt)],
+    d_img: &[(u32, Dt)],
+    p: &EvalParams,
+    thr: &[f64],
+    max_det: usize,
+    s: &mut Scratch,
+    m: &mut Matching,
+) {
+    // Stable sort by descending score, then keep the top max_det.
+    s.order.clear();
+    s.order.extend(0..d_img.len() as u32);
+    s.order
+        .sort_by(|&x, &y| desc(d_img[x as usize].1.score, d_img[y as usize].1.score));
+    s.order.truncate(max_det);
+    // IoU matrix [D, G] with GTs in input order.
+    s.ious.clear();
+    s.row_max.clear();
+    for &o in &s.order {
+        let d = &d_img[o as usize].1;
+        let mut best = f64::NEG_INFINITY;
+        for (_, g) in g_img {
+            let v = bb_iou(&d.bbox, &g.bbox, g.crowd);
+            best = best.max(v);
+            s.ious.push(v);
+        }
+        s.row_max.push(best);
+    }
+    let base = m.recs.len();
+    for (rank, &o) in s.order.iter().enumerate() {
+        m.recs.push(Rec {
+            score: d_img[o as usize].1.score,
+            rank: rank as u32,
+            tp: [0; 4],
+            ig: [0; 4],
+        });
+    }
+    let recs = &mut m.recs[base..];
+    for a in 0..4 {
+        m.npig[a] += order_gts(g_img, p.area_rngs[a], s);
+        if !s.order.is_empty() && !g_img.is_empty() {
+            for (t, &t_iou) in thr.iter().enumerate() {
+                greedy_match(g_img, t_iou, (a, t), s, recs);
             }
-            s.row_max.push(best);
         }
+        ignore_out_of_range(d_img, p.area_rngs[a], a, thr.len(), s, recs);
+    }
+}
 
-        let base = recs.len();
-        for &o in &s.order {
-            let d = &d_img[o as usize].1;
-            recs.push(Rec {
-                score: d.score,
-                rank: (recs.len() - base) as u32,
-                tp: [0; 4],
-                ig: [0; 4],
-            });
+/// GT ignore flags for an area range, and the GT order with non-ignored first (stable);
+/// returns the number not ignored.
+fn order_gts(g_img: &[(u32, Gt)], [lo, hi]: [f64; 2], s: &mut Scratch) -> usize {
+    let gn = g_img.len() as u32;
+    s.gt_ig.clear();
+    s.gt_ig.extend(
+        g_img
+            .iter()
+            .map(|(_, g)| g.crowd || g.area < lo || g.area > hi),
+    );
+    s.gt_ord.clear();
+    s.gt_ord.extend((0..gn).filter(|&g| !s.gt_ig[g as usize]));
+    let kept = s.gt_ord.len();
+    s.gt_ord.extend((0..gn).filter(|&g| s.gt_ig[g as usize]));
+    kept
+}
+
+/// Greedy matching of the score-ordered detections to the GTs at one IoU threshold; marks
+/// the matches of area range `a`, threshold `t` in `recs`.
+fn greedy_match(
+    g_img: &[(u32, Gt)],
+    t_iou: f64,
+    (a, t): (usize, usize),
+    s: &mut Scratch,
+    recs: &mut [Rec],
+) {
+    let gn = g_img.len();
+    s.gtm.clear();
+    s.gtm.resize(gn, false);
+    for di in 0..s.order.len() {
+        // Below the threshold for every GT: no match and no side effect.
+        if s.row_max[di] < t_iou {
+            continue;
         }
-
-        for a in 0..a_n {
-            let [lo, hi] = p.area_rngs[a];
-            // GT ignore flags, then non-ignored first (stable).
-            s.gt_ig.clear();
-            s.gt_ig.extend(
-                g_img
-                    .iter()
-                    .map(|(_, g)| g.crowd || g.area < lo || g.area > hi),
-            );
-            s.gt_ord.clear();
-            s.gt_ord
-                .extend((0..gn as u32).filter(|&g| !s.gt_ig[g as usize]));
-            npig[a] += s.gt_ord.len();
-            s.gt_ord
-                .extend((0..gn as u32).filter(|&g| s.gt_ig[g as usize]));
-
-            if dn > 0 && gn > 0 {
-                for (t, &t_iou) in thr.iter().enumerate() {
-                    s.gtm.clear();
-                    s.gtm.resize(gn, false);
-                    for di2 in 0..dn {
-                        // Below the threshold for every GT: no match and no side effect.
-                        if s.row_max[di2] < t_iou {
-                            continue;
-                        }
-                        let row = &s.ious[di2 * gn..(di2 + 1) * gn];
-                        let mut iou = t_iou;
-                        let mut m: Option<usize> = None;
-                        for (pos, &g) in s.gt_ord.iter().enumerate() {
-                            let g = g as usize;
-                            if s.gtm[pos] && !g_img[g].1.crowd {
-                                continue;
-                            }
-                            if let Some(mp) = m {
-                                if !s.gt_ig[s.gt_ord[mp] as usize] && s.gt_ig[g] {
-                                    break;
-                                }
-                            }
-                            if row[g] < iou {
-                                continue;
-                            }
-                            // Ties go to the later GT, as in pycocotools.
-                            iou = row[g];
-                            m = Some(pos);
-                        }
-                        if let Some(mp) = m {
-                            let g = s.gt_ord[mp] as usize;
-                            s.gtm[mp] = true;
-                            let rec = &mut recs[base + di2];
-                            if s.gt_ig[g] {
-                                rec.ig[a] |= 1 << t;
-                            }
-                            if !g_img[g].1.id_zero {
-                                rec.tp[a] |= 1 << t;
-                            }
-                        }
-                    }
+        let row = &s.ious[di * gn..(di + 1) * gn];
+        let mut iou = t_iou;
+        let mut m: Option<usize> = None;
+        for (pos, &g) in s.gt_ord.iter().enumerate() {
+            let g = g as usize;
+            if s.gtm[pos] && !g_img[g].1.crowd {
+                continue;
+            }
+            if let Some(mp) = m {
+                if !s.gt_ig[s.gt_ord[mp] as usize] && s.gt_ig[g] {
+                    break;
                 }
             }
-            // Unmatched detections outside the area range are ignored.
-            let all_t: u32 = if t_n == 32 {
-                u32::MAX
-            } else {
-                (1u32 << t_n) - 1
-            };
-            for (di2, &o) in s.order.iter().enumerate() {
-                let b = &d_img[o as usize].1.bbox;
-                let area = b[2] * b[3];
-                if area < lo || area > hi {
-                    let rec = &mut recs[base + di2];
-                    rec.ig[a] |= !rec.tp[a] & all_t;
-                }
+            if row[g] < iou {
+                continue;
+            }
+            // Ties go to the later GT, as in pycocotools.
+            iou = row[g];
+            m = Some(pos);
+        }
+        if let Some(mp) = m {
+            let g = s.gt_ord[mp] as usize;
+            s.gtm[mp] = true;
+            if s.gt_ig[g] {
+                recs[di].ig[a] |= 1 << t;
+            }
+            if !g_img[g].1.id_zero {
+                recs[di].tp[a] |= 1 << t;
             }
         }
     }
+}
 
-    // accumulate: concatenation is already in ascending image order; a stable sort by
-    // descending score gives pycocotools' mergesort order. Cutting to maxDets keeps it.
-    recs.sort_by(|x, y| desc(x.score, y.score));
-    accumulate(&recs, &npig, p, max_dets, &mut out, s);
-    out
+/// Unmatched detections outside the area range are ignored.
+fn ignore_out_of_range(
+    d_img: &[(u32, Dt)],
+    [lo, hi]: [f64; 2],
+    a: usize,
+    t_n: usize,
+    s: &Scratch,
+    recs: &mut [Rec],
+) {
+    let all_t: u32 = if t_n == 32 {
+        u32::MAX
+    } else {
+        (1u32 << t_n) - 1
+    };
+    for (di, &o) in s.order.iter().enumerate() {
+        let b = &d_img[o as usize].1.bbox;
+        let area = b[2] * b[3];
+        if area < lo || area > hi {
+            recs[di].ig[a] |= !recs[di].tp[a] & all_t;
+        }
+    }
 }
 
 /// pycocotools' accumulate for one category, in one pass per area range.

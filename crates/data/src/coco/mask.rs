@@ -157,7 +157,6 @@ impl Rle {
     pub fn from_polygon(xy: &[f64], height: usize, width: usize) -> Rle {
         let (h, w) = (height as i64, width as i64);
         let k = xy.len() / 2;
-        let scale = 5.0f64;
         if k == 0 {
             return Rle {
                 height,
@@ -165,62 +164,8 @@ impl Rle {
                 counts: vec![(height * width) as u32],
             };
         }
-        // C casts truncate toward zero.
-        let mut x: Vec<i64> = (0..k).map(|j| (scale * xy[2 * j] + 0.5) as i64).collect();
-        let mut y: Vec<i64> = (0..k)
-            .map(|j| (scale * xy[2 * j + 1] + 0.5) as i64)
-            .collect();
-        x.push(x[0]);
-        y.push(y[0]);
-        let mut u: Vec<i64> = Vec::new();
-        let mut v: Vec<i64> = Vec::new();
-        for j in 0..k {
-            let (mut xs, mut xe, mut ys, mut ye) = (x[j], x[j + 1], y[j], y[j + 1]);
-            let dx = (xe - xs).abs();
-            let dy = (ys - ye).abs();
-            let flip = (dx >= dy && xs > xe) || (dx < dy && ys > ye);
-            if flip {
-                std::mem::swap(&mut xs, &mut xe);
-                std::mem::swap(&mut ys, &mut ye);
-            }
-            let s = if dx >= dy {
-                if dx == 0 {
-                    0.0
-                } else {
-                    (ye - ys) as f64 / dx as f64
-                }
-            } else {
-                (xe - xs) as f64 / dy as f64
-            };
-            if dx >= dy {
-                for d in 0..=dx {
-                    let t = if flip { dx - d } else { d };
-                    u.push(t + xs);
-                    v.push((ys as f64 + s * t as f64 + 0.5) as i64);
-                }
-            } else {
-                for d in 0..=dy {
-                    let t = if flip { dy - d } else { d };
-                    v.push(t + ys);
-                    u.push((xs as f64 + s * t as f64 + 0.5) as i64);
-                }
-            }
-        }
-        // Points along the y-boundary, downsampled.
-        let mut a: Vec<i64> = Vec::new();
-        for j in 1..u.len() {
-            if u[j] != u[j - 1] {
-                let mut xd = if u[j] < u[j - 1] { u[j] } else { u[j] - 1 } as f64;
-                xd = (xd + 0.5) / scale - 0.5;
-                if xd.floor() != xd || xd < 0.0 || xd > (w - 1) as f64 {
-                    continue;
-                }
-                let mut yd = if v[j] < v[j - 1] { v[j] } else { v[j - 1] } as f64;
-                yd = (yd + 0.5) / scale - 0.5;
-                yd = yd.clamp(0.0, h as f64).ceil();
-                a.push(xd as i64 * h + yd as i64);
-            }
-        }
+        let (u, v) = upsampled_outline(xy);
+        let mut a = boundary_crossings(&u, &v, h, w);
         a.push(h * w);
         a.sort_unstable();
         let mut prev = 0i64;
@@ -229,28 +174,102 @@ impl Rle {
             *e -= prev;
             prev = t;
         }
-        let mut b: Vec<i64> = Vec::with_capacity(a.len());
-        let mut j = 0;
-        b.push(a[j]);
-        j += 1;
-        while j < a.len() {
-            if a[j] > 0 {
-                b.push(a[j]);
-                j += 1;
-            } else {
-                j += 1;
-                if j < a.len() {
-                    *b.last_mut().unwrap() += a[j];
-                    j += 1;
-                }
-            }
-        }
         Rle {
             height,
             width,
-            counts: b.into_iter().map(|c| c as u32).collect(),
+            counts: merge_empty_runs(&a).into_iter().map(|c| c as u32).collect(),
         }
     }
+}
+
+/// pycocotools' polygon scale: outlines are traced on a 5x finer grid.
+const POLY_SCALE: f64 = 5.0;
+
+/// The closed polygon traced point by point on the fine grid (rleFrPoly's first pass).
+fn upsampled_outline(xy: &[f64]) -> (Vec<i64>, Vec<i64>) {
+    let k = xy.len() / 2;
+    // C casts truncate toward zero.
+    let at = |j: usize| (POLY_SCALE * xy[j] + 0.5) as i64;
+    let mut x: Vec<i64> = (0..k).map(|j| at(2 * j)).collect();
+    let mut y: Vec<i64> = (0..k).map(|j| at(2 * j + 1)).collect();
+    x.push(x[0]);
+    y.push(y[0]);
+    let (mut u, mut v) = (Vec::new(), Vec::new());
+    for j in 0..k {
+        let (mut xs, mut xe, mut ys, mut ye) = (x[j], x[j + 1], y[j], y[j + 1]);
+        let dx = (xe - xs).abs();
+        let dy = (ys - ye).abs();
+        let flip = (dx >= dy && xs > xe) || (dx < dy && ys > ye);
+        if flip {
+            std::mem::swap(&mut xs, &mut xe);
+            std::mem::swap(&mut ys, &mut ye);
+        }
+        let s = if dx >= dy {
+            if dx == 0 {
+                0.0
+            } else {
+                (ye - ys) as f64 / dx as f64
+            }
+        } else {
+            (xe - xs) as f64 / dy as f64
+        };
+        if dx >= dy {
+            for d in 0..=dx {
+                let t = if flip { dx - d } else { d };
+                u.push(t + xs);
+                v.push((ys as f64 + s * t as f64 + 0.5) as i64);
+            }
+        } else {
+            for d in 0..=dy {
+                let t = if flip { dy - d } else { d };
+                v.push(t + ys);
+                u.push((xs as f64 + s * t as f64 + 0.5) as i64);
+            }
+        }
+    }
+    (u, v)
+}
+
+/// Column-major pixel indices where the outline crosses a column, downsampled to pixels.
+fn boundary_crossings(u: &[i64], v: &[i64], h: i64, w: i64) -> Vec<i64> {
+    let mut a = Vec::new();
+    for j in 1..u.len() {
+        if u[j] == u[j - 1] {
+            continue;
+        }
+        let mut xd = if u[j] < u[j - 1] { u[j] } else { u[j] - 1 } as f64;
+        xd = (xd + 0.5) / POLY_SCALE - 0.5;
+        if xd.floor() != xd || xd < 0.0 || xd > (w - 1) as f64 {
+            continue;
+        }
+        let mut yd = if v[j] < v[j - 1] { v[j] } else { v[j - 1] } as f64;
+        yd = (yd + 0.5) / POLY_SCALE - 0.5;
+        yd = yd.clamp(0.0, h as f64).ceil();
+        a.push(xd as i64 * h + yd as i64);
+    }
+    a
+}
+
+/// Run lengths with the zero-length runs folded into their neighbours.
+fn merge_empty_runs(a: &[i64]) -> Vec<i64> {
+    let mut b: Vec<i64> = Vec::with_capacity(a.len());
+    b.push(a[0]);
+    let mut j = 1;
+    while j < a.len() {
+        if a[j] > 0 {
+            b.push(a[j]);
+            j += 1;
+        } else {
+            j += 1;
+            if j < a.len() {
+                if let Some(last) = b.last_mut() {
+                    *last += a[j];
+                }
+                j += 1;
+            }
+        }
+    }
+    b
 }
 
 /// Union of several masks of the same size.

@@ -197,20 +197,16 @@ impl CocoFile {
             });
             for (j, b) in s.boxes.iter().enumerate() {
                 let rle = s.masks.as_ref().map(|m| Rle::from_plane(&m[j]));
+                let bbox = xyxy_to_xywh(*b);
                 let area = match &rle {
                     Some(r) => r.area() as f64,
-                    None => ((b[2] - b[0]) * (b[3] - b[1])) as f64,
+                    None => bbox[2] * bbox[3],
                 };
                 f.annotations.push(CocoAnnotation {
                     id: f.annotations.len() as u64 + 1,
                     image_id: s.image_id,
                     category_id: s.classes[j] as u64 + 1,
-                    bbox: [
-                        b[0] as f64,
-                        b[1] as f64,
-                        (b[2] - b[0]) as f64,
-                        (b[3] - b[1]) as f64,
-                    ],
+                    bbox,
                     area,
                     iscrowd: Flag::Int(s.crowd[j] as i64),
                     segmentation: rle.map(|r| Segmentation::Rle {
@@ -364,9 +360,7 @@ impl CocoDataset {
         for &k in &self.per_image[index] {
             let a = &self.file.annotations[k];
             let [x, y, w, h] = a.bbox;
-            sample
-                .boxes
-                .push([x as f32, y as f32, (x + w) as f32, (y + h) as f32]);
+            sample.boxes.push(xywh_to_xyxy(a.bbox));
             sample
                 .classes
                 .push(self.categories.to_train(a.category_id).expect("validated"));
@@ -444,6 +438,37 @@ pub struct CocoDetection {
     pub score: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub segmentation: Option<Segmentation>,
+}
+
+impl CocoDetection {
+    /// A detection from a pixel `[x1, y1, x2, y2]` box.
+    pub fn from_xyxy(image_id: u64, category_id: u64, b: [f32; 4], score: f32) -> Self {
+        CocoDetection {
+            image_id,
+            category_id,
+            bbox: xyxy_to_xywh(b),
+            score: score as f64,
+            segmentation: None,
+        }
+    }
+
+    /// The box as pixel `[x1, y1, x2, y2]`.
+    pub fn xyxy(&self) -> [f32; 4] {
+        xywh_to_xyxy(self.bbox)
+    }
+}
+
+/// Pixel `[x1, y1, x2, y2]` -> COCO `[x, y, w, h]`; in f64, so the round trip through
+/// [`xywh_to_xyxy`] gives the same f32 corners back.
+pub fn xyxy_to_xywh(b: [f32; 4]) -> [f64; 4] {
+    let [x1, y1, x2, y2] = b.map(|v| v as f64);
+    [x1, y1, x2 - x1, y2 - y1]
+}
+
+/// COCO `[x, y, w, h]` -> pixel `[x1, y1, x2, y2]`.
+pub fn xywh_to_xyxy(b: [f64; 4]) -> [f32; 4] {
+    let [x, y, w, h] = b;
+    [x as f32, y as f32, (x + w) as f32, (y + h) as f32]
 }
 
 /// Reads a COCO results file (a JSON array of detections).

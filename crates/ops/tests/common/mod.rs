@@ -5,25 +5,21 @@
 use candle_core::{Device, Result, Tensor, Var};
 use pupil_ops::Pad2d;
 
-/// SplitMix64: deterministic inputs without a rand dependency.
-pub struct Rng(u64);
+/// Deterministic inputs without a rand dependency.
+pub struct Rng(pupil_testkit::SplitMix);
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        Self(seed)
+        Self(pupil_testkit::SplitMix(seed))
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// Uniform in [-1, 1).
     pub fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+        self.0.unit() * 2.0 - 1.0
     }
 
     pub fn vec(&mut self, n: usize) -> Vec<f64> {

@@ -3,6 +3,7 @@
 //! report of missing / unexpected / wrong-shape tensors, and pupil's own checkpoints
 //! (safetensors + a JSON header).
 use candle_core::{DType, Device, Result, Shape, Tensor, Var};
+use pupil_ops::dist::Collective;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
@@ -45,8 +46,8 @@ pub enum Init {
     KaimingUniformFanIn,
 }
 
-/// A small deterministic generator (SplitMix64) so initial values depend only on
-/// (seed, tensor name), never on creation order or thread timing.
+/// A small deterministic generator (pupil-data's SplitMix64) so initial values depend only
+/// on (seed, tensor name), never on creation order or thread timing.
 #[derive(Clone, Debug)]
 pub struct InitRng(u64);
 
@@ -59,11 +60,7 @@ impl InitRng {
         InitRng(h)
     }
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        pupil_data::rng::splitmix64(&mut self.0)
     }
     /// Uniform in [0, 1).
     pub fn uniform(&mut self) -> f64 {
@@ -119,6 +116,7 @@ pub struct ParamStore {
     dtype: DType,
     seed: u64,
     noise: Arc<Mutex<InitRng>>,
+    norm_group: Option<Arc<dyn Collective>>,
 }
 
 /// What a checkpoint load did.
@@ -214,7 +212,20 @@ impl ParamStore {
             dtype,
             seed,
             noise: Arc::new(Mutex::new(InitRng::new(seed, "__noise__"))),
+            norm_group: None,
         }
+    }
+
+    /// Batch norms built from this store synchronize their batch statistics over `group`
+    /// (data-parallel training); a group of one is the same as none.
+    pub fn with_norm_group(mut self, group: Option<Arc<dyn Collective>>) -> Self {
+        self.norm_group = group.filter(|g| g.world_size() > 1);
+        self
+    }
+
+    /// The group batch norms synchronize over, if any.
+    pub fn norm_group(&self) -> Option<Arc<dyn Collective>> {
+        self.norm_group.clone()
     }
 
     pub fn device(&self) -> &Device {

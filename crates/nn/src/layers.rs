@@ -4,7 +4,8 @@
 use crate::params::{Init, ParamKind, Vb};
 use candle_core::{DType, Module, Result, Tensor, Var, D};
 use pupil_ops::dist::Collective;
-pub use pupil_ops::Pad2d;
+use pupil_ops::same_padding_1d;
+pub use pupil_ops::{Act, Pad2d};
 use std::sync::Arc;
 
 /// How a convolution or pooling pads its input.
@@ -19,13 +20,6 @@ pub enum PadMode {
     Fixed,
     /// Explicit symmetric padding.
     Sym(usize),
-}
-
-/// TF 'SAME' padding (before, after) along one axis.
-pub fn same_pad(input: usize, k: usize, s: usize, d: usize) -> (usize, usize) {
-    let out = input.div_ceil(s);
-    let total = ((out - 1) * s + (k - 1) * d + 1).saturating_sub(input);
-    (total / 2, total - total / 2)
 }
 
 impl PadMode {
@@ -43,13 +37,13 @@ impl PadMode {
                     let p = ((s - 1) + d * (k - 1)) / 2;
                     (p, p)
                 }
-                PadMode::Same => same_pad(input, k, s, d),
+                PadMode::Same => same_padding_1d(input, k, s, d),
                 PadMode::Fixed => {
                     if s > 1 {
                         let total = (k - 1) * d;
                         (total / 2, total - total / 2)
                     } else {
-                        same_pad(input, k, s, d)
+                        same_padding_1d(input, k, s, d)
                     }
                 }
                 PadMode::Sym(p) => (p, p),
@@ -181,25 +175,10 @@ impl Module for Conv2d {
     }
 }
 
-thread_local! {
-    static SYNC_BN: std::cell::RefCell<Option<Arc<dyn Collective>>> =
-        const { std::cell::RefCell::new(None) };
-}
-
-/// Synchronizes the batch statistics of every batch norm run on this thread over `group`
-/// (data-parallel training); `None` turns it off.
-pub fn set_sync_batch_norm(group: Option<Arc<dyn Collective>>) {
-    SYNC_BN.with(|s| *s.borrow_mut() = group);
-}
-
-fn sync_group() -> Option<Arc<dyn Collective>> {
-    SYNC_BN
-        .with(|s| s.borrow().clone())
-        .filter(|g| g.world_size() > 1)
-}
-
 /// 2-D batch norm. `momentum` follows PyTorch: `running = (1 - m) * running + m * batch`.
-#[derive(Clone, Debug)]
+/// Built from a store with a norm group ([`crate::ParamStore::with_norm_group`]), its
+/// training statistics are those of the global batch of a data-parallel job.
+#[derive(Clone)]
 pub struct BatchNorm2d {
     pub weight: Tensor,
     pub bias: Tensor,
@@ -207,6 +186,7 @@ pub struct BatchNorm2d {
     pub running_var: Var,
     pub eps: f64,
     pub momentum: f64,
+    group: Option<Arc<dyn Collective>>,
 }
 
 impl BatchNorm2d {
@@ -226,14 +206,15 @@ impl BatchNorm2d {
             running_var,
             eps,
             momentum,
+            group: store.norm_group(),
         })
     }
 
     /// Batch norm followed by `act`; in eval mode both run as one pass.
-    pub fn forward_act(&self, x: &Tensor, train: bool, act: crate::fused::Act) -> Result<Tensor> {
+    pub fn forward_act(&self, x: &Tensor, train: bool, act: Act) -> Result<Tensor> {
         if !train {
             let (scale, shift) = self.eval_affine()?;
-            return crate::fused::affine_act(x, &scale, &shift, act);
+            return pupil_ops::fused::affine_act(x, &scale, &shift, act);
         }
         self.train_forward(x, act)
     }
@@ -251,20 +232,20 @@ impl BatchNorm2d {
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         if !train {
             let (scale, shift) = self.eval_affine()?;
-            return crate::fused::affine_act(x, &scale, &shift, crate::fused::Act::Identity);
+            return pupil_ops::fused::affine_act(x, &scale, &shift, Act::None);
         }
-        self.train_forward(x, crate::fused::Act::Identity)
+        self.train_forward(x, Act::None)
     }
 
-    fn train_forward(&self, x: &Tensor, act: crate::fused::Act) -> Result<Tensor> {
+    fn train_forward(&self, x: &Tensor, act: Act) -> Result<Tensor> {
         let (n, c, h, w) = x.dims4()?;
         let shape = (1, c, 1, 1);
         let mut count = (n * h * w) as f64;
         let dev = x.device();
-        let sync = sync_group();
+        let sync = self.group.clone();
         let fused = sync.is_none() && dev.is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64);
         let (y, bm, bv) = if fused {
-            let (y, moments) = crate::fused::batch_norm_train_act(
+            let (y, moments) = pupil_ops::fused::batch_norm_train_act(
                 x,
                 &self.weight.to_dtype(x.dtype())?,
                 &self.bias.to_dtype(x.dtype())?,
@@ -320,8 +301,8 @@ impl BatchNorm2d {
                 .broadcast_mul(&scale)?
                 .broadcast_add(&self.bias.to_dtype(inner)?.reshape(shape)?)?;
             let y = match act {
-                crate::fused::Act::Identity => y,
-                crate::fused::Act::Silu => y.silu()?,
+                Act::Silu => y.silu()?,
+                a => a.apply(&y)?,
             }
             .to_dtype(x.dtype())?;
             (y, mean.detach().flatten_all()?, var.detach().flatten_all()?)
@@ -382,23 +363,6 @@ impl Module for Linear {
         {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Act {
-    Relu,
-    Silu,
-    None,
-}
-
-impl Act {
-    pub fn apply(self, x: &Tensor) -> Result<Tensor> {
-        match self {
-            Act::Relu => x.relu(),
-            Act::Silu => crate::fused::silu(x),
-            Act::None => Ok(x.clone()),
         }
     }
 }
@@ -464,10 +428,10 @@ mod tests {
 
     #[test]
     fn same_padding_matches_the_fixture_table() {
-        assert_eq!(same_pad(224, 3, 2, 1), (0, 1));
-        assert_eq!(same_pad(56, 5, 2, 1), (1, 2));
-        assert_eq!(same_pad(7, 3, 1, 1), (1, 1));
-        assert_eq!(same_pad(7, 3, 2, 2), (2, 2));
+        assert_eq!(same_padding_1d(224, 3, 2, 1), (0, 1));
+        assert_eq!(same_padding_1d(56, 5, 2, 1), (1, 2));
+        assert_eq!(same_padding_1d(7, 3, 1, 1), (1, 1));
+        assert_eq!(same_padding_1d(7, 3, 2, 2), (2, 2));
         let p = PadMode::Torch.pads(10, 10, (5, 5), (2, 2), (1, 1));
         assert_eq!((p.top, p.bottom), (2, 2));
         let p = PadMode::Fixed.pads(9, 9, (3, 3), (2, 2), (1, 1));

@@ -1,17 +1,42 @@
-//! Fused CPU kernels for the two hottest element-wise pieces of training: batch norm with
-//! batch statistics (forward and backward in one pass each, instead of a dozen candle ops)
+//! Fused CPU kernels for the hottest element-wise pieces of training: batch norm with
+//! batch statistics (forward and backward in one pass each, instead of a dozen candle ops),
+//! batch norm folded into an affine map with its activation (eval), the squeeze-excite gate
 //! and SiLU. Other devices use the composed candle ops.
+use serde::{Deserialize, Serialize};
+use crate::par;
 use candle_core::backend::BackendStorage;
 use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor,
 };
-use pupil_ops::par;
 use std::sync::Arc;
 
 fn slice<'a, T: candle_core::WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&s.as_slice::<T>()?[a..b]),
         None => candle_core::bail!("fused op: input is not contiguous"),
+    }
+}
+
+/// The one activation type of pupil: configs name it (`"relu"`, `"swish"`), layers apply
+/// it and the fused kernels run it in their own pass.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Act {
+    #[default]
+    None,
+    Relu,
+    /// x * sigmoid(x): PyTorch's SiLU, TF's swish (the name configs use).
+    #[serde(rename = "swish", alias = "silu")]
+    Silu,
+}
+
+impl Act {
+    pub fn apply(self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Act::Relu => x.relu(),
+            Act::Silu => silu(x),
+            Act::None => Ok(x.clone()),
+        }
     }
 }
 
@@ -25,6 +50,7 @@ trait Real:
     + std::ops::Sub<Output = Self>
     + std::ops::Mul<Output = Self>
     + std::ops::Div<Output = Self>
+    + PartialOrd
 {
     fn f(v: f64) -> Self;
     fn to(self) -> f64;
@@ -135,7 +161,11 @@ fn bn_fwd<T: Real>(
 #[inline]
 fn affine_plane<T: Real>(out: &mut [T], x: &[T], s: T, t: T, act: Act) {
     match act {
-        Act::Identity => out.iter_mut().zip(x).for_each(|(o, &v)| *o = v * s + t),
+        Act::None => out.iter_mut().zip(x).for_each(|(o, &v)| *o = v * s + t),
+        Act::Relu => out
+            .iter_mut()
+            .zip(x)
+            .for_each(|(o, &v)| *o = relu(v * s + t)),
         Act::Silu => out.iter_mut().zip(x).for_each(|(o, &v)| {
             let z = v * s + t;
             *o = z * sig(z)
@@ -212,6 +242,30 @@ struct BnBackward {
     stats: Arc<Vec<(f64, f64)>>,
 }
 
+/// `dy * act'(z)` with z recomputed from x and the statistics; generic over the
+/// derivative so it inlines into the loop.
+fn through_act<T: Real>(
+    x: &[T],
+    dy: &[T],
+    (g, beta): (&[T], &[T]),
+    (c, hw): (usize, usize),
+    st: &[(f64, f64)],
+    grad: impl Fn(T) -> T + Sync,
+) -> Vec<T> {
+    let mut d = vec![T::f(0.0); x.len()];
+    par::for_chunks(&mut d, hw, |row, o| {
+        let ch = row % c;
+        let (mean, inv) = st[ch];
+        let scale = inv * g[ch].to();
+        let (scale, shift) = (T::f(scale), T::f(beta[ch].to() - mean * scale));
+        let base = row * hw;
+        for (j, v) in o.iter_mut().enumerate() {
+            *v = dy[base + j] * grad(x[base + j] * scale + shift);
+        }
+    });
+    d
+}
+
 #[allow(clippy::too_many_arguments)]
 fn bn_bwd<T: Real>(
     x: &[T],
@@ -228,20 +282,13 @@ fn bn_bwd<T: Real>(
     // Through the activation first: dz = dy * act'(z), z recomputed from x.
     let dz_buf: Vec<T>;
     let dy: &[T] = match act {
-        Act::Identity => dy,
+        Act::None => dy,
+        Act::Relu => {
+            dz_buf = through_act(x, dy, (g, beta), (c, hw), st, relu_grad);
+            &dz_buf
+        }
         Act::Silu => {
-            let mut d = vec![T::f(0.0); x.len()];
-            par::for_chunks(&mut d, hw, |row, o| {
-                let ch = row % c;
-                let (mean, inv) = st[ch];
-                let scale = inv * g[ch].to();
-                let (scale, shift) = (T::f(scale), T::f(beta[ch].to() - mean * scale));
-                let base = row * hw;
-                for (j, v) in o.iter_mut().enumerate() {
-                    *v = dy[base + j] * silu_grad(x[base + j] * scale + shift);
-                }
-            });
-            dz_buf = d;
+            dz_buf = through_act(x, dy, (g, beta), (c, hw), st, silu_grad);
             &dz_buf
         }
     };
@@ -325,7 +372,7 @@ impl CustomOp3 for BnBackward {
 
 /// Batch norm with batch statistics; fused on CPU.
 pub fn batch_norm_train(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result<Tensor> {
-    Ok(batch_norm_train_act(x, gamma, beta, eps, Act::Identity)?.0)
+    Ok(batch_norm_train_act(x, gamma, beta, eps, Act::None)?.0)
 }
 
 /// Batch norm with batch statistics followed by `act`, one op: the normalised tensor is
@@ -371,6 +418,25 @@ fn sig<T: Real>(v: T) -> T {
 fn silu_grad<T: Real>(z: T) -> T {
     let s = sig(z);
     s + z * s * (T::f(1.0) - s)
+}
+
+#[inline]
+fn relu<T: Real>(z: T) -> T {
+    if z > T::f(0.0) {
+        z
+    } else {
+        T::f(0.0)
+    }
+}
+
+/// d relu(z) / dz; the gradient passes at 0, as candle's does.
+#[inline]
+fn relu_grad<T: Real>(z: T) -> T {
+    if z >= T::f(0.0) {
+        T::f(1.0)
+    } else {
+        T::f(0.0)
+    }
 }
 
 impl CustomOp1 for Silu {
@@ -439,13 +505,6 @@ pub fn silu(x: &Tensor) -> Result<Tensor> {
     }
 }
 
-/// Activation applied after a fused per-channel affine map.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Act {
-    Identity,
-    Silu,
-}
-
 struct Affine {
     act: Act,
 }
@@ -508,7 +567,11 @@ impl CustomOp3 for Affine {
         bshape[1] = c;
         let (ar, br) = (a.reshape(bshape.clone())?, b.reshape(bshape)?);
         let dz = match self.act {
-            Act::Identity => dy.clone(),
+            Act::None => dy.clone(),
+            Act::Relu => {
+                let z = x.broadcast_mul(&ar)?.broadcast_add(&br)?;
+                (dy * z.ge(0.0)?.to_dtype(dy.dtype())?)?
+            }
             Act::Silu => {
                 let z = x.broadcast_mul(&ar)?.broadcast_add(&br)?;
                 z.apply_op2(&dy.contiguous()?, SiluBackward)?
@@ -546,10 +609,7 @@ pub fn affine_act(x: &Tensor, a: &Tensor, b: &Tensor, act: Act) -> Result<Tensor
     let z = x
         .broadcast_mul(&a.to_dtype(x.dtype())?.reshape(shape.clone())?)?
         .broadcast_add(&b.to_dtype(x.dtype())?.reshape(shape)?)?;
-    match act {
-        Act::Identity => Ok(z),
-        Act::Silu => z.silu(),
-    }
+    act.apply(&z)
 }
 
 struct PlaneScale;
@@ -710,19 +770,24 @@ mod tests {
             &b,
             1e-5,
         );
-        // With SiLU fused in: same values as the two ops, gradients by finite differences.
-        let fused = batch_norm_train_act(&x, &g, &b, 1e-3, Act::Silu).unwrap().0;
-        let two = silu(&batch_norm_train(&x, &g, &b, 1e-3).unwrap()).unwrap();
-        let d = (fused - two).unwrap().abs().unwrap().max_all().unwrap();
-        assert!(d.to_scalar::<f64>().unwrap() < 1e-12);
-        let (gg, bb) = (g.clone(), b.clone());
-        let act = |x: &Tensor, g: &Tensor, b: &Tensor| -> Result<Tensor> {
-            Ok(batch_norm_train_act(x, g, b, 1e-3, Act::Silu)?.0)
-        };
-        fd_check(&|x: &Tensor| (act(x, &gg, &bb)? * &w)?.sum_all(), &x, 1e-5);
-        let xx = x.clone();
-        fd_check(&|g: &Tensor| (act(&xx, g, &bb)? * &w)?.sum_all(), &g, 1e-5);
-        fd_check(&|b: &Tensor| (act(&xx, &gg, b)? * &w)?.sum_all(), &b, 1e-5);
+        // With the activation fused in: same values as the two ops, gradients by finite
+        // differences.
+        for a in [Act::Silu, Act::Relu] {
+            let fused = batch_norm_train_act(&x, &g, &b, 1e-3, a).unwrap().0;
+            let two = a
+                .apply(&batch_norm_train(&x, &g, &b, 1e-3).unwrap())
+                .unwrap();
+            let d = (fused - two).unwrap().abs().unwrap().max_all().unwrap();
+            assert!(d.to_scalar::<f64>().unwrap() < 1e-12);
+            let (gg, bb) = (g.clone(), b.clone());
+            let act = |x: &Tensor, g: &Tensor, b: &Tensor| -> Result<Tensor> {
+                Ok(batch_norm_train_act(x, g, b, 1e-3, a)?.0)
+            };
+            fd_check(&|x: &Tensor| (act(x, &gg, &bb)? * &w)?.sum_all(), &x, 1e-5);
+            let xx = x.clone();
+            fd_check(&|g: &Tensor| (act(&xx, g, &bb)? * &w)?.sum_all(), &g, 1e-5);
+            fd_check(&|b: &Tensor| (act(&xx, &gg, b)? * &w)?.sum_all(), &b, 1e-5);
+        }
     }
 
     #[test]
@@ -753,7 +818,11 @@ mod tests {
             .unwrap()
             .broadcast_add(&b.reshape((1, 3, 1, 1)).unwrap())
             .unwrap();
-        for (act, want) in [(Act::Identity, z.clone()), (Act::Silu, z.silu().unwrap())] {
+        for (act, want) in [
+            (Act::None, z.clone()),
+            (Act::Relu, z.relu().unwrap()),
+            (Act::Silu, z.silu().unwrap()),
+        ] {
             let got = affine_act(&x, &a, &b, act).unwrap();
             let d = (got - want).unwrap().abs().unwrap().max_all().unwrap();
             assert!(d.to_scalar::<f64>().unwrap() < 1e-12);

@@ -1,0 +1,30 @@
+//! `pupil pretrain`: classification pre-training of a backbone.
+use crate::cmd_train::{report_outcome, ConfigArgs};
+use anyhow::Result;
+use pupil_selftrain::dist::Runtime;
+use pupil_selftrain::experiment;
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct PretrainArgs {
+    #[command(flatten)]
+    pub cfg: ConfigArgs,
+    /// fashion (out of domain) or digit-pool (in domain).
+    #[arg(long, default_value = "fashion")]
+    pub dataset: String,
+    /// Run folder (model.safetensors holds the pre-trained backbone).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+pub fn run(a: PretrainArgs) -> Result<()> {
+    let cfg = experiment::pretrain_config(&a.dataset, a.cfg.config.as_deref(), &a.cfg.all_sets())?;
+    let rt = Runtime::single(&cfg.device)?;
+    let o = experiment::train(&cfg, &rt, &a.out, None, true, false)?;
+    report_outcome(&o);
+    println!(
+        "use it with: --set init=\"pretrained:{}\"",
+        o.model_path.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,114 @@
+//! The one place that knows every dataset pupil reads: a [`DatasetSpec`] names a split of
+//! one of them and opens it. Run configs and the CLI's dataset flags both build a spec.
+use crate::coco::CocoDataset;
+use crate::dataset::{Dataset, Subset};
+use crate::digits::{ClassificationSet, DigitScenes, DigitsConfig, Split};
+use crate::folder::ImageFolder;
+use crate::voc::{VocDataset, VocTask};
+use crate::{Error, Result};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The dataset names a spec can be parsed from.
+pub const DATASETS: &str = "digits, coco, voc, folder, fashion, digit-pool";
+
+/// Which part of a classification set: the first 90 % or the last 10 %.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    Train,
+    Val,
+}
+
+/// One split of one dataset.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DatasetSpec {
+    /// The embedded digit scenes.
+    Digits { config: DigitsConfig, split: Split },
+    /// A COCO instances file and its image folder; `masks` decodes segmentations.
+    Coco {
+        annotations: PathBuf,
+        images: PathBuf,
+        masks: bool,
+    },
+    /// A PASCAL VOC-layout folder.
+    Voc {
+        root: PathBuf,
+        set: String,
+        task: VocTask,
+    },
+    /// Every image under a folder, unlabeled.
+    Folder { root: PathBuf },
+    /// An embedded classification set: `fashion` (Fashion-MNIST) or `digit-pool` (MNIST).
+    Classes { set: String, part: Part },
+}
+
+impl DatasetSpec {
+    pub fn open(&self) -> Result<Arc<dyn Dataset>> {
+        Ok(match self {
+            DatasetSpec::Digits { config, split } => Arc::new(DigitScenes::new(config, *split)?),
+            DatasetSpec::Coco {
+                annotations,
+                images,
+                masks,
+            } => Arc::new(CocoDataset::open(annotations, images)?.with_masks(*masks)),
+            DatasetSpec::Voc { root, set, task } => {
+                Arc::new(VocDataset::open(root, set, *task, None)?)
+            }
+            DatasetSpec::Folder { root } => Arc::new(ImageFolder::open(root)?),
+            DatasetSpec::Classes { set, part } => classification_part(set, *part)?,
+        })
+    }
+}
+
+fn classification_part(set: &str, part: Part) -> Result<Arc<dyn Dataset>> {
+    let all = match set {
+        "fashion" => ClassificationSet::fashion()?,
+        "digit-pool" => ClassificationSet::digits()?,
+        other => {
+            return Err(Error::Other(format!(
+                "unknown classification set {other:?} (fashion, digit-pool)"
+            )))
+        }
+    };
+    let n = all.indices.len();
+    let cut = n - n / 10;
+    let indices = match part {
+        Part::Train => (0..cut).collect(),
+        Part::Val => (cut..n).collect(),
+    };
+    Ok(Arc::new(Subset {
+        inner: Arc::new(all),
+        indices,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification_parts_split_nine_to_one() {
+        let tr = DatasetSpec::Classes {
+            set: "digit-pool".into(),
+            part: Part::Train,
+        }
+        .open()
+        .unwrap();
+        let va = DatasetSpec::Classes {
+            set: "digit-pool".into(),
+            part: Part::Val,
+        }
+        .open()
+        .unwrap();
+        assert_eq!(va.len(), (tr.len() + va.len()) / 10);
+        let e = DatasetSpec::Classes {
+            set: "imagenet".into(),
+            part: Part::Val,
+        }
+        .open()
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.contains("imagenet"), "{e}");
+    }
+}
