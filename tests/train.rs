@@ -321,18 +321,20 @@ fn pseudo_label_shards_resume_merge_and_self_train() {
     assert!(vis.exists());
 }
 
+/// Tiny budgets for grids built on the quickstart preset.
+const TINY_SETS: [&str; 7] = [
+    "base.optim.steps=8",
+    "pretrain_steps=4",
+    "base.data.digits.train=8",
+    "base.data.digits.unlabeled=8",
+    "base.data.digits.val=4",
+    "base.selftrain.score_threshold=0.01",
+    "base.selftrain.ignore_from=0.005",
+];
+
 #[test]
 fn quickstart_writes_its_table_results_and_report() {
     // The real quickstart trains for minutes; this runs its pipeline with tiny budgets.
-    const TINY_SETS: [&str; 7] = [
-        "base.optim.steps=8",
-        "pretrain_steps=4",
-        "base.data.digits.train=8",
-        "base.data.digits.unlabeled=8",
-        "base.data.digits.val=4",
-        "base.selftrain.score_threshold=0.01",
-        "base.selftrain.ignore_from=0.005",
-    ];
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("qs");
     let mut args = vec!["quickstart", "--out", out.to_str().unwrap()];
@@ -343,26 +345,115 @@ fn quickstart_writes_its_table_results_and_report() {
     for row in [
         "Rand init",
         "Rand init + self-training",
-        "Pre-trained init",
-        "Pre-trained init + self-training",
+        "Rand init + control",
+        "Fashion-MNIST init",
+        "Fashion-MNIST init + self-training",
+        "Fashion-MNIST init + control",
     ] {
         assert!(o.contains(&format!("| {row} |")), "{o}");
     }
-    let results: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
-    let arms = results.as_array().unwrap();
-    assert_eq!(arms.len(), 4);
-    for a in arms {
+    let arms = read_results(&out);
+    assert_eq!(arms.len(), 6);
+    for a in &arms {
         assert!(a["metrics"]["values"]["AP50"].is_number(), "{a}");
     }
-    assert!(
-        out.join("report.md").exists()
-            && out.join("plot_arms.png").exists()
-            && out.join("results.csv").exists()
-    );
+    check_controls(&arms);
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    for part in [
+        "## Self-training against its control",
+        "(a) Self-training gains",
+        "(b) Pre-training",
+        "(c) Self-training adds",
+    ] {
+        assert!(report.contains(part), "{part}: {report}");
+    }
+    assert!(out.join("plot_arms.png").exists() && out.join("results.csv").exists());
     // resumable: a second run reads every arm back
     let again = ok(&args);
     assert!(again.contains("| Rand init |"));
+}
+
+fn read_results(out: &Path) -> Vec<serde_json::Value> {
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    v.as_array().unwrap().clone()
+}
+
+/// Every self-training arm names a control that trained as many steps on as many images.
+fn check_controls(arms: &[serde_json::Value]) {
+    let students: Vec<&serde_json::Value> = arms
+        .iter()
+        .filter(|a| a["role"] == "self-training")
+        .collect();
+    assert!(!students.is_empty());
+    for s in students {
+        let c = arms
+            .iter()
+            .find(|a| a["name"] == s["control"])
+            .unwrap_or_else(|| panic!("no control for {s}"));
+        assert_eq!(c["role"], "control");
+        assert_eq!(
+            (c["steps"].clone(), c["images_seen"].clone()),
+            (s["steps"].clone(), s["images_seen"].clone())
+        );
+        // 1:1 human and pseudo: twice the teacher's images per step
+        let sup = arms.iter().find(|a| a["name"] == s["teacher"]).unwrap();
+        let per_step = |a: &serde_json::Value| {
+            a["images_seen"].as_u64().unwrap() / a["steps"].as_u64().unwrap()
+        };
+        assert_eq!(per_step(s), 2 * per_step(sup), "{s} {sup}");
+    }
+}
+
+#[test]
+fn a_grid_with_two_pretrained_inits_keeps_them_apart() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("grid");
+    let mut args = vec![
+        "experiment",
+        "--out",
+        out.to_str().unwrap(),
+        "--jobs",
+        "2",
+        "--set",
+        "inits=[\"fashion\", \"digit-pool\"]",
+        "--set",
+        "augment=[\"s1\"]",
+        "--set",
+        "labeled_fractions=[1.0]",
+    ];
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/quickstart.toml"),
+    )
+    .unwrap();
+    let cfg = d.path().join("exp.toml");
+    std::fs::write(&cfg, text).unwrap();
+    args.extend(["--config", cfg.to_str().unwrap()]);
+    for s in TINY_SETS {
+        args.extend(["--set", s]);
+    }
+    let o = ok(&args);
+    assert!(
+        o.contains("| Fashion-MNIST init |") && o.contains("| Digit-pool init |"),
+        "{o}"
+    );
+    let arms = read_results(&out);
+    assert_eq!(arms.len(), 6);
+    let names: std::collections::BTreeSet<String> = arms
+        .iter()
+        .map(|a| a["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names.len(), 6, "{names:?}");
+    for n in &names {
+        assert!(out.join(n).join("result.json").exists(), "{n}");
+    }
+    for init in ["fashion", "digit-pool"] {
+        assert!(out
+            .join(format!("pretrain-{init}-seed0/model.safetensors"))
+            .exists());
+        assert!(out.join(format!("{init}-s1-f1-seed0-supervised")).is_dir());
+    }
+    check_controls(&arms);
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! `pupil experiment` (the pre-training vs self-training grid) and `pupil quickstart`.
 use anyhow::Result;
 use pupil_selftrain::config::{load_config, preset};
-use pupil_selftrain::experiment::{self, ExperimentConfig};
+use pupil_selftrain::grid::{run_grid, ExperimentConfig};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -16,14 +16,29 @@ pub struct ExperimentArgs {
     /// Experiment folder: one folder per arm, results.json/csv, report.md, plots.
     #[arg(long)]
     pub out: PathBuf,
+    /// Arms trained side by side, each on one compute thread.
+    #[arg(long, default_value_t = 1)]
+    pub jobs: usize,
+}
+
+/// Side-by-side arms each run on one thread: candle's pool must be one thread wide before
+/// it starts (an explicit RAYON_NUM_THREADS wins).
+fn one_thread_per_job(jobs: usize) {
+    if jobs > 1 && std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        // SAFETY: called before any thread is started.
+        std::env::set_var("RAYON_NUM_THREADS", "1");
+    }
 }
 
 pub fn run(a: ExperimentArgs) -> Result<()> {
+    let t0 = std::time::Instant::now();
     let exp: ExperimentConfig = load_config(a.config.as_deref(), None, &a.sets)?;
-    let results = experiment::run_grid(&exp, &a.out, false, |r| {
-        eprintln!("{}: {:.4}", r.name, r.metrics.primary)
+    one_thread_per_job(a.jobs);
+    let results = run_grid(&exp, &a.out, a.jobs, false, |r| {
+        eprintln!("{}: {:.4} ({:.0}s)", r.name, r.metrics.primary, r.seconds)
     })?;
-    let rep = pupil_selftrain::report::write(&a.out, &exp, &results)?;
+    let wall = t0.elapsed().as_secs_f64();
+    let rep = pupil_selftrain::report::write(&a.out, &exp, &results, Some(wall))?;
     println!("{rep}");
     Ok(())
 }
@@ -39,6 +54,9 @@ pub struct QuickstartArgs {
     /// Override a key of the quickstart's experiment config, e.g. base.optim.steps=500.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
+    /// Arms trained side by side, each on one compute thread.
+    #[arg(long, default_value_t = 2)]
+    pub jobs: usize,
 }
 
 pub fn quickstart(a: QuickstartArgs) -> Result<()> {
@@ -46,12 +64,13 @@ pub fn quickstart(a: QuickstartArgs) -> Result<()> {
     let mut sets = vec![format!("seeds=[{}]", a.seed)];
     sets.extend(a.sets.iter().cloned());
     let exp: ExperimentConfig = load_config(None, Some(preset("quickstart")?), &sets)?;
+    one_thread_per_job(a.jobs);
     eprintln!(
-        "pupil quickstart: {} arms on the embedded digit scenes -> {}",
-        exp.inits.len() * exp.self_training.len(),
+        "pupil quickstart: supervised, self-trained and control arms from {} inits on the embedded digit scenes -> {}",
+        exp.inits.len(),
         a.out.display()
     );
-    let results = experiment::run_grid(&exp, &a.out, false, |r| {
+    let results = run_grid(&exp, &a.out, a.jobs, false, |r| {
         eprintln!(
             "  {:<40} AP {:.4}  AP50 {:.4}  ({:.0}s)",
             r.name,
@@ -60,7 +79,8 @@ pub fn quickstart(a: QuickstartArgs) -> Result<()> {
             r.seconds
         )
     })?;
-    let rep = pupil_selftrain::report::write(&a.out, &exp, &results)?;
+    let wall = t0.elapsed().as_secs_f64();
+    let rep = pupil_selftrain::report::write(&a.out, &exp, &results, Some(wall))?;
     println!("{rep}");
     println!(
         "results: {}  report: {}  ({:.0}s)",

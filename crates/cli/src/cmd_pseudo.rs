@@ -25,8 +25,9 @@ pub struct PseudoArgs {
     /// Also label the mirrored image and merge.
     #[arg(long)]
     pub flip: bool,
-    /// Extra inference scales, e.g. 0.75,1.25.
-    #[arg(long, value_delimiter = ',')]
+    /// Inference scales (multiples of the teacher's training size), merged per image, e.g.
+    /// 0.5,0.75,1,1.25,1.5,1.75 (the paper's for segmentation).
+    #[arg(long, value_delimiter = ',', default_value = "1")]
     pub scales: Vec<f64>,
     #[arg(long, default_value = "cpu")]
     pub device: String,

@@ -187,6 +187,9 @@ impl Default for OptimConfig {
 pub struct SelfTrainConfig {
     /// Weight of the pseudo-labeled loss (alpha).
     pub alpha: f64,
+    /// The paper's loss normalization, `(L_h + alpha * avg(L_h) / avg(L_p) * L_p) / (1 +
+    /// alpha)` with moving averages; `false` trains on the plain `L_h + alpha * L_p`.
+    pub normalize_loss: bool,
     /// Decay of the moving averages of L_h and L_p.
     pub loss_avg_decay: f64,
     /// Pseudo-labeled images per human-labeled image in a batch (1:1 in the paper).
@@ -197,11 +200,21 @@ pub struct SelfTrainConfig {
     /// regions (anchors on them are neither positive nor negative) instead of background.
     /// `None` keeps the paper's plain hard labels.
     pub ignore_from: Option<f64>,
-    /// `random`, `teacher` or `pretrained:PATH|hf:...`.
+    /// Scales (multiples of `augment.size`) the teacher labels at, merged per image. `None`:
+    /// the paper's choice, 0.5 to 1.75 in steps of 0.25 for segmentation, 1 for detection.
+    pub teacher_scales: Option<Vec<f64>>,
+    /// The teacher also labels the mirrored image, merged with the others.
+    pub teacher_flip: bool,
+    /// Where the student starts: `init` (the run's own init, random or pre-trained, as the
+    /// paper's "w/ ST" rows), `teacher` (the teacher's weights), `random`, or
+    /// `pretrained:PATH|hf:...`.
     pub student_init: String,
     /// Student noise: stochastic depth rate of the last block, dropout.
     pub drop_path: f64,
     pub dropout: f64,
+    /// The student's augmentation when it differs from the run's (`augment.policy`); the
+    /// teacher always labels un-augmented images.
+    pub student_augment: Option<String>,
     /// Multiplies the student's learning rates (below 1 when it starts from the teacher).
     pub student_lr_scale: f64,
     /// Student becomes the next teacher this many times.
@@ -210,17 +223,35 @@ pub struct SelfTrainConfig {
     pub unlabeled: String,
 }
 
+/// The paper's multi-scale inference for segmentation pseudo labels.
+pub const PAPER_SEG_SCALES: [f64; 6] = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75];
+
+impl SelfTrainConfig {
+    /// The teacher's inference scales for a task.
+    pub fn scales(&self, task: TaskKind) -> Vec<f64> {
+        match (&self.teacher_scales, task) {
+            (Some(s), _) => s.clone(),
+            (None, TaskKind::Segmentation) => PAPER_SEG_SCALES.to_vec(),
+            (None, _) => vec![1.0],
+        }
+    }
+}
+
 impl Default for SelfTrainConfig {
     fn default() -> Self {
         SelfTrainConfig {
             alpha: 1.0,
+            normalize_loss: true,
             loss_avg_decay: 0.99,
             pseudo_per_human: 1.0,
             score_threshold: 0.5,
             ignore_from: None,
-            student_init: "random".into(),
+            teacher_scales: None,
+            teacher_flip: false,
+            student_init: "init".into(),
             drop_path: 0.2,
             dropout: 0.5,
+            student_augment: None,
             student_lr_scale: 1.0,
             rounds: 1,
             unlabeled: "digits:unlabeled".into(),

@@ -1,6 +1,6 @@
-//! Runs: supervised training, classification pre-training, self-training rounds, and the
-//! paper's grid (init x self-training x augmentation x labeled fraction x seed), resumable,
-//! with its report.
+//! Runs: supervised training, evaluation of a saved model, pseudo-labeling, self-training
+//! rounds, the student's compute-matched control, and classification pre-training. The
+//! paper's grid of such runs is [`crate::grid`].
 use crate::config::{load_config, preset, TaskKind, TrainConfig};
 use crate::data::{
     datasets, eval_transform, num_outputs, train_transform, unlabeled_source, unlabeled_truth,
@@ -10,11 +10,10 @@ use crate::error::{Error, Result};
 use crate::model::{apply_init, load_model};
 use crate::pseudo::{self, Labeling, PseudoLabeled, PseudoOptions, QualityRow};
 use crate::task::{self, EvalData, Metrics};
-use crate::trainer::{Outcome, Trainer};
+use crate::trainer::{images_per_step, Outcome, Trainer};
 use candle_core::DType;
 use pupil_data::Dataset;
 use pupil_nn::ParamStore;
-use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -120,7 +119,9 @@ pub fn pseudo_label_all(
     let mut report = Vec::new();
     let truth = unlabeled_truth(cfg, spec).filter(|_| teacher.config.task == TaskKind::Detection);
     if let Some(truth) = truth {
-        let t = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9];
+        let mut t = vec![0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, opts.score_threshold];
+        t.sort_by(f64::total_cmp);
+        t.dedup();
         report = pseudo::quality(&all, truth.as_ref(), &teacher.class_names, &t)?;
         pupil_data::io::write_json_atomic(out.join("quality.json"), &report)?;
     }
@@ -135,20 +136,53 @@ pub fn pseudo_label_all(
     Ok((Arc::new(ds), report))
 }
 
-/// The student's config: the run config with the student's noise, learning rate and init.
+/// The student's config: the run config with the student's noise, augmentation, learning
+/// rate and init.
 pub fn student_config(cfg: &TrainConfig, teacher: &Path) -> TrainConfig {
     let st = &cfg.selftrain;
     let mut student = cfg.clone();
     student.backbone.drop_path = Some(st.drop_path);
     student.backbone.dropout = Some(st.dropout);
+    if let Some(a) = &st.student_augment {
+        student.augment.policy = a.clone();
+    }
     student.optim.lr_per_256 *= st.student_lr_scale;
     student.optim.warmup_lr_per_256 *= st.student_lr_scale;
     student.init = match st.student_init.as_str() {
+        "init" => cfg.init.clone(),
         "random" => "random".into(),
         "teacher" => format!("pretrained:{}", teacher.display()),
         other => other.to_string(),
     };
     student
+}
+
+/// The supervised control of a student: the same init, noise, augmentation, steps and
+/// learning rate, and as many images per step, all of them human-labeled. It differs from
+/// the student only in the pseudo labels.
+pub fn control_config(student: &TrainConfig) -> TrainConfig {
+    let per_step = images_per_step(student, true);
+    let mut c = student.clone();
+    // the learning rate scales with the batch: keep the student's
+    let keep = student.optim.batch_size as f64 / per_step as f64;
+    c.optim.batch_size = per_step;
+    c.optim.lr_per_256 *= keep;
+    c.optim.warmup_lr_per_256 *= keep;
+    c
+}
+
+/// The pseudo-labeling options of a run config: its threshold, ignore band, and the
+/// teacher's scales and flip.
+pub fn pseudo_options(cfg: &TrainConfig) -> PseudoOptions {
+    let st = &cfg.selftrain;
+    let d = PseudoOptions::default();
+    PseudoOptions {
+        score_threshold: st.score_threshold,
+        keep_from: d.keep_from.min(st.ignore_from.unwrap_or(1.0)),
+        flip: st.teacher_flip,
+        scales: st.scales(cfg.task),
+        ..d
+    }
 }
 
 /// Self-training: `rounds` times, the teacher labels the unlabeled source and a noised
@@ -159,11 +193,7 @@ pub fn self_train(teacher: &Path, cfg: &TrainConfig, out: &Path, quiet: bool) ->
     let mut last = None;
     for round in 0..cfg.selftrain.rounds.max(1) {
         let rdir = out.join(format!("round-{round}"));
-        let mut opts = PseudoOptions {
-            score_threshold: cfg.selftrain.score_threshold,
-            ..Default::default()
-        };
-        opts.keep_from = opts.keep_from.min(cfg.selftrain.ignore_from.unwrap_or(1.0));
+        let opts = pseudo_options(cfg);
         let (pseudo, _) = pseudo_label_all(&teacher, cfg, &rdir.join("pseudo"), &opts, quiet)?;
         let student = student_config(cfg, &teacher);
         let o = train(
@@ -201,218 +231,4 @@ pub fn pretrain(cfg: &TrainConfig, out: &Path, quiet: bool) -> Result<PathBuf> {
     c.task = TaskKind::Classification;
     let rt = Runtime::single(&c.device)?;
     Ok(train(&c, &rt, out, None, true, quiet)?.model_path)
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ExperimentConfig {
-    /// Every arm starts from this run config.
-    pub base: TrainConfig,
-    /// `random`, `pretrained` (pre-trained here on `pretrain_dataset`) or `pretrained:PATH`.
-    pub inits: Vec<String>,
-    pub self_training: Vec<bool>,
-    pub augment: Vec<String>,
-    pub labeled_fractions: Vec<f64>,
-    pub seeds: Vec<u64>,
-    /// `fashion` (out of domain, ImageNet's role) or `digit-pool` (in domain).
-    pub pretrain_dataset: String,
-    pub pretrain_steps: usize,
-    pub pretrain_batch: usize,
-    pub pretrain_lr_per_256: f64,
-    /// Student steps as a multiple of the supervised arm's steps.
-    pub student_steps_factor: f64,
-}
-
-impl Default for ExperimentConfig {
-    fn default() -> Self {
-        ExperimentConfig {
-            base: TrainConfig::default(),
-            inits: vec!["random".into(), "pretrained".into()],
-            self_training: vec![false, true],
-            augment: vec!["s1".into(), "s2".into(), "s3".into(), "s4".into()],
-            labeled_fractions: vec![0.2, 0.5, 1.0],
-            seeds: vec![0],
-            pretrain_dataset: "fashion".into(),
-            pretrain_steps: 2000,
-            pretrain_batch: 64,
-            pretrain_lr_per_256: 0.4,
-            student_steps_factor: 1.0,
-        }
-    }
-}
-
-/// One arm of the grid.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ArmResult {
-    pub name: String,
-    pub init: String,
-    pub self_training: bool,
-    pub augment: String,
-    pub labeled_fraction: f64,
-    pub seed: u64,
-    pub metrics: Metrics,
-    pub seconds: f64,
-}
-
-fn pretrained_backbone(
-    exp: &ExperimentConfig,
-    out: &Path,
-    seed: u64,
-    quiet: bool,
-) -> Result<PathBuf> {
-    let dir = out.join(format!("pretrain-{}-seed{seed}", exp.pretrain_dataset));
-    let done = dir.join("model.safetensors");
-    if done.exists() && dir.join("outcome.json").exists() {
-        return Ok(done);
-    }
-    let mut c = exp.base.clone();
-    let mut base = crate::config::to_table(&c);
-    crate::config::merge(&mut base, preset("pretrain")?);
-    c = load_config(None, Some(base), &[])?;
-    c.seed = seed;
-    c.data.dataset = exp.pretrain_dataset.clone();
-    let o = &mut c.optim;
-    o.steps = exp.pretrain_steps;
-    o.batch_size = exp.pretrain_batch;
-    o.lr_per_256 = exp.pretrain_lr_per_256;
-    o.warmup_lr_per_256 = exp.pretrain_lr_per_256 / 100.0;
-    o.warmup_steps = exp.pretrain_steps / 20;
-    o.eval_every = 0;
-    o.checkpoint_every = 0;
-    if !quiet {
-        eprintln!(
-            "pre-training the backbone on {} ({} steps)",
-            exp.pretrain_dataset, exp.pretrain_steps
-        );
-    }
-    pretrain(&c, &dir, quiet)
-}
-
-/// The coordinates of one arm's cell in the grid.
-struct Cell<'a> {
-    seed: u64,
-    aug: &'a str,
-    frac: f64,
-    init: &'a str,
-}
-
-/// Runs one arm of a cell, or reads it back when it is done.
-fn run_arm(
-    exp: &ExperimentConfig,
-    out: &Path,
-    cell: &Cell,
-    base: &TrainConfig,
-    st: bool,
-    quiet: bool,
-) -> Result<ArmResult> {
-    let tag = format!(
-        "{}-{}-f{}-seed{}",
-        if cell.init == "random" {
-            "random"
-        } else {
-            "pretrained"
-        },
-        cell.aug,
-        cell.frac,
-        cell.seed
-    );
-    let name = format!("{tag}-{}", if st { "self-training" } else { "supervised" });
-    let dir = out.join(&name);
-    let result_path = dir.join("result.json");
-    if let Ok(r) = pupil_data::io::read_json::<ArmResult>(&result_path) {
-        return Ok(r);
-    }
-    if !quiet {
-        eprintln!("arm {name}");
-    }
-    let t0 = std::time::Instant::now();
-    let outcome = if !st {
-        train(
-            base,
-            &Runtime::single(&base.device)?,
-            &dir,
-            None,
-            true,
-            quiet,
-        )?
-    } else {
-        // the teacher is this arm's supervised model
-        let sup_dir = out.join(format!("{tag}-supervised"));
-        let teacher = sup_dir.join("model.safetensors");
-        if !teacher.exists() {
-            train(
-                base,
-                &Runtime::single(&base.device)?,
-                &sup_dir,
-                None,
-                true,
-                quiet,
-            )?;
-        }
-        let mut student = base.clone();
-        student.optim.steps =
-            ((base.optim.steps as f64) * exp.student_steps_factor).round() as usize;
-        if student.selftrain.student_init == "random" {
-            // random stays random; a pre-trained arm's student starts pre-trained
-            student.selftrain.student_init = base.init.clone();
-        }
-        self_train(&teacher, &student, &dir, quiet)?
-    };
-    let r = ArmResult {
-        name,
-        init: cell.init.to_string(),
-        self_training: st,
-        augment: cell.aug.to_string(),
-        labeled_fraction: cell.frac,
-        seed: cell.seed,
-        metrics: outcome.final_metrics.unwrap_or_default(),
-        seconds: t0.elapsed().as_secs_f64(),
-    };
-    pupil_data::io::write_json_atomic(&result_path, &r)?;
-    Ok(r)
-}
-
-/// Runs (or resumes) every arm of the grid; arms already finished are read back.
-pub fn run_grid(
-    exp: &ExperimentConfig,
-    out: &Path,
-    quiet: bool,
-    mut on_arm: impl FnMut(&ArmResult),
-) -> Result<Vec<ArmResult>> {
-    std::fs::create_dir_all(out).map_err(|e| Error::msg(format!("{}: {e}", out.display())))?;
-    let text = toml::to_string(exp).map_err(Error::msg)?;
-    pupil_data::io::write_atomic(out.join("experiment.toml"), text.as_bytes())?;
-    let mut results = Vec::new();
-    for &seed in &exp.seeds {
-        for aug in &exp.augment {
-            for &frac in &exp.labeled_fractions {
-                for init in &exp.inits {
-                    let init_spec = match init.as_str() {
-                        "pretrained" => {
-                            let p = pretrained_backbone(exp, out, seed, quiet)?;
-                            format!("pretrained:{}", p.display())
-                        }
-                        other => other.to_string(),
-                    };
-                    let mut base = exp.base.clone();
-                    base.seed = seed;
-                    base.augment.policy = aug.clone();
-                    base.data.labeled_fraction = frac;
-                    base.init = init_spec;
-                    let cell = Cell {
-                        seed,
-                        aug,
-                        frac,
-                        init,
-                    };
-                    for &st in &exp.self_training {
-                        let r = run_arm(exp, out, &cell, &base, st, quiet)?;
-                        on_arm(&r);
-                        results.push(r);
-                    }
-                }
-            }
-        }
-    }
-    Ok(results)
 }

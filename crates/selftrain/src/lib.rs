@@ -14,13 +14,16 @@
 //! - [`predict`]: a saved model over images, to drawings and COCO results.
 //! - [`dist`]: data-parallel training (the [`dist::Runtime`] of a run, gradient averaging,
 //!   the `--nproc-per-node` launcher).
-//! - [`experiment`]: the grid of init x self-training x augmentation x labeled fraction, and
-//!   the quickstart; [`report`] writes its table and plots.
+//! - [`experiment`]: training, self-training rounds, the student's control, pre-training.
+//! - [`grid`]: the paper's grid of init x self-training x augmentation x labeled fraction x
+//!   seed, with controls, resumable, arms side by side; [`report`] writes its tables,
+//!   findings and plots.
 pub mod config;
 pub mod data;
 pub mod dist;
 pub mod error;
 pub mod experiment;
+pub mod grid;
 pub mod model;
 pub mod optim;
 pub mod predict;

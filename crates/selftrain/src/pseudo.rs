@@ -69,7 +69,13 @@ fn views_of(
     };
     let flips: &[bool] = if opts.flip { &[false, true] } else { &[false] };
     let mut views = Vec::new();
-    for s in std::iter::once(1.0).chain(opts.scales.iter().copied()) {
+    let one = [1.0];
+    let scales = if opts.scales.is_empty() {
+        &one[..]
+    } else {
+        &opts.scales
+    };
+    for &s in scales {
         let mut c = cfg.clone();
         c.augment.size = ((cfg.augment.size as f64) * s).round().max(32.0) as usize;
         let t = eval_transform(&c);

@@ -1,14 +1,15 @@
-//! The experiment's report: a Markdown table like the paper's (mean and spread over seeds),
-//! CSV, results.json, and PNG plots of the metric against augmentation strength and labeled
-//! fraction.
+//! The experiment's report: the paper-style table (mean and spread over seeds), every
+//! self-training arm against its compute-matched control with per-seed paired gains, the
+//! paper's three findings tested on the numbers, CSV, results.json, and plots.
 use crate::error::Result;
-use crate::experiment::{ArmResult, ExperimentConfig};
+use crate::grid::{ArmResult, ExperimentConfig, Role};
 use pupil_data::draw::{class_colour, draw_number};
 use pupil_data::{io, Image};
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::path::Path;
 
-fn mean_sd(v: &[f64]) -> (f64, f64) {
+pub fn mean_sd(v: &[f64]) -> (f64, f64) {
     let n = v.len().max(1) as f64;
     let m = v.iter().sum::<f64>() / n;
     let sd = if v.len() > 1 {
@@ -19,44 +20,424 @@ fn mean_sd(v: &[f64]) -> (f64, f64) {
     (m, sd)
 }
 
+/// A readable name of an init.
+pub fn init_label(init: &str) -> String {
+    match init {
+        "random" => "Rand init".into(),
+        "fashion" | "pretrained" => "Fashion-MNIST init".into(),
+        "digit-pool" => "Digit-pool init".into(),
+        other => format!("{} init", other.trim_start_matches("pretrained:")),
+    }
+}
+
 fn row_name(r: &ArmResult) -> String {
-    format!(
-        "{} init{}",
-        if r.init == "random" {
-            "Rand"
-        } else {
-            "Pre-trained"
-        },
-        if r.self_training {
-            " + self-training"
-        } else {
-            ""
+    let role = match r.role {
+        Role::Supervised => "",
+        Role::SelfTraining => " + self-training",
+        Role::Control => " + control",
+    };
+    format!("{}{role}", init_label(&r.init))
+}
+
+/// The arms of a grid by (init, augment, fraction, seed, role).
+struct Index<'a> {
+    arms: BTreeMap<(String, String, u64, u64, Role), &'a ArmResult>,
+    exp: &'a ExperimentConfig,
+}
+
+fn frac_key(f: f64) -> u64 {
+    (f * 1e6).round() as u64
+}
+
+impl<'a> Index<'a> {
+    fn new(exp: &'a ExperimentConfig, results: &'a [ArmResult]) -> Self {
+        let arms = results
+            .iter()
+            .map(|r| {
+                let k = (
+                    r.init.clone(),
+                    r.augment.clone(),
+                    frac_key(r.labeled_fraction),
+                    r.seed,
+                    r.role,
+                );
+                (k, r)
+            })
+            .collect();
+        Index { arms, exp }
+    }
+
+    /// The metric (in percent) of an arm.
+    fn value(&self, init: &str, aug: &str, f: f64, seed: u64, role: Role) -> Option<f64> {
+        let k = (init.to_string(), aug.to_string(), frac_key(f), seed, role);
+        self.arms.get(&k).map(|r| 100.0 * r.metrics.primary)
+    }
+
+    /// Per-seed differences `a - b` over the seeds where both exist.
+    fn paired(&self, a: (&str, Role), b: (&str, Role), aug: &str, f: f64) -> Vec<f64> {
+        (self.exp.seeds.iter())
+            .filter_map(|&s| {
+                let x = self.value(a.0, aug, f, s, a.1)?;
+                let y = self.value(b.0, aug, f, s, b.1)?;
+                Some(x - y)
+            })
+            .collect()
+    }
+
+    fn values(&self, init: &str, aug: &str, f: f64, role: Role) -> Vec<f64> {
+        (self.exp.seeds.iter())
+            .filter_map(|&s| self.value(init, aug, f, s, role))
+            .collect()
+    }
+}
+
+fn fmt_ms(v: &[f64]) -> String {
+    if v.is_empty() {
+        return "-".into();
+    }
+    let (m, sd) = mean_sd(v);
+    if v.len() > 1 {
+        format!("{m:.1} ± {sd:.1}")
+    } else {
+        format!("{m:.1}")
+    }
+}
+
+fn fmt_gain(v: &[f64]) -> String {
+    if v.is_empty() {
+        return "-".into();
+    }
+    let (m, sd) = mean_sd(v);
+    let seeds: Vec<String> = v.iter().map(|x| format!("{x:+.1}")).collect();
+    if v.len() > 1 {
+        format!("{m:+.1} ± {sd:.1} ({})", seeds.join(", "))
+    } else {
+        format!("{m:+.1}")
+    }
+}
+
+fn col_name(aug: &str, f: f64) -> String {
+    format!("{} {:.0}%", aug.to_uppercase(), f * 100.0)
+}
+
+/// The paper-style table: one row per (init, role), one column per (augment, fraction).
+fn main_table(ix: &Index, results: &[ArmResult]) -> String {
+    let exp = ix.exp;
+    let mut rows: Vec<(String, Role, String)> = Vec::new();
+    for r in results {
+        let key = (r.init.clone(), r.role, row_name(r));
+        if !rows.contains(&key) {
+            rows.push(key);
         }
+    }
+    let metric = exp.base.task.metric();
+    let mut md = format!("| Setup ({metric}, mean ± sd over seeds) |");
+    for a in &exp.augment {
+        for &f in &exp.labeled_fractions {
+            md += &format!(" {} |", col_name(a, f));
+        }
+    }
+    md += "\n|---|";
+    md += &"---:|".repeat(exp.augment.len() * exp.labeled_fractions.len());
+    md += "\n";
+    for (init, role, name) in &rows {
+        md += &format!("| {name} |");
+        for a in &exp.augment {
+            for &f in &exp.labeled_fractions {
+                md += &format!(" {} |", fmt_ms(&ix.values(init, a, f, *role)));
+            }
+        }
+        md += "\n";
+    }
+    md
+}
+
+/// Every self-training arm against its control and its teacher, per cell.
+fn st_table(ix: &Index, results: &[ArmResult]) -> String {
+    let exp = ix.exp;
+    let mut md = String::from(
+        "| Init | Augment | Labeled | Supervised | Control | Self-training | ST - control (per seed) | ST - supervised | Pseudo boxes / image | Pseudo P / R |\n|---|---|---:|---:|---:|---:|---|---|---:|---|\n",
+    );
+    for init in &exp.inits {
+        for a in &exp.augment {
+            for &f in &exp.labeled_fractions {
+                let st = ix.values(init, a, f, Role::SelfTraining);
+                if st.is_empty() {
+                    continue;
+                }
+                let gain_c = ix.paired((init, Role::SelfTraining), (init, Role::Control), a, f);
+                let gain_s = ix.paired((init, Role::SelfTraining), (init, Role::Supervised), a, f);
+                let (per_img, pr) = pseudo_cells(results, init, a, f);
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {:.0}% | {} | {} | {} | {} | {} | {per_img} | {pr} |",
+                    init_label(init),
+                    a.to_uppercase(),
+                    f * 100.0,
+                    fmt_ms(&ix.values(init, a, f, Role::Supervised)),
+                    fmt_ms(&ix.values(init, a, f, Role::Control)),
+                    fmt_ms(&st),
+                    fmt_gain(&gain_c),
+                    fmt_gain(&gain_s),
+                );
+            }
+        }
+    }
+    md
+}
+
+/// Mean pseudo labels per image and mean precision / recall at the threshold of a cell's
+/// self-training arms.
+fn pseudo_cells(results: &[ArmResult], init: &str, a: &str, f: f64) -> (String, String) {
+    let ps: Vec<_> = results
+        .iter()
+        .filter(|r| r.role == Role::SelfTraining && r.init == init && r.augment == a)
+        .filter(|r| frac_key(r.labeled_fraction) == frac_key(f))
+        .filter_map(|r| r.pseudo.as_ref())
+        .collect();
+    if ps.is_empty() {
+        return ("-".into(), "-".into());
+    }
+    let per: Vec<f64> = ps
+        .iter()
+        .map(|p| p.labels as f64 / p.images.max(1) as f64)
+        .collect();
+    let p: Vec<f64> = ps.iter().filter_map(|p| p.precision).collect();
+    let r: Vec<f64> = ps.iter().filter_map(|p| p.recall).collect();
+    let pr = if p.is_empty() {
+        "-".into()
+    } else {
+        format!("{:.2} / {:.2}", mean_sd(&p).0, mean_sd(&r).0)
+    };
+    (format!("{:.2}", mean_sd(&per).0), pr)
+}
+
+/// Finding (a): self-training against its control in every cell.
+fn finding_a(ix: &Index) -> String {
+    let exp = ix.exp;
+    let (mut cells, mut won, mut seeds, mut seeds_won) = (0, 0, 0, 0);
+    let mut lost = Vec::new();
+    for init in &exp.inits {
+        for a in &exp.augment {
+            for &f in &exp.labeled_fractions {
+                let g = ix.paired((init, Role::SelfTraining), (init, Role::Control), a, f);
+                if g.is_empty() {
+                    continue;
+                }
+                cells += 1;
+                seeds += g.len();
+                seeds_won += g.iter().filter(|&&x| x > 0.0).count();
+                if mean_sd(&g).0 > 0.0 {
+                    won += 1;
+                } else {
+                    lost.push(format!(
+                        "{} {} ({})",
+                        init_label(init),
+                        col_name(a, f),
+                        fmt_gain(&g)
+                    ));
+                }
+            }
+        }
+    }
+    if cells == 0 {
+        return "(a) Self-training vs its control: no self-training arm with a control in this grid.\n".into();
+    }
+    let verdict = if won == cells {
+        "holds"
+    } else {
+        "does not hold everywhere"
+    };
+    let mut s = format!(
+        "(a) Self-training gains over its compute-matched control at every augmentation and labeled fraction: **{verdict}**. The mean paired gain is positive in {won} of {cells} cells; per seed, {seeds_won} of {seeds} student-control pairs favour the student."
+    );
+    if !lost.is_empty() {
+        s += &format!(" Cells where it did not: {}.", lost.join("; "));
+    }
+    s + "\n"
+}
+
+/// Finding (b): pre-training's gain over random init as augmentation and labeled data grow.
+fn finding_b(ix: &Index) -> String {
+    let exp = ix.exp;
+    let inits: Vec<&String> = exp.inits.iter().filter(|i| *i != "random").collect();
+    if inits.is_empty() || !exp.inits.iter().any(|i| i == "random") {
+        return "(b) Pre-training vs random init: the grid lacks a random and a pre-trained init.\n".into();
+    }
+    let mut s = String::from(
+        "(b) Pre-training's gain over random init (supervised arms, per-seed paired):\n\n",
+    );
+    s += "| Init | Labeled |";
+    for a in &exp.augment {
+        s += &format!(" {} |", a.to_uppercase());
+    }
+    s += "\n|---|---:|";
+    s += &"---|".repeat(exp.augment.len());
+    s += "\n";
+    let (mut aug_checks, mut aug_falls, mut frac_checks, mut frac_falls) = (0, 0, 0, 0);
+    let gain = |init: &str, a: &str, f: f64| {
+        ix.paired((init, Role::Supervised), ("random", Role::Supervised), a, f)
+    };
+    for init in &inits {
+        for &f in &exp.labeled_fractions {
+            s += &format!("| {} | {:.0}% |", init_label(init), f * 100.0);
+            for a in &exp.augment {
+                s += &format!(" {} |", fmt_gain(&gain(init, a, f)));
+            }
+            s += "\n";
+            let (first, last) = (&exp.augment[0], &exp.augment[exp.augment.len() - 1]);
+            let (g0, g1) = (gain(init, first, f), gain(init, last, f));
+            if exp.augment.len() > 1 && !g0.is_empty() && !g1.is_empty() {
+                aug_checks += 1;
+                aug_falls += (mean_sd(&g1).0 < mean_sd(&g0).0) as usize;
+            }
+        }
+        for a in &exp.augment {
+            let fs = &exp.labeled_fractions;
+            let (g0, g1) = (gain(init, a, fs[0]), gain(init, a, fs[fs.len() - 1]));
+            if fs.len() > 1 && !g0.is_empty() && !g1.is_empty() {
+                frac_checks += 1;
+                frac_falls += (mean_sd(&g1).0 < mean_sd(&g0).0) as usize;
+            }
+        }
+    }
+    let verdict = |k: usize, n: usize| match (k, n) {
+        (_, 0) => "not tested".to_string(),
+        (k, n) if k == n => format!("**holds** ({k} of {n})"),
+        (k, n) => format!("**does not hold everywhere** ({k} of {n})"),
+    };
+    s += &format!(
+        "\nThe gain falls from the weakest to the strongest augmentation: {}; it falls from the smallest to the largest labeled fraction: {}.\n",
+        verdict(aug_falls, aug_checks),
+        verdict(frac_falls, frac_checks)
+    );
+    s
+}
+
+/// Finding (c): self-training on top of a pre-trained init.
+fn finding_c(ix: &Index) -> String {
+    let exp = ix.exp;
+    let (mut cells, mut won_c, mut won_s) = (0, 0, 0);
+    for init in exp.inits.iter().filter(|i| *i != "random") {
+        for a in &exp.augment {
+            for &f in &exp.labeled_fractions {
+                let gc = ix.paired((init, Role::SelfTraining), (init, Role::Control), a, f);
+                let gs = ix.paired((init, Role::SelfTraining), (init, Role::Supervised), a, f);
+                if gs.is_empty() {
+                    continue;
+                }
+                cells += 1;
+                won_s += (mean_sd(&gs).0 > 0.0) as usize;
+                won_c += (!gc.is_empty() && mean_sd(&gc).0 > 0.0) as usize;
+            }
+        }
+    }
+    if cells == 0 {
+        return "(c) Self-training on top of pre-training: no pre-trained self-training arm in this grid.\n".into();
+    }
+    let verdict = if won_c == cells {
+        "holds"
+    } else {
+        "does not hold everywhere"
+    };
+    format!(
+        "(c) Self-training adds on top of pre-training: **{verdict}**. With a pre-trained init the student beats its control in {won_c} of {cells} cells and its pre-trained teacher in {won_s} of {cells} (numbers in the table above).\n"
     )
 }
 
-/// Writes results.json, results.csv, report.md and the plots; returns the Markdown table.
-pub fn write(out: &Path, exp: &ExperimentConfig, results: &[ArmResult]) -> Result<String> {
+/// Writes results.json, results.csv, report.md and the plots; returns the main table.
+pub fn write(
+    out: &Path,
+    exp: &ExperimentConfig,
+    results: &[ArmResult],
+    wall: Option<f64>,
+) -> Result<String> {
     io::write_json_atomic(out.join("results.json"), &results)?;
-    let mut csv =
-        String::from("name,init,self_training,augment,labeled_fraction,seed,metric,AP50,seconds\n");
+    io::write_atomic(out.join("results.csv"), csv(results).as_bytes())?;
+    let ix = Index::new(exp, results);
+    let md = main_table(&ix, results);
+    let mut report = String::from("# pupil experiment\n\n");
+    report += &setup_text(exp, results, wall);
+    report += "\n## Results\n\n";
+    report += &md;
+    if results.iter().any(|r| r.role == Role::SelfTraining) {
+        report += "\n## Self-training against its control\n\nGains in points; per-seed paired differences in parentheses. The control trains from the student's init for the student's steps on as many images per step, all human-labeled, so the difference is what the pseudo labels bring.\n\n";
+        report += &st_table(&ix, results);
+    }
+    report += "\n## Findings\n\n";
+    for f in [finding_a(&ix), finding_b(&ix), finding_c(&ix)] {
+        report += &f;
+        report += "\n";
+    }
+    report += &plots(out, exp, results)?;
+    io::write_atomic(out.join("report.md"), report.as_bytes())?;
+    Ok(md)
+}
+
+fn csv(results: &[ArmResult]) -> String {
+    let mut csv = String::from("name,init,role,self_training,augment,labeled_fraction,seed,steps,images_seen,metric,AP50,control,seconds\n");
     for r in results {
-        csv += &format!(
-            "{},{},{},{},{},{},{:.6},{:.6},{:.1}\n",
+        let _ = writeln!(
+            csv,
+            "{},{},{},{},{},{},{},{},{},{:.6},{:.6},{},{:.1}",
             r.name,
             r.init,
+            r.role.name(),
             r.self_training,
             r.augment,
             r.labeled_fraction,
             r.seed,
+            r.steps,
+            r.images_seen,
             r.metrics.primary,
             r.metrics.values.get("AP50").copied().unwrap_or(f64::NAN),
+            r.control.as_deref().unwrap_or(""),
             r.seconds
         );
     }
-    io::write_atomic(out.join("results.csv"), csv.as_bytes())?;
-    let metric = exp.base.task.metric();
-    // rows: init x self-training; columns: augmentation x fraction
+    csv
+}
+
+fn setup_text(exp: &ExperimentConfig, results: &[ArmResult], wall: Option<f64>) -> String {
+    let b = &exp.base;
+    let st = &b.selftrain;
+    let compute: f64 = results.iter().map(|r| r.seconds).sum();
+    let opt = |v: Option<f64>| v.map_or("default".to_string(), |v| v.to_string());
+    let mut s = format!(
+        "Task: {}; backbone {} (width {}, depth {}); {} px; {} supervised steps of {} images; {} seed(s); metric {} in percent.\n\n",
+        b.task.name(), b.backbone.name, opt(b.backbone.width), opt(b.backbone.depth), b.augment.size,
+        b.optim.steps, b.optim.batch_size, exp.seeds.len(), b.task.metric()
+    );
+    if exp.self_training.contains(&true) {
+        s += &format!(
+            "Self-training: the supervised arm is the teacher; the student starts from `{}` (`init` = the arm's own init), trains {} steps on {} human + {} pseudo-labeled images a step with stochastic depth {}, dropout {}, augmentation {}, learning rate x{}; pseudo labels at score {} (teacher boxes in [{}, {}) ignored), teacher scales {:?}; loss {} with alpha {} (moving-average decay {}).\n\n",
+            st.student_init,
+            (b.optim.steps as f64 * exp.student_steps_factor).round(),
+            b.optim.batch_size,
+            crate::trainer::batch_sizes(b, 1).1,
+            st.drop_path, st.dropout,
+            st.student_augment.as_deref().unwrap_or("as the arm"),
+            st.student_lr_scale, st.score_threshold,
+            st.ignore_from.map_or("-".into(), |v| v.to_string()), st.score_threshold,
+            st.scales(b.task),
+            if st.normalize_loss { "normalized" } else { "plain L_h + alpha L_p" },
+            st.alpha, st.loss_avg_decay,
+        );
+    }
+    s += &format!(
+        "Compute: {:.0} s of training over {} arms",
+        compute,
+        results.len()
+    );
+    if let Some(w) = wall {
+        s += &format!(", {w:.0} s of wall time for this invocation");
+    }
+    s + ".\n"
+}
+
+/// The plots of a grid with more than one augmentation or fraction; the Markdown that
+/// shows them.
+fn plots(out: &Path, exp: &ExperimentConfig, results: &[ArmResult]) -> Result<String> {
     let mut cols: Vec<(String, f64)> = Vec::new();
     for a in &exp.augment {
         for &f in &exp.labeled_fractions {
@@ -64,8 +445,7 @@ pub fn write(out: &Path, exp: &ExperimentConfig, results: &[ArmResult]) -> Resul
         }
     }
     let mut rows: Vec<String> = Vec::new();
-    let mut cells: BTreeMap<(String, usize), Vec<f64>> = BTreeMap::new();
-    let mut cells50: BTreeMap<(String, usize), Vec<f64>> = BTreeMap::new();
+    let mut cells: Cells = BTreeMap::new();
     for r in results {
         let name = row_name(r);
         if !rows.contains(&name) {
@@ -73,82 +453,15 @@ pub fn write(out: &Path, exp: &ExperimentConfig, results: &[ArmResult]) -> Resul
         }
         if let Some(c) = cols
             .iter()
-            .position(|c| c.0 == r.augment && c.1 == r.labeled_fraction)
+            .position(|c| c.0 == r.augment && frac_key(c.1) == frac_key(r.labeled_fraction))
         {
             cells
-                .entry((name.clone(), c))
+                .entry((name, c))
                 .or_default()
                 .push(100.0 * r.metrics.primary);
-            if let Some(v) = r.metrics.values.get("AP50") {
-                cells50.entry((name, c)).or_default().push(100.0 * v);
-            }
         }
     }
-    let seeds = exp.seeds.len();
-    let mut md = format!(
-        "| Setup ({metric}{}) |",
-        if seeds > 1 {
-            format!(", mean ± sd over {seeds} seeds")
-        } else {
-            String::new()
-        }
-    );
-    for (a, f) in &cols {
-        md += &format!(" {} {:.0}% |", a.to_uppercase(), f * 100.0);
-        if !cells50.is_empty() {
-            md += &format!(" {} {:.0}% AP50 |", a.to_uppercase(), f * 100.0);
-        }
-    }
-    md += "\n|---|";
-    for _ in &cols {
-        md += "---|";
-        if !cells50.is_empty() {
-            md += "---|";
-        }
-    }
-    md += "\n";
-    let base_row = rows
-        .iter()
-        .find(|r| r.starts_with("Rand") && !r.contains("self"))
-        .cloned();
-    for row in &rows {
-        md += &format!("| {row} |");
-        for c in 0..cols.len() {
-            for (table, gain) in [(&cells, true), (&cells50, false)] {
-                if table.is_empty() {
-                    continue;
-                }
-                match table.get(&(row.clone(), c)) {
-                    Some(v) => {
-                        let (m, sd) = mean_sd(v);
-                        let mut s = if seeds > 1 {
-                            format!(" {m:.1} ± {sd:.1}")
-                        } else {
-                            format!(" {m:.1}")
-                        };
-                        if gain {
-                            if let Some(b) = base_row
-                                .as_ref()
-                                .filter(|b| *b != row)
-                                .and_then(|b| table.get(&(b.clone(), c)))
-                            {
-                                let d = m - mean_sd(b).0;
-                                s += &format!(" ({d:+.1})");
-                            }
-                        }
-                        md += &s;
-                        md += " |";
-                    }
-                    None => md += " - |",
-                }
-            }
-        }
-        md += "\n";
-    }
-    let mut report = String::from("# pupil experiment\n\n");
-    report += &format!("Task: {:?}; backbone: {}; {} seed(s); metric in percent, gain over Rand init in parentheses.\n\n", exp.base.task, exp.base.backbone.name, seeds);
-    report += &md;
-    report += "\nPer arm: results.json, results.csv; each arm's folder holds metrics.jsonl and model.safetensors.\n";
+    let mut md = String::new();
     if exp.augment.len() > 1 {
         plot(
             &out.join("plot_augment.png"),
@@ -159,7 +472,7 @@ pub fn write(out: &Path, exp: &ExperimentConfig, results: &[ArmResult]) -> Resul
             exp.labeled_fractions.last().copied(),
             |c| cols[c].1,
         )?;
-        report += "\n![metric vs augmentation strength](plot_augment.png)\n\nx axis: augmentation S1..S4 (left to right); one line per setup, colours as the table's row order.\n";
+        md += "\n![metric vs augmentation strength](plot_augment.png)\n";
     }
     if exp.labeled_fractions.len() > 1 {
         plot(
@@ -171,13 +484,12 @@ pub fn write(out: &Path, exp: &ExperimentConfig, results: &[ArmResult]) -> Resul
             None,
             |_| 0.0,
         )?;
-        report += "\n![metric vs labeled fraction](plot_fraction.png)\n\nx axis: percent of labeled data; one line per setup, colours as the table's row order.\n";
+        md += "\n![metric vs labeled fraction](plot_fraction.png)\n";
     }
     if exp.augment.len() == 1 && exp.labeled_fractions.len() == 1 {
         bars(&out.join("plot_arms.png"), &rows, &cells)?;
-        report += "\n![metric per arm](plot_arms.png)\n\nOne bar per setup in the table's row order (height = metric in percent, the number above each bar).\n";
+        md += "\n![metric per arm](plot_arms.png)\n";
     }
-    io::write_atomic(out.join("report.md"), report.as_bytes())?;
     Ok(md)
 }
 

@@ -155,6 +155,26 @@ pub struct Outcome {
     pub model_path: PathBuf,
 }
 
+/// (human, pseudo) images per global step of a student: the human batch keeps its size and
+/// `pseudo_per_human` times as many pseudo-labeled images are added, a multiple of the
+/// world size so every rank gets the same share.
+pub fn batch_sizes(cfg: &TrainConfig, world: usize) -> (usize, usize) {
+    let bs = cfg.optim.batch_size;
+    let bp = ((bs as f64 * cfg.selftrain.pseudo_per_human / world as f64).round() as usize).max(1)
+        * world;
+    (bs, bp)
+}
+
+/// Images through the loss per step: the human batch, plus the pseudo share of a student.
+pub fn images_per_step(cfg: &TrainConfig, student: bool) -> usize {
+    let (h, p) = batch_sizes(cfg, 1);
+    if student {
+        h + p
+    } else {
+        h
+    }
+}
+
 pub fn checkpoint_dir(out: &Path) -> PathBuf {
     out.join("checkpoints")
 }
@@ -347,11 +367,7 @@ impl<'a> Trainer<'a> {
     fn streams(&self, state: &TrainState) -> (Stream, Option<Stream>) {
         let cfg = self.cfg;
         let (rank, world) = (self.runtime.rank(), self.runtime.world_size());
-        let bs = cfg.optim.batch_size;
-        // a multiple of the world size, so every rank gets the same share
-        let bp = ((bs as f64 * cfg.selftrain.pseudo_per_human / world as f64).round() as usize)
-            .max(1)
-            * world;
+        let (bs, bp) = batch_sizes(cfg, world);
         let spec = |batch, seed| StreamSpec {
             batch,
             seed,
@@ -404,7 +420,12 @@ impl<'a> Trainer<'a> {
         record.insert("avg_L_h".into(), s.state.loss_norm.avg_h.into());
         record.insert("avg_L_p".into(), s.state.loss_norm.avg_p.into());
         parts.extend(pparts.into_iter().map(|(k, v)| (format!("pseudo_{k}"), v)));
-        Ok((s.state.loss_norm.combine(&lh, &lp, st.alpha)?, parts))
+        let total = if st.normalize_loss {
+            s.state.loss_norm.combine(&lh, &lp, st.alpha)?
+        } else {
+            (lh + (lp * st.alpha)?)?
+        };
+        Ok((total, parts))
     }
 
     /// Backward pass, gradient averaging over the job, unscaling and the SGD step.

@@ -123,7 +123,7 @@ pub struct PseudoOptions {
     pub shard: (usize, usize),
     /// Also run the teacher on the mirrored image and merge.
     pub flip: bool,
-    /// Extra inference scales (multiples of the training size), merged with scale 1.
+    /// Inference scales (multiples of the training size), merged per image.
     pub scales: Vec<f64>,
     pub batch_size: usize,
 }
@@ -135,7 +135,7 @@ impl Default for PseudoOptions {
             keep_from: 0.1,
             shard: (0, 1),
             flip: false,
-            scales: vec![],
+            scales: vec![1.0],
             batch_size: 16,
         }
     }
