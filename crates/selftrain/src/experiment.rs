@@ -116,13 +116,11 @@ pub fn pseudo_label_all(
             m.per_class
         );
     }
-    let mut report = Vec::new();
-    let truth = unlabeled_truth(cfg, spec).filter(|_| teacher.config.task == TaskKind::Detection);
-    if let Some(truth) = truth {
-        let mut t = vec![0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, opts.score_threshold];
-        t.sort_by(f64::total_cmp);
-        t.dedup();
-        report = pseudo::quality(&all, truth.as_ref(), &teacher.class_names, &t)?;
+    let report = match unlabeled_truth(cfg, spec) {
+        Some(truth) => quality_report(&teacher, &all, truth.as_ref(), out, opts)?,
+        None => Vec::new(),
+    };
+    if !report.is_empty() {
         pupil_data::io::write_json_atomic(out.join("quality.json"), &report)?;
     }
     let ds = PseudoLabeled::new(
@@ -134,6 +132,27 @@ pub fn pseudo_label_all(
         cfg.selftrain.ignore_from,
     );
     Ok((Arc::new(ds), report))
+}
+
+/// Precision and recall of a teacher's labels against the truth: boxes at several score
+/// thresholds (the run's included), or pixels of the label maps.
+fn quality_report(
+    teacher: &crate::model::Loaded,
+    all: &pseudo::Shard,
+    truth: &dyn Dataset,
+    out: &Path,
+    opts: &PseudoOptions,
+) -> Result<Vec<QualityRow>> {
+    Ok(match teacher.config.task {
+        TaskKind::Detection => {
+            let mut t = vec![0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, opts.score_threshold];
+            t.sort_by(f64::total_cmp);
+            t.dedup();
+            pseudo::quality(all, truth, &teacher.class_names, &t)?
+        }
+        TaskKind::Segmentation => pseudo::map_quality(out, all, truth, opts.score_threshold)?,
+        TaskKind::Classification => Vec::new(),
+    })
 }
 
 /// The student's config: the run config with the student's noise, augmentation, learning

@@ -267,7 +267,7 @@ impl Plan {
 
 /// Runs a grid: `jobs` arms side by side (each on one compute thread: the caller sets the
 /// thread count before candle starts, see the CLI), `on_arm` called as arms finish. Returns
-/// every arm's result in grid order.
+/// every arm's result in grid order, the teachers included.
 pub fn run_grid(
     exp: &ExperimentConfig,
     out: &Path,
@@ -300,9 +300,10 @@ pub fn run_grid(
             }
         },
     )?;
+    // The supervised arms are listed even where only self-training was asked for: they are
+    // the teachers the students are read against.
     results.sort_by_key(|r| r.0);
-    let keep = |r: &ArmResult| r.role != Role::Supervised || exp.self_training.contains(&false);
-    Ok(results.into_iter().map(|r| r.1).filter(keep).collect())
+    Ok(results.into_iter().map(|r| r.1).collect())
 }
 
 /// Runs every job once its dependencies are done, up to `jobs` at a time on scoped threads;

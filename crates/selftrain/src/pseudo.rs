@@ -444,3 +444,41 @@ pub fn quality(
     }
     Ok(rows)
 }
+
+/// Quality of pseudo label maps against the truth, one row at the threshold they were made
+/// with: `precision` is the share of labeled (non-255) pseudo pixels with the true class,
+/// `recall` the share of all pixels that got their true class; `boxes` counts labeled pixels.
+pub fn map_quality(
+    out: &Path,
+    shard: &Shard,
+    truth: &dyn Dataset,
+    threshold: f64,
+) -> pupil_data::Result<Vec<QualityRow>> {
+    let (mut kept, mut right, mut all) = (0usize, 0usize, 0usize);
+    for im in &shard.images {
+        let Some(rel) = shard.label_maps.get(&im.id) else {
+            continue;
+        };
+        let pseudo = io::read_label_png(out.join(rel))?;
+        let t = truth.get(im.id as usize - 1)?;
+        let Some(gt) = t.label_map else { continue };
+        for (&p, &g) in pseudo.data.iter().zip(&gt.data) {
+            if g == pupil_data::IGNORE {
+                continue;
+            }
+            all += 1;
+            if p != pupil_data::IGNORE {
+                kept += 1;
+                right += (p == g) as usize;
+            }
+        }
+    }
+    let share = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+    Ok(vec![QualityRow {
+        threshold,
+        class: "all".into(),
+        precision: share(right, kept),
+        recall: share(right, all),
+        boxes: kept,
+    }])
+}
