@@ -32,9 +32,14 @@ pub struct SourceArgs {
     /// Image folder (COCO images, or an unlabeled folder).
     #[arg(long)]
     pub images: Option<PathBuf>,
-    /// VOC root (with Annotations/, JPEGImages/, SegmentationClass/, ImageSets/).
+    /// VOC root (JPEGImages/ with Annotations/ and/or SegmentationClass/; ImageSets/ lists
+    /// are optional: without them every annotation or label map is read).
     #[arg(long)]
     pub root: Option<PathBuf>,
+    /// VOC: detection (boxes; ImageSets/Main) or segmentation (label maps and boxes;
+    /// ImageSets/Segmentation); auto is segmentation when the root has SegmentationClass/.
+    #[arg(long, default_value = "auto")]
+    pub voc_task: String,
 }
 
 impl SourceArgs {
@@ -75,14 +80,24 @@ impl SourceArgs {
                     masks: true,
                 }
             }
-            "voc" => DatasetSpec::Voc {
-                root: self
+            "voc" => {
+                let root = self
                     .root
                     .clone()
-                    .context("--dataset voc needs --root DIR")?,
-                set: self.split.clone(),
-                task: VocTask::Segmentation,
-            },
+                    .context("--dataset voc needs --root DIR")?;
+                let task = match self.voc_task.as_str() {
+                    "detection" => VocTask::Detection,
+                    "segmentation" => VocTask::Segmentation,
+                    "auto" if root.join("SegmentationClass").is_dir() => VocTask::Segmentation,
+                    "auto" => VocTask::Detection,
+                    other => bail!("--voc-task {other:?}: detection, segmentation or auto"),
+                };
+                DatasetSpec::Voc {
+                    root,
+                    set: self.split.clone(),
+                    task,
+                }
+            }
             "folder" => DatasetSpec::Folder {
                 root: self
                     .images
