@@ -22,6 +22,7 @@ pub fn run(a: PretrainArgs) -> Result<()> {
     let rt = Runtime::single(&cfg.device)?;
     let o = experiment::train(&cfg, &rt, &a.out, None, true, false)?;
     report_outcome(&o);
+    crate::cmd_plot::after_training(&a.out);
     println!(
         "use it with: --set init=\"pretrained:{}\"",
         o.model_path.display()

@@ -79,7 +79,11 @@ fn segmentation_folder_without_image_sets_lists_every_label_map() {
     assert_eq!(ids(&ds), ["x1", "x3"]);
     let s = ds.get(1).unwrap();
     assert_eq!(s.label_map.as_ref().unwrap().get(4, 4), 12);
-    assert_eq!(s.boxes.len(), 1, "boxes come along where the annotation exists");
+    assert_eq!(
+        s.boxes.len(),
+        1,
+        "boxes come along where the annotation exists"
+    );
 }
 
 #[test]

@@ -16,6 +16,7 @@
 //!   the `--nproc-per-node` launcher).
 //! - [`experiment`]: the grid of init x self-training x augmentation x labeled fraction, and
 //!   the quickstart; [`report`] writes its table and plots.
+//! - [`plots`]: line plots with error bars, bar charts, panels and a run's training curves.
 pub mod config;
 pub mod data;
 pub mod dist;
@@ -23,6 +24,7 @@ pub mod error;
 pub mod experiment;
 pub mod model;
 pub mod optim;
+pub mod plots;
 pub mod predict;
 pub mod pseudo;
 pub mod report;

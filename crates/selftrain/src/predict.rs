@@ -8,7 +8,7 @@ use candle_core::Device;
 use pupil_data::batch::{collate, BatchConfig};
 use pupil_data::coco::{CategoryMap, CocoCategory, CocoDetection};
 use pupil_data::dataset::Transform;
-use pupil_data::{Image, Sample};
+use pupil_data::{draw, Image, Sample};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -62,11 +62,33 @@ impl Predictor {
         self.model.task.predict(&batch)
     }
 
-    /// The sample with its prediction drawn on it.
+    /// The sample with its prediction drawn on it: boxes with "name score", label maps
+    /// tinted, a class written at the top-left corner.
     pub fn draw(&self, sample: &Sample, p: &Prediction) -> Image {
         let mut s = sample.clone();
         p.apply_to(&mut s);
-        pupil_data::draw::draw_sample(&s, self.class_names())
+        let names = self.class_names();
+        match p {
+            Prediction::Boxes(d) => {
+                let scores: Vec<f32> = d.iter().map(|d| d.score).collect();
+                draw::draw_scored(&s, names, &scores)
+            }
+            Prediction::LabelMap { .. } => draw::draw_sample(&s, names),
+            Prediction::Class { class, score } => {
+                let mut img = s.image.to_rgb();
+                let name = names.get(*class as usize).cloned().unwrap_or_default();
+                let px = (img.height.min(img.width) as f32 / 8.0).clamp(10.0, 22.0);
+                draw::draw_label(
+                    &mut img,
+                    0,
+                    0,
+                    &format!("{name} {score:.2}"),
+                    px,
+                    [255, 255, 255],
+                );
+                img
+            }
+        }
     }
 
     /// COCO results of one image's prediction.

@@ -3,8 +3,8 @@
 //! fraction.
 use crate::error::Result;
 use crate::experiment::{ArmResult, ExperimentConfig};
-use pupil_data::draw::{class_colour, draw_number};
-use pupil_data::{io, Image};
+use crate::plots::{self, Bar, BarChart, LinePlot, Point, Series, XAxis};
+use pupil_data::io;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -149,163 +149,113 @@ pub fn write(out: &Path, exp: &ExperimentConfig, results: &[ArmResult]) -> Resul
     report += &format!("Task: {:?}; backbone: {}; {} seed(s); metric in percent, gain over Rand init in parentheses.\n\n", exp.base.task, exp.base.backbone.name, seeds);
     report += &md;
     report += "\nPer arm: results.json, results.csv; each arm's folder holds metrics.jsonl and model.safetensors.\n";
-    if exp.augment.len() > 1 {
-        plot(
-            &out.join("plot_augment.png"),
-            &rows,
-            &cells,
-            &cols,
-            |c| cols.iter().position(|x| x.0 == cols[c].0).unwrap_or(0) as f64,
-            exp.labeled_fractions.last().copied(),
-            |c| cols[c].1,
-        )?;
-        report += "\n![metric vs augmentation strength](plot_augment.png)\n\nx axis: augmentation S1..S4 (left to right); one line per setup, colours as the table's row order.\n";
-    }
-    if exp.labeled_fractions.len() > 1 {
-        plot(
-            &out.join("plot_fraction.png"),
-            &rows,
-            &cells,
-            &cols,
-            |c| cols[c].1 * 100.0,
-            None,
-            |_| 0.0,
-        )?;
-        report += "\n![metric vs labeled fraction](plot_fraction.png)\n\nx axis: percent of labeled data; one line per setup, colours as the table's row order.\n";
-    }
-    if exp.augment.len() == 1 && exp.labeled_fractions.len() == 1 {
-        bars(&out.join("plot_arms.png"), &rows, &cells)?;
-        report += "\n![metric per arm](plot_arms.png)\n\nOne bar per setup in the table's row order (height = metric in percent, the number above each bar).\n";
-    }
+    report += &write_plots(out, exp, &rows, &cells, &cols)?;
     io::write_atomic(out.join("report.md"), report.as_bytes())?;
     Ok(md)
 }
 
-fn line(img: &mut Image, (x0, y0): (i64, i64), (x1, y1): (i64, i64), c: [u8; 3]) {
-    let n = (x1 - x0).abs().max((y1 - y0).abs()).max(1);
-    for k in 0..=n {
-        let x = x0 + (x1 - x0) * k / n;
-        let y = y0 + (y1 - y0) * k / n;
-        for dy in 0..2 {
-            if x >= 0 && y + dy >= 0 && (x as usize) < img.width && ((y + dy) as usize) < img.height
-            {
-                img.pixel_mut(x as usize, (y + dy) as usize)
-                    .copy_from_slice(&c);
-            }
-        }
-    }
-}
-
-fn axes(w: usize, h: usize, lo: f64, hi: f64) -> (Image, impl Fn(f64) -> i64) {
-    let mut img = Image::new(w, h, 3, 255);
-    let (top, bottom, left) = (20i64, h as i64 - 30, 40i64);
-    line(&mut img, (left, top), (left, bottom), [0, 0, 0]);
-    line(&mut img, (left, bottom), (w as i64 - 10, bottom), [0, 0, 0]);
-    let to_y = move |v: f64| {
-        bottom - ((v - lo) / (hi - lo).max(1e-9) * (bottom - top) as f64).round() as i64
-    };
-    for k in 0..=4 {
-        let v = lo + (hi - lo) * k as f64 / 4.0;
-        let y = to_y(v);
-        line(&mut img, (left - 4, y), (left, y), [0, 0, 0]);
-        draw_number(
-            &mut img,
-            2,
-            y - 3,
-            v.round().max(0.0) as u32,
-            [0, 0, 0],
-            [255, 255, 255],
-        );
-    }
-    (img, to_y)
-}
-
 type Cells = BTreeMap<(String, usize), Vec<f64>>;
 
-fn plot(
-    path: &Path,
+/// The series of each setup over the columns `pick` keeps, x from `x_of(column)`.
+fn setup_series(
+    rows: &[String],
+    cells: &Cells,
+    cols: usize,
+    pick: impl Fn(usize) -> Option<f64>,
+) -> Vec<Series> {
+    rows.iter()
+        .map(|row| Series {
+            name: row.clone(),
+            points: (0..cols)
+                .filter_map(|c| {
+                    let (m, sd) = mean_sd(cells.get(&(row.clone(), c))?);
+                    Some(Point::new(pick(c)?, m, sd))
+                })
+                .collect(),
+        })
+        .filter(|s| !s.points.is_empty())
+        .collect()
+}
+
+/// The plots of a grid (metric against augmentation, against labeled fraction, or per setup
+/// for a single cell) and the report's lines that show them.
+fn write_plots(
+    out: &Path,
+    exp: &ExperimentConfig,
     rows: &[String],
     cells: &Cells,
     cols: &[(String, f64)],
-    x_of: impl Fn(usize) -> f64,
-    only_fraction: Option<f64>,
-    frac_of: impl Fn(usize) -> f64,
-) -> Result<()> {
-    let vals: Vec<f64> = cells.values().map(|v| mean_sd(v).0).collect();
-    let (lo, hi) = (
-        vals.iter()
-            .cloned()
-            .fold(f64::MAX, f64::min)
-            .min(100.0)
-            .floor(),
-        vals.iter()
-            .cloned()
-            .fold(f64::MIN, f64::max)
-            .max(0.0)
-            .ceil(),
-    );
-    let (w, h) = (480usize, 300usize);
-    let (mut img, to_y) = axes(w, h, lo, hi.max(lo + 1.0));
-    let xs: Vec<f64> = (0..cols.len()).map(&x_of).collect();
-    let (xlo, xhi) = (
-        xs.iter().cloned().fold(f64::MAX, f64::min),
-        xs.iter().cloned().fold(f64::MIN, f64::max),
-    );
-    let to_x = |x: f64| 50 + ((x - xlo) / (xhi - xlo).max(1e-9) * (w as f64 - 80.0)).round() as i64;
-    for (ri, row) in rows.iter().enumerate() {
-        let colour = class_colour(ri as u32);
-        let mut pts: Vec<(i64, i64)> = Vec::new();
-        for (c, _) in cols.iter().enumerate() {
-            if only_fraction.is_some_and(|f| (frac_of(c) - f).abs() > 1e-9) {
-                continue;
-            }
-            if let Some(v) = cells.get(&(row.clone(), c)) {
-                pts.push((to_x(xs[c]), to_y(mean_sd(v).0)));
-            }
-        }
-        pts.sort();
-        for p in pts.windows(2) {
-            line(&mut img, p[0], p[1], colour);
-        }
-        for &(x, y) in &pts {
-            for d in -3..=3 {
-                line(&mut img, (x - 3, y + d), (x + 3, y + d), colour);
-            }
-        }
+) -> Result<String> {
+    let metric = exp.base.task.metric();
+    let seeds = exp.seeds.len();
+    let spread = if seeds > 1 {
+        format!(", mean ± sd over {seeds} seeds")
+    } else {
+        String::new()
+    };
+    let y_label = format!("{metric} (%)");
+    let last_frac = exp.labeled_fractions.last().copied().unwrap_or(1.0);
+    let last_aug = exp.augment.last().cloned().unwrap_or_default();
+    let mut md = String::new();
+    if exp.augment.len() > 1 {
+        let augs: Vec<String> = exp.augment.iter().map(|a| a.to_uppercase()).collect();
+        let plot = LinePlot {
+            title: format!(
+                "{metric} vs augmentation ({:.0}% labeled{spread})",
+                last_frac * 100.0
+            ),
+            x_label: "augmentation strength".into(),
+            y_label: y_label.clone(),
+            series: setup_series(rows, cells, cols.len(), |c| {
+                let (a, f) = &cols[c];
+                ((f - last_frac).abs() < 1e-9)
+                    .then(|| exp.augment.iter().position(|x| x == a).map(|i| i as f64))
+                    .flatten()
+            }),
+            x: XAxis::Categories(augs),
+        };
+        plots::line_plot(&out.join("plot_augment.png"), &plot)?;
+        md += "\n![metric vs augmentation strength](plot_augment.png)\n";
     }
-    io::write_png(path, &img)?;
-    Ok(())
-}
-
-fn bars(path: &Path, rows: &[String], cells: &Cells) -> Result<()> {
-    let vals: Vec<f64> = rows
-        .iter()
-        .map(|r| {
-            cells
-                .get(&(r.clone(), 0))
-                .map(|v| mean_sd(v).0)
-                .unwrap_or(0.0)
-        })
-        .collect();
-    let hi = vals.iter().cloned().fold(1.0, f64::max).ceil();
-    let (w, h) = (360usize, 260usize);
-    let (mut img, to_y) = axes(w, h, 0.0, hi);
-    for (i, v) in vals.iter().enumerate() {
-        let x0 = 60 + i as i64 * 70;
-        let y = to_y(*v);
-        let colour = class_colour(i as u32);
-        for x in x0..x0 + 40 {
-            line(&mut img, (x, y), (x, h as i64 - 30), colour);
-        }
-        draw_number(
-            &mut img,
-            x0 + 8,
-            y - 10,
-            v.round() as u32,
-            [0, 0, 0],
-            [255, 255, 255],
-        );
+    if exp.labeled_fractions.len() > 1 {
+        let plot = LinePlot {
+            title: format!(
+                "{metric} vs labeled data ({}{spread})",
+                last_aug.to_uppercase()
+            ),
+            x_label: "labeled data (%)".into(),
+            y_label: y_label.clone(),
+            series: setup_series(rows, cells, cols.len(), |c| {
+                (cols[c].0 == last_aug).then(|| cols[c].1 * 100.0)
+            }),
+            x: XAxis::Ticks(exp.labeled_fractions.iter().map(|f| f * 100.0).collect()),
+        };
+        plots::line_plot(&out.join("plot_fraction.png"), &plot)?;
+        md += "\n![metric vs labeled fraction](plot_fraction.png)\n";
     }
-    io::write_png(path, &img)?;
-    Ok(())
+    if exp.augment.len() == 1 && exp.labeled_fractions.len() == 1 {
+        let bars = rows
+            .iter()
+            .filter_map(|r| {
+                let (mean, sd) = mean_sd(cells.get(&(r.clone(), 0))?);
+                Some(Bar {
+                    name: r.clone(),
+                    mean,
+                    sd,
+                })
+            })
+            .collect();
+        let chart = BarChart {
+            title: format!(
+                "{metric} per setup ({}, {:.0}% labeled{spread})",
+                last_aug.to_uppercase(),
+                last_frac * 100.0
+            ),
+            value_label: y_label,
+            bars,
+        };
+        plots::bar_chart(&out.join("plot_arms.png"), &chart)?;
+        md += "\n![metric per setup](plot_arms.png)\n";
+    }
+    Ok(md)
 }
