@@ -33,7 +33,7 @@ struct Cli {
 enum Command {
     /// Export and preview datasets (the embedded digit scenes, COCO, VOC).
     Data(cmd_data::DataArgs),
-    /// Score detections (COCO mAP) or label maps (mIoU).
+    /// Score detections (COCO mAP), label maps (mIoU), or a saved model on a dataset.
     Eval(cmd_eval::EvalArgs),
     /// Draw a grid of augmented samples.
     Augment(cmd_augment::AugmentArgs),

@@ -6,7 +6,7 @@ use crate::digits::{ClassificationSet, DigitScenes, DigitsConfig, Split};
 use crate::folder::ImageFolder;
 use crate::voc::{VocDataset, VocTask};
 use crate::{Error, Result};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// The dataset names a spec can be parsed from.
@@ -52,12 +52,41 @@ impl DatasetSpec {
                 masks,
             } => Arc::new(CocoDataset::open(annotations, images)?.with_masks(*masks)),
             DatasetSpec::Voc { root, set, task } => {
-                Arc::new(VocDataset::open(root, set, *task, None)?)
+                Arc::new(VocDataset::open(root, set, *task, voc_classes(root)?)?)
             }
             DatasetSpec::Folder { root } => Arc::new(ImageFolder::open(root)?),
             DatasetSpec::Classes { set, part } => classification_part(set, *part)?,
         })
     }
+}
+
+/// A VOC folder's own class list: `labels.txt` (as `pupil data export` writes it) or
+/// `class_names.txt` (labelme), one name a line, a first background line dropped; `None`
+/// (the 20 PASCAL classes) without either.
+pub fn voc_classes(root: &Path) -> Result<Option<Vec<String>>> {
+    let Some(p) = ["labels.txt", "class_names.txt"]
+        .iter()
+        .map(|n| root.join(n))
+        .find(|p| p.is_file())
+    else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
+    let mut names: Vec<String> = (text.lines().map(str::trim))
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect();
+    let bg = ["background", "_background_", "__background__"];
+    if names
+        .first()
+        .is_some_and(|n| bg.contains(&n.to_ascii_lowercase().as_str()))
+    {
+        names.remove(0);
+    }
+    if names.is_empty() {
+        return Err(Error::invalid(&p, "class list", "names no class"));
+    }
+    Ok(Some(names))
 }
 
 fn classification_part(set: &str, part: Part) -> Result<Arc<dyn Dataset>> {

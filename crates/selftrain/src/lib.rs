@@ -12,6 +12,7 @@
 //!   exact resume.
 //! - [`pseudo`]: teacher pseudo-labels in resumable COCO shards, their quality report.
 //! - [`predict`]: a saved model over images, to drawings and COCO results.
+//! - [`evaluate`]: a saved model scored on a split, with its detections as COCO results.
 //! - [`dist`]: data-parallel training (the [`dist::Runtime`] of a run, gradient averaging,
 //!   the `--nproc-per-node` launcher).
 //! - [`experiment`]: the grid of init x self-training x augmentation x labeled fraction, and
@@ -21,6 +22,7 @@ pub mod config;
 pub mod data;
 pub mod dist;
 pub mod error;
+pub mod evaluate;
 pub mod experiment;
 pub mod model;
 pub mod optim;
