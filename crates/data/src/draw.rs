@@ -1,6 +1,6 @@
 //! Drawing for previews and predictions: masks and label maps tinted, boxes outlined with
 //! their class name (and score) in DejaVu Sans through `ab_glyph`.
-use crate::sample::{Image, Sample, IGNORE};
+use crate::sample::{Image, Plane, Sample, IGNORE};
 use ab_glyph::{point, Font, FontRef, PxScale, ScaleFont};
 
 /// A distinct colour per class id.
@@ -230,6 +230,44 @@ fn tint(img: &mut Image, sample: &Sample) {
     }
 }
 
+/// The sample enlarged `k` times (nearest neighbour: image, label map, masks; boxes scaled),
+/// so labels drawn on a small image leave its content readable.
+pub fn enlarged(sample: &Sample, k: usize) -> Sample {
+    let k = k.max(1);
+    if k == 1 {
+        return sample.clone();
+    }
+    let grow = |w: usize, h: usize, c: usize, data: &[u8]| -> Vec<u8> {
+        let mut out = Vec::with_capacity(w * h * c * k * k);
+        for y in 0..h * k {
+            for x in 0..w * k {
+                let at = ((y / k) * w + x / k) * c;
+                out.extend_from_slice(&data[at..at + c]);
+            }
+        }
+        out
+    };
+    let im = &sample.image;
+    let mut s = sample.clone();
+    let data = grow(im.width, im.height, im.channels, &im.data);
+    s.image = Image::from_raw(im.width * k, im.height * k, im.channels, data);
+    let plane = |p: &Plane| {
+        Plane::from_raw(
+            p.width * k,
+            p.height * k,
+            grow(p.width, p.height, 1, &p.data),
+        )
+    };
+    s.label_map = sample.label_map.as_ref().map(plane);
+    s.masks = sample.masks.as_ref().map(|m| m.iter().map(plane).collect());
+    s.boxes = sample
+        .boxes
+        .iter()
+        .map(|b| b.map(|v| v * k as f32))
+        .collect();
+    s
+}
+
 /// Tiles images in a grid with `cols` columns and a 2-pixel dark border.
 pub fn grid(images: &[Image], cols: usize) -> Image {
     let cols = cols.max(1).min(images.len().max(1));
@@ -254,7 +292,6 @@ pub fn grid(images: &[Image], cols: usize) -> Image {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sample::Plane;
 
     fn one_box() -> Sample {
         let mut s = Sample::new(Image::new(60, 60, 1, 0));
