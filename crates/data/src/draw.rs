@@ -341,4 +341,15 @@ mod tests {
             "the box stays visible"
         );
     }
+
+    #[test]
+    fn enlarged_samples_keep_their_geometry() {
+        let s = one_box();
+        let e = enlarged(&s, 3);
+        assert_eq!((e.width(), e.height()), (180, 180));
+        assert_eq!(e.boxes, vec![[6.0, 90.0, 60.0, 150.0]]);
+        let m = &e.masks.as_ref().unwrap()[0];
+        assert_eq!((m.get(15, 120), m.get(17, 122), m.get(18, 120)), (1, 1, 0));
+        assert_eq!(enlarged(&s, 1), s);
+    }
 }
