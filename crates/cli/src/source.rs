@@ -11,7 +11,7 @@ use std::sync::Arc;
 #[derive(clap::Args, Clone, Debug)]
 pub struct SourceArgs {
     /// Dataset: digits (embedded scenes), coco (with --gt and --images), voc (with --root),
-    /// folder (with --images).
+    /// folder (with --images), pseudo (with --pseudo; preview only).
     #[arg(long, default_value = "digits")]
     pub dataset: String,
     /// Split of the digit scenes (train, unlabeled, val) or VOC image set.
@@ -29,7 +29,8 @@ pub struct SourceArgs {
     /// COCO instances JSON.
     #[arg(long)]
     pub gt: Option<PathBuf>,
-    /// Image folder (COCO images, or an unlabeled folder).
+    /// Image folder (COCO images, an unlabeled folder, or a pseudo-label folder's source:
+    /// a folder or digits:unlabeled).
     #[arg(long)]
     pub images: Option<PathBuf>,
     /// VOC root (JPEGImages/ with Annotations/ and/or SegmentationClass/; ImageSets/ lists
@@ -40,6 +41,9 @@ pub struct SourceArgs {
     /// ImageSets/Segmentation); auto is segmentation when the root has SegmentationClass/.
     #[arg(long, default_value = "auto")]
     pub voc_task: String,
+    /// A pseudo-label folder (`--dataset pseudo`): its labels on its source, or on --images.
+    #[arg(long)]
+    pub pseudo: Option<PathBuf>,
 }
 
 impl SourceArgs {
@@ -104,7 +108,8 @@ impl SourceArgs {
                     .clone()
                     .context("--dataset folder needs --images DIR")?,
             },
-            other => bail!("unknown dataset {other:?} (digits, coco, voc, folder)"),
+            "pseudo" => bail!("--dataset pseudo is for `pupil data preview --pseudo DIR`"),
+            other => bail!("unknown dataset {other:?} (digits, coco, voc, folder, pseudo)"),
         })
     }
 

@@ -268,6 +268,13 @@ pub fn enlarged(sample: &Sample, k: usize) -> Sample {
     s
 }
 
+/// The sample enlarged a whole number of times (at most 8) so its shorter side reaches
+/// `min_side` pixels; larger samples unchanged.
+pub fn readable(sample: &Sample, min_side: usize) -> Sample {
+    let side = sample.width().min(sample.height()).max(1);
+    enlarged(sample, min_side.div_ceil(side).min(8))
+}
+
 /// Tiles images in a grid with `cols` columns and a 2-pixel dark border.
 pub fn grid(images: &[Image], cols: usize) -> Image {
     let cols = cols.max(1).min(images.len().max(1));

@@ -154,6 +154,18 @@ pub fn student_config(cfg: &TrainConfig, teacher: &Path) -> TrainConfig {
 /// Self-training: `rounds` times, the teacher labels the unlabeled source and a noised
 /// student learns from human and pseudo labels; the student becomes the next teacher.
 pub fn self_train(teacher: &Path, cfg: &TrainConfig, out: &Path, quiet: bool) -> Result<Outcome> {
+    self_train_from(teacher, cfg, out, None, quiet)
+}
+
+/// As [`self_train`]; with `labels`, the first round's student learns from that existing
+/// pseudo-label folder (`pupil pseudo-label`, every shard done) instead of labeling again.
+pub fn self_train_from(
+    teacher: &Path,
+    cfg: &TrainConfig,
+    out: &Path,
+    labels: Option<&Path>,
+    quiet: bool,
+) -> Result<Outcome> {
     let rt = Runtime::single(&cfg.device)?;
     let mut teacher = teacher.to_path_buf();
     let mut last = None;
@@ -164,7 +176,10 @@ pub fn self_train(teacher: &Path, cfg: &TrainConfig, out: &Path, quiet: bool) ->
             ..Default::default()
         };
         opts.keep_from = opts.keep_from.min(cfg.selftrain.ignore_from.unwrap_or(1.0));
-        let (pseudo, _) = pseudo_label_all(&teacher, cfg, &rdir.join("pseudo"), &opts, quiet)?;
+        let pseudo = match labels.filter(|_| round == 0) {
+            Some(dir) => existing_labels(dir, cfg, quiet)?,
+            None => pseudo_label_all(&teacher, cfg, &rdir.join("pseudo"), &opts, quiet)?.0,
+        };
         let student = student_config(cfg, &teacher);
         let o = train(
             &student,
@@ -178,6 +193,22 @@ pub fn self_train(teacher: &Path, cfg: &TrainConfig, out: &Path, quiet: bool) ->
         last = Some(o);
     }
     last.ok_or_else(|| Error::msg("no rounds"))
+}
+
+/// The pseudo-labeled set of an existing folder.
+fn existing_labels(dir: &Path, cfg: &TrainConfig, quiet: bool) -> Result<Arc<PseudoLabeled>> {
+    let (m, ds) = pseudo::labeled_folder(dir, cfg)?;
+    if !quiet {
+        eprintln!(
+            "pseudo labels from {} (teacher {}): {} boxes and {} label maps on {} images",
+            dir.display(),
+            m.teacher,
+            ds.num_boxes(),
+            ds.num_label_maps(),
+            m.images
+        );
+    }
+    Ok(Arc::new(ds))
 }
 
 /// A classification pre-training config from the `configs/pretrain.toml` preset, a dataset

@@ -141,28 +141,32 @@ fn render(path: &Path, (w, h): (u32, u32), draw: impl FnOnce(&Area) -> Result<()
     Ok(())
 }
 
+/// Width of the legend beside a chart of these plots (0 when none has two series).
+fn legend_width(plots: &[LinePlot]) -> u32 {
+    (plots.iter().filter(|p| p.series.len() > 1))
+        .flat_map(|p| p.series.iter())
+        .map(|s| pupil_data::draw::text_size(&s.name, 14.0).0 as u32 + 56)
+        .max()
+        .unwrap_or(0)
+}
+
+/// A chart `chart_w` pixels wide and, for two series or more, their legend beside it, so it
+/// never covers a line or an error bar.
+fn draw_plot(area: &Area, p: &LinePlot, chart_w: u32) -> Result<()> {
+    let (chart, legend) = area.split_horizontally(chart_w);
+    draw_lines(&chart, p)?;
+    if p.series.len() > 1 {
+        draw_legend(&legend, p)?;
+    }
+    Ok(())
+}
+
 /// One line plot as a PNG.
-/// The legend goes beside the chart, so it never covers a line or an error bar.
 pub fn line_plot(path: &Path, plot: &LinePlot) -> Result<()> {
-    let names = || plot.series.iter().map(|s| s.name.as_str());
-    let legend_w = match plot.series.len() {
-        0 | 1 => 0,
-        _ => {
-            names()
-                .map(|n| pupil_data::draw::text_size(n, 14.0).0)
-                .max()
-                .unwrap_or(0) as u32
-                + 56
-        }
-    };
-    render(path, (720 + legend_w, 460), |root| {
+    let lw = legend_width(std::slice::from_ref(plot));
+    render(path, (720 + lw, 460), |root| {
         root.fill(&WHITE).map_err(fail)?;
-        let (chart, legend) = root.split_horizontally(720);
-        draw_lines(&chart, plot, false)?;
-        if legend_w > 0 {
-            draw_legend(&legend, plot)?;
-        }
-        Ok(())
+        draw_plot(root, plot, 720)
     })
 }
 
@@ -192,12 +196,13 @@ pub fn panels(path: &Path, title: &str, plots: &[LinePlot], cols: usize) -> Resu
     }
     let cols = cols.clamp(1, plots.len());
     let rows = plots.len().div_ceil(cols);
-    let size = (cols as u32 * 620, rows as u32 * 380 + 40);
+    let lw = legend_width(plots);
+    let size = (cols as u32 * (600 + lw), rows as u32 * 380 + 40);
     render(path, size, |root| {
         root.fill(&WHITE).map_err(fail)?;
         let body = root.titled(title, (FONT, 24)).map_err(fail)?;
         for (area, p) in body.split_evenly((rows, cols)).iter().zip(plots) {
-            draw_lines(area, p, true)?;
+            draw_plot(area, p, 600)?;
         }
         Ok(())
     })
@@ -301,53 +306,6 @@ fn y_axis(p: &LinePlot) -> (f64, f64, Vec<f64>, f64) {
     (plo, phi, t, step)
 }
 
-/// Which corner region (upper right, upper left, lower right, lower left) of the unit square
-/// a point is in, if any.
-fn corner(u: f64, v: f64) -> Option<usize> {
-    let near = |t: f64| !(0.4..=0.6).contains(&t);
-    (near(u) && near(v)).then_some(match (u > 0.5, v > 0.5) {
-        (true, true) => 0,
-        (false, true) => 1,
-        (true, false) => 2,
-        (false, false) => 3,
-    })
-}
-
-/// The legend corner with the fewest points (lines and error bars) of the plot near it.
-fn legend_corner(p: &LinePlot, x: (f64, f64), y: (f64, f64)) -> SeriesLabelPosition {
-    let mut counts = [0usize; 4];
-    for s in &p.series {
-        // points along each segment too, so lines count and not only their ends
-        for q in &s.points {
-            for y_ in [q.mean - q.sd, q.mean + q.sd] {
-                let (u, v) = ((q.x - x.0) / (x.1 - x.0), (y_ - y.0) / (y.1 - y.0));
-                if let Some(c) = corner(u, v) {
-                    counts[c] += 1;
-                }
-            }
-        }
-        for w in s.points.windows(2).chain(s.points.windows(1)) {
-            let (a, b) = (w[0], w[w.len() - 1]);
-            for k in 0..=8 {
-                let t = k as f64 / 8.0;
-                let u = ((a.x + (b.x - a.x) * t) - x.0) / (x.1 - x.0);
-                let v = ((a.mean + (b.mean - a.mean) * t) - y.0) / (y.1 - y.0);
-                if let Some(c) = corner(u, v) {
-                    counts[c] += 1;
-                }
-            }
-        }
-    }
-    let best = (0..4).min_by_key(|&i| counts[i]).unwrap_or(0);
-    [
-        SeriesLabelPosition::UpperRight,
-        SeriesLabelPosition::UpperLeft,
-        SeriesLabelPosition::LowerRight,
-        SeriesLabelPosition::LowerLeft,
-    ][best]
-        .clone()
-}
-
 /// The x offset of series `i` of `n` where error bars at one x would overlap.
 fn dodge(p: &LinePlot, i: usize) -> f64 {
     let n = p.series.len();
@@ -359,8 +317,8 @@ fn dodge(p: &LinePlot, i: usize) -> f64 {
     (i as f64 - (n - 1) as f64 / 2.0) * (x1 - x0) * 0.008
 }
 
-/// One chart of a plot; `legend` draws the series' legend in its emptiest corner.
-fn draw_lines(area: &Area, p: &LinePlot, legend: bool) -> Result<()> {
+/// One chart of a plot.
+fn draw_lines(area: &Area, p: &LinePlot) -> Result<()> {
     let (x0, x1, xt, xstep) = x_axis(p);
     let (y0, y1, yt, ystep) = y_axis(p);
     let mut chart = ChartBuilder::on(area)
@@ -406,16 +364,6 @@ fn draw_lines(area: &Area, p: &LinePlot, legend: bool) -> Result<()> {
     for (i, s) in p.series.iter().enumerate() {
         draw_series(&mut chart, s, colour(i), dodge(p, i))?;
     }
-    if legend && p.series.len() > 1 {
-        chart
-            .configure_series_labels()
-            .position(legend_corner(p, (x0, x1), (y0, y1)))
-            .label_font((FONT, 14))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.4))
-            .draw()
-            .map_err(fail)?;
-    }
     Ok(())
 }
 
@@ -430,9 +378,7 @@ fn draw_series(chart: &mut Chart, s: &Series, c: RGBColor, dx: f64) -> Result<()
         .collect();
     chart
         .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))
-        .map_err(fail)?
-        .label(&s.name)
-        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], c.stroke_width(3)));
+        .map_err(fail)?;
     if pts.len() <= 12 {
         chart
             .draw_series(pts.iter().map(|&p| Circle::new(p, 4, c.filled())))
@@ -616,7 +562,7 @@ mod tests {
 
         let p = d.path().join("panels.png");
         panels(&p, "run", &[plot.clone(), plot], 2).unwrap();
-        assert_eq!(ink(&p).0.width, 2 * 620);
+        assert!(ink(&p).0.width > 2 * 600 + 2 * 150);
         let e = panels(&p, "run", &[], 2).unwrap_err().to_string();
         assert!(
             e.contains("panels.png") && e.contains("nothing to plot"),

@@ -69,8 +69,7 @@ impl Predictor {
     pub fn draw(&self, sample: &Sample, p: &Prediction) -> Image {
         let mut s = sample.clone();
         p.apply_to(&mut s);
-        let side = s.width().min(s.height()).max(1);
-        let s = draw::enlarged(&s, 320usize.div_ceil(side).min(8));
+        let s = draw::readable(&s, 320);
         let names = self.class_names();
         match p {
             Prediction::Boxes(d) => {

@@ -172,10 +172,12 @@ pub fn run_curves(metrics: &Path) -> Result<Vec<LinePlot>> {
 /// [`RUN_PLOT`]).
 pub fn run_plot(run_dir: &Path, out: &Path) -> Result<()> {
     let plots = run_curves(&run_dir.join("metrics.jsonl"))?;
-    let name = std::fs::canonicalize(run_dir)
-        .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .unwrap_or_else(|| run_dir.display().to_string());
+    // the folder and its parent: "b7", or "round-0/student" for a self-training student
+    let full = std::fs::canonicalize(run_dir).unwrap_or_else(|_| run_dir.to_path_buf());
+    let parts: Vec<String> = (full.components().rev().take(2))
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    let name = parts.into_iter().rev().collect::<Vec<_>>().join("/");
     panels(out, &format!("Training run {name}"), &plots, 2)
 }
 
