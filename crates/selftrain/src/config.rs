@@ -39,7 +39,8 @@ impl TaskKind {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
-    /// `digits` (embedded scenes), `coco`, `voc`, or for classification `fashion` / `digit-pool`.
+    /// `digits` (embedded scenes), `coco`, `voc`, or for classification `fashion` /
+    /// `digit-pool` / `folder:PATH` (class sub-folders).
     pub dataset: String,
     pub digits: DigitsConfig,
     /// COCO: instances JSON and image folder of the train and validation splits.

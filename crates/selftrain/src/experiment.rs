@@ -212,7 +212,7 @@ fn existing_labels(dir: &Path, cfg: &TrainConfig, quiet: bool) -> Result<Arc<Pse
 }
 
 /// A classification pre-training config from the `configs/pretrain.toml` preset, a dataset
-/// (`fashion`, `digit-pool`), an optional file and `--set` overrides.
+/// (`fashion`, `digit-pool`, `folder:PATH`), an optional file and `--set` overrides.
 pub fn pretrain_config(dataset: &str, file: Option<&Path>, sets: &[String]) -> Result<TrainConfig> {
     let mut base = preset("pretrain")?;
     crate::config::set_path(&mut base, "data.dataset", &format!("{dataset:?}"))?;
@@ -245,7 +245,7 @@ pub struct ExperimentConfig {
     pub augment: Vec<String>,
     pub labeled_fractions: Vec<f64>,
     pub seeds: Vec<u64>,
-    /// `fashion` (out of domain, ImageNet's role) or `digit-pool` (in domain).
+    /// `fashion` (out of domain, ImageNet's role), `digit-pool` (in domain) or `folder:PATH`.
     pub pretrain_dataset: String,
     pub pretrain_steps: usize,
     pub pretrain_batch: usize,
