@@ -200,7 +200,9 @@ pub struct SelfTrainConfig {
     pub ignore_from: Option<f64>,
     /// `random`, `teacher` or `pretrained:PATH|hf:...`.
     pub student_init: String,
-    /// Student noise: stochastic depth rate of the last block, dropout.
+    /// Student noise: stochastic depth rate of the last block; dropout before a classifier's
+    /// last layer, or channel dropout on a detector's or segmenter's head features (its
+    /// `detector.dropout` / `segmenter.dropout`).
     pub drop_path: f64,
     pub dropout: f64,
     /// Multiplies the student's learning rates (below 1 when it starts from the teacher).

@@ -140,7 +140,11 @@ pub fn student_config(cfg: &TrainConfig, teacher: &Path) -> TrainConfig {
     let st = &cfg.selftrain;
     let mut student = cfg.clone();
     student.backbone.drop_path = Some(st.drop_path);
+    // dropout before the classifier of a classification backbone, on the head features of
+    // a detector or segmenter
     student.backbone.dropout = Some(st.dropout);
+    student.detector.dropout = st.dropout;
+    student.segmenter.dropout = st.dropout;
     student.optim.lr_per_256 *= st.student_lr_scale;
     student.optim.warmup_lr_per_256 *= st.student_lr_scale;
     student.init = match st.student_init.as_str() {
