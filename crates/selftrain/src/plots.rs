@@ -411,7 +411,8 @@ fn draw_bars(root: &Area, c: &BarChart, name_area: u32) -> Result<()> {
     let hi = min_max(c.bars.iter().map(|b| b.mean + b.sd.max(0.0))).map_or(1.0, |m| m.1);
     let lo = min_max(c.bars.iter().map(|b| b.mean - b.sd.max(0.0))).map_or(0.0, |m| m.0);
     // room on the right for the written values
-    let (x0, x1) = (lo.min(0.0), hi.max(0.0) * 1.25 + 1e-9);
+    let x1 = if hi > 1e-12 { hi * 1.25 } else { 1.0 };
+    let (x0, x1) = (lo.min(0.0), x1);
     let (xt, xstep) = nice_ticks(x0, x1, 6);
     let yt: Vec<f64> = (0..n).map(|i| i as f64).collect();
     let names: Vec<String> = c.bars.iter().rev().map(|b| b.name.clone()).collect();
