@@ -61,7 +61,7 @@ pub fn evaluate_split(
         device,
         batch_size,
     };
-    check_classes(model, &data.dataset.class_names())?;
+    check_classes(model, &data.dataset.class_names(), &spec)?;
     match model.task.kind() {
         TaskKind::Detection => {
             let instances = match &spec {
@@ -81,7 +81,7 @@ pub fn evaluate_split(
 }
 
 /// The model must predict the classes of the set it is scored on, in the same order.
-fn check_classes(model: &Loaded, names: &[String]) -> Result<()> {
+fn check_classes(model: &Loaded, names: &[String], spec: &DatasetSpec) -> Result<()> {
     if model.class_names != names {
         let show = |v: &[String]| {
             let head: Vec<&str> = v.iter().take(6).map(String::as_str).collect();
@@ -92,10 +92,17 @@ fn check_classes(model: &Loaded, names: &[String]) -> Result<()> {
                 if v.len() > 6 { ", ..." } else { "" }
             )
         };
+        let set = match spec {
+            DatasetSpec::Coco { annotations, .. } => annotations.display().to_string(),
+            DatasetSpec::Voc { root, .. } | DatasetSpec::ClassFolder { root, .. } => {
+                root.display().to_string()
+            }
+            _ => "the validation set".into(),
+        };
         bail!(
-            "the model's classes, {}, are not the validation set's, {}",
-            show(&model.class_names),
-            show(names)
+            "{set}: its classes, {}, are not the model's, {}",
+            show(names),
+            show(&model.class_names)
         )
     }
     Ok(())
