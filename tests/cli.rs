@@ -102,7 +102,8 @@ fn preview_writes_a_grid() {
         out.to_str().unwrap(),
     ]);
     let img = pupil_data::io::read_image(&out).unwrap();
-    assert_eq!((img.width, img.height), (3 * 98 + 2, 2 * 98 + 2));
+    // 96-pixel scenes are drawn twice as large, so their labels stay readable
+    assert_eq!((img.width, img.height), (3 * 194 + 2, 2 * 194 + 2));
 }
 
 #[test]

@@ -144,7 +144,7 @@ pub fn run(a: AugmentArgs) -> Result<()> {
         .enumerate()
         .map(|(i, mut s)| {
             p.apply(&mut s, &mut Rng::for_sample(a.seed, a.epoch, i as u64));
-            draw::draw_sample(&s, &names)
+            draw::draw_sample(&draw::readable(&s, crate::cmd_data::TILE), &names)
         })
         .collect();
     let cols = a

@@ -1,7 +1,11 @@
-//! `pupil eval detection|segmentation`: COCO bbox mAP (pycocotools' numbers) and mIoU.
+//! `pupil eval detection|segmentation|model`: COCO bbox mAP (pycocotools' numbers) and mIoU
+//! of result files, or of a saved model on a dataset split.
+use crate::cmd_train::ConfigArgs;
 use anyhow::Context;
-use pupil_data::coco::eval::{evaluate_files, EvalParams};
-use pupil_data::metrics::evaluate_label_dirs;
+use pupil_data::coco::eval::{evaluate_files, EvalParams, EvalResult};
+use pupil_data::metrics::{evaluate_label_dirs, ConfusionMatrix};
+use pupil_selftrain::evaluate::{evaluate_split, Scores};
+use pupil_selftrain::model::{device, load_model_as, read_model_header};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -23,6 +27,32 @@ pub enum EvalCommand {
     /// With --json prints {"mIoU", "per_class_iou", "pixel_accuracy"}; null for classes absent
     /// from both GT and prediction on non-ignored pixels (they are left out of the mean).
     Segmentation(SegmentationArgs),
+    /// Run a saved model on the validation split its config names (or --config / --set
+    /// overrides: COCO, VOC, digits) and score it.
+    ///
+    /// Writes OUT/metrics.json (detection: the 12 COCO stats and per_category AP;
+    /// segmentation: mIoU, per_class_iou, pixel_accuracy, classes) and, for detection,
+    /// OUT/detections.json in COCO results format with the dataset's image and category ids,
+    /// so pycocotools on it and the instances JSON gives the stats of metrics.json. Sets
+    /// without an instances file (digits, VOC) get their ground truth as
+    /// OUT/ground_truth.json.
+    Model(ModelArgs),
+}
+
+#[derive(clap::Args)]
+pub struct ModelArgs {
+    /// Model (model.safetensors of a run).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Overrides of the model's own config (data keys, augment.size, detector.post).
+    #[command(flatten)]
+    pub cfg: ConfigArgs,
+    /// Output folder.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
 }
 
 #[derive(clap::Args)]
@@ -61,6 +91,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     match a.command {
         EvalCommand::Detection(d) => detection(d),
         EvalCommand::Segmentation(s) => segmentation(s),
+        EvalCommand::Model(m) => model(m),
     }
 }
 
@@ -78,7 +109,13 @@ fn detection(a: DetectionArgs) -> anyhow::Result<()> {
     if a.json {
         return print_json(&r.to_json());
     }
-    for line in r.summary_lines(&params) {
+    print_coco(&r, &params);
+    Ok(())
+}
+
+/// pycocotools' summary, then AP per category.
+fn print_coco(r: &EvalResult, params: &EvalParams) {
+    for line in r.summary_lines(params) {
         println!("{line}");
     }
     println!();
@@ -98,7 +135,6 @@ fn detection(a: DetectionArgs) -> anyhow::Result<()> {
         };
         println!("{id:>8}  {name:<width$}  {v:>6}");
     }
-    Ok(())
 }
 
 fn segmentation(a: SegmentationArgs) -> anyhow::Result<()> {
@@ -106,13 +142,39 @@ fn segmentation(a: SegmentationArgs) -> anyhow::Result<()> {
     if a.json {
         return print_json(&cm.to_json());
     }
+    print_miou(&cm, &[]);
+    Ok(())
+}
+
+/// mIoU, pixel accuracy and IoU per class (named where `names` has the class).
+fn print_miou(cm: &ConfusionMatrix, names: &[String]) {
     let fmt = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.4}"));
     println!("mIoU            {}", fmt(cm.mean_iou()));
     println!("pixel accuracy  {}", fmt(cm.pixel_accuracy()));
     println!();
-    println!("{:>5}  {:>7}", "class", "IoU");
+    println!("{:>5}  {:<14}  {:>7}", "class", "name", "IoU");
     for (c, v) in cm.per_class_iou().into_iter().enumerate() {
-        println!("{c:>5}  {:>7}", fmt(v));
+        let n = names.get(c).map_or("", String::as_str);
+        println!("{c:>5}  {n:<14}  {:>7}", fmt(v));
     }
+}
+
+fn model(a: ModelArgs) -> anyhow::Result<()> {
+    let mut header = read_model_header(&a.checkpoint)?;
+    // the model's own config, then the file and --set overrides
+    let base = pupil_selftrain::config::to_table(&header.config);
+    header.config = a.cfg.load(Some(base))?;
+    let dev = device(&header.config.device)?;
+    let cfg = header.config.clone();
+    let m = load_model_as(&a.checkpoint, &dev, header)?;
+    let e = evaluate_split(&m, &cfg, &dev, a.batch_size)?;
+    match &e.scores {
+        Scores::Detection(r) => print_coco(r, &EvalParams::default()),
+        Scores::Segmentation { confusion, classes } => print_miou(confusion, classes),
+        Scores::Classification(m) => println!("top-1 {:.4}", m.primary),
+    }
+    let files = e.write(&a.out)?;
+    let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    println!("{} images; wrote {}", e.images, names.join(", "));
     Ok(())
 }

@@ -9,7 +9,9 @@ use std::path::PathBuf;
 pub struct PretrainArgs {
     #[command(flatten)]
     pub cfg: ConfigArgs,
-    /// fashion (out of domain) or digit-pool (in domain).
+    /// fashion (out of domain), digit-pool (in domain) or folder:PATH, a folder of class
+    /// sub-folders (PATH/<class>/*.jpg, or ImageNet's PATH/train/<class> and
+    /// PATH/val/<class>; without val/ the last tenth of each class is validation).
     #[arg(long, default_value = "fashion")]
     pub dataset: String,
     /// Run folder (model.safetensors holds the pre-trained backbone).
@@ -22,6 +24,7 @@ pub fn run(a: PretrainArgs) -> Result<()> {
     let rt = Runtime::single(&cfg.device)?;
     let o = experiment::train(&cfg, &rt, &a.out, None, true, false)?;
     report_outcome(&o);
+    crate::cmd_plot::after_training(&a.out);
     println!(
         "use it with: --set init=\"pretrained:{}\"",
         o.model_path.display()

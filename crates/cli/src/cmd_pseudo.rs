@@ -1,10 +1,11 @@
 //! `pupil pseudo-label` (one shard of a teacher's labels) and `pupil self-train`.
 use crate::cmd_train::{report_outcome, ConfigArgs};
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
+use pupil_selftrain::config::set_path;
 use pupil_selftrain::experiment;
-use pupil_selftrain::model::{device, load_model};
-use pupil_selftrain::pseudo::{self, Labeling, PseudoOptions};
-use std::path::PathBuf;
+use pupil_selftrain::model::{device, load_model, read_model_header};
+use pupil_selftrain::pseudo::{self, Labeling, Manifest, PseudoOptions};
+use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
 pub struct PseudoArgs {
@@ -92,20 +93,67 @@ pub fn pseudo_label(a: PseudoArgs) -> Result<()> {
 pub struct SelfTrainArgs {
     #[command(flatten)]
     pub cfg: ConfigArgs,
-    /// Teacher model (model.safetensors of a run); its config is the student's base.
+    /// Teacher model (model.safetensors of a run); its config is the student's base. With
+    /// --pseudo, the folder's manifest names it.
+    #[arg(long, required_unless_present = "pseudo")]
+    pub teacher: Option<PathBuf>,
+    /// An existing pseudo-label folder (`pupil pseudo-label --shard I/N`, every shard done):
+    /// the first student learns from it instead of labeling again. Its threshold is the
+    /// default of selftrain.score_threshold.
     #[arg(long)]
-    pub teacher: PathBuf,
+    pub pseudo: Option<PathBuf>,
     /// Run folder: round-N/pseudo and round-N/student.
     #[arg(long)]
     pub out: PathBuf,
 }
 
+/// The teacher of a pseudo-label folder: the one its manifest records, or `--teacher` when
+/// that is the same model or the recorded path is not on this machine.
+fn recorded_teacher(m: &Manifest, given: Option<&Path>, dir: &Path) -> Result<PathBuf> {
+    let recorded = PathBuf::from(&m.teacher);
+    let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    };
+    match given {
+        None if recorded.is_file() => Ok(recorded),
+        None => bail!(
+            "{}: labeled by {}, which is not on this machine; give its copy with --teacher",
+            dir.display(),
+            m.teacher
+        ),
+        Some(t) if recorded.is_file() && !same(t, &recorded) => bail!(
+            "{}: labeled by {}, not by --teacher {}",
+            dir.display(),
+            m.teacher,
+            t.display()
+        ),
+        Some(t) => Ok(t.to_path_buf()),
+    }
+}
+
 pub fn self_train(a: SelfTrainArgs) -> Result<()> {
-    // the student starts from the teacher's config, then the file and --set overrides
-    let teacher = load_model(&a.teacher, &candle_core::Device::Cpu)?;
-    let base = pupil_selftrain::config::to_table(&teacher.config);
+    let (teacher, threshold) = match &a.pseudo {
+        Some(dir) => {
+            let m = pseudo::complete(dir)?;
+            (
+                recorded_teacher(&m, a.teacher.as_deref(), dir)?,
+                Some(m.score_threshold),
+            )
+        }
+        None => (a.teacher.clone().context("--teacher is required")?, None),
+    };
+    // the student starts from the teacher's config (and the folder's threshold), then the
+    // file and --set overrides
+    let mut base = pupil_selftrain::config::to_table(&read_model_header(&teacher)?.config);
+    if let Some(t) = threshold {
+        set_path(&mut base, "selftrain.score_threshold", &format!("{t:?}"))?;
+    }
     let cfg = a.cfg.load(Some(base))?;
-    let o = experiment::self_train(&a.teacher, &cfg, &a.out, false)?;
+    let o = experiment::self_train_from(&teacher, &cfg, &a.out, a.pseudo.as_deref(), false)?;
     report_outcome(&o);
+    if let Some(run) = o.model_path.parent() {
+        crate::cmd_plot::after_training(run);
+    }
     Ok(())
 }

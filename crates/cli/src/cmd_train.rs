@@ -81,6 +81,9 @@ pub fn train(a: TrainArgs) -> Result<()> {
             a.nproc_per_node * a.nnodes,
             a.out.join("model.safetensors").display()
         );
+        if a.node_rank == 0 {
+            crate::cmd_plot::after_training(&a.out);
+        }
         return Ok(());
     }
     let cfg = a.cfg.load(None)?;
@@ -89,6 +92,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
     let o = experiment::train(&cfg, &rt, &a.out, None, resume, false)?;
     if rt.is_lead() {
         report_outcome(&o);
+        crate::cmd_plot::after_training(&a.out);
     }
     Ok(())
 }

@@ -11,6 +11,7 @@ mod cmd_bench;
 mod cmd_data;
 mod cmd_eval;
 mod cmd_experiment;
+mod cmd_plot;
 mod cmd_predict;
 mod cmd_pretrain;
 mod cmd_pseudo;
@@ -32,7 +33,7 @@ struct Cli {
 enum Command {
     /// Export and preview datasets (the embedded digit scenes, COCO, VOC).
     Data(cmd_data::DataArgs),
-    /// Score detections (COCO mAP) or label maps (mIoU).
+    /// Score detections (COCO mAP), label maps (mIoU), or a saved model on a dataset.
     Eval(cmd_eval::EvalArgs),
     /// Draw a grid of augmented samples.
     Augment(cmd_augment::AugmentArgs),
@@ -52,6 +53,8 @@ enum Command {
     Quickstart(cmd_experiment::QuickstartArgs),
     /// Speed and memory of a model's inference or training step on synthetic images.
     Bench(cmd_bench::BenchArgs),
+    /// Plot a run's loss parts, L_h and L_p, learning rate and validation metric over steps.
+    Plot(cmd_plot::PlotArgs),
 }
 
 fn main() {
@@ -69,6 +72,7 @@ fn main() {
         Command::Experiment(a) => cmd_experiment::run(a),
         Command::Quickstart(a) => cmd_experiment::quickstart(a),
         Command::Bench(a) => cmd_bench::run(a),
+        Command::Plot(a) => cmd_plot::run(a),
     };
     if let Err(e) = r {
         eprintln!("error: {e:#}");

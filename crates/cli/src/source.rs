@@ -11,7 +11,7 @@ use std::sync::Arc;
 #[derive(clap::Args, Clone, Debug)]
 pub struct SourceArgs {
     /// Dataset: digits (embedded scenes), coco (with --gt and --images), voc (with --root),
-    /// folder (with --images).
+    /// folder (with --images), pseudo (with --pseudo; preview only).
     #[arg(long, default_value = "digits")]
     pub dataset: String,
     /// Split of the digit scenes (train, unlabeled, val) or VOC image set.
@@ -29,12 +29,21 @@ pub struct SourceArgs {
     /// COCO instances JSON.
     #[arg(long)]
     pub gt: Option<PathBuf>,
-    /// Image folder (COCO images, or an unlabeled folder).
+    /// Image folder (COCO images, an unlabeled folder, or a pseudo-label folder's source:
+    /// a folder or digits:unlabeled).
     #[arg(long)]
     pub images: Option<PathBuf>,
-    /// VOC root (with Annotations/, JPEGImages/, SegmentationClass/, ImageSets/).
+    /// VOC root (JPEGImages/ with Annotations/ and/or SegmentationClass/; ImageSets/ lists
+    /// are optional: without them every annotation or label map is read).
     #[arg(long)]
     pub root: Option<PathBuf>,
+    /// VOC: detection (boxes; ImageSets/Main) or segmentation (label maps and boxes;
+    /// ImageSets/Segmentation); auto is segmentation when the root has SegmentationClass/.
+    #[arg(long, default_value = "auto")]
+    pub voc_task: String,
+    /// A pseudo-label folder (`--dataset pseudo`): its labels on its source, or on --images.
+    #[arg(long)]
+    pub pseudo: Option<PathBuf>,
 }
 
 impl SourceArgs {
@@ -75,21 +84,32 @@ impl SourceArgs {
                     masks: true,
                 }
             }
-            "voc" => DatasetSpec::Voc {
-                root: self
+            "voc" => {
+                let root = self
                     .root
                     .clone()
-                    .context("--dataset voc needs --root DIR")?,
-                set: self.split.clone(),
-                task: VocTask::Segmentation,
-            },
+                    .context("--dataset voc needs --root DIR")?;
+                let task = match self.voc_task.as_str() {
+                    "detection" => VocTask::Detection,
+                    "segmentation" => VocTask::Segmentation,
+                    "auto" if root.join("SegmentationClass").is_dir() => VocTask::Segmentation,
+                    "auto" => VocTask::Detection,
+                    other => bail!("--voc-task {other:?}: detection, segmentation or auto"),
+                };
+                DatasetSpec::Voc {
+                    root,
+                    set: self.split.clone(),
+                    task,
+                }
+            }
             "folder" => DatasetSpec::Folder {
                 root: self
                     .images
                     .clone()
                     .context("--dataset folder needs --images DIR")?,
             },
-            other => bail!("unknown dataset {other:?} (digits, coco, voc, folder)"),
+            "pseudo" => bail!("--dataset pseudo is for `pupil data preview --pseudo DIR`"),
+            other => bail!("unknown dataset {other:?} (digits, coco, voc, folder, pseudo)"),
         })
     }
 

@@ -3,6 +3,7 @@
 //! loader, batching into candle tensors (feature `tensor`), and COCO mAP / mIoU evaluation.
 #[cfg(feature = "tensor")]
 pub mod batch;
+pub mod class_folder;
 pub mod coco;
 pub mod dataset;
 pub mod digits;

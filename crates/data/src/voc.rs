@@ -1,5 +1,6 @@
 //! PASCAL VOC: `Annotations/*.xml` boxes, `SegmentationClass/*.png` label maps (palette or
-//! gray, 255 = void) and `ImageSets/{Main,Segmentation}/*.txt` lists; reading and writing.
+//! gray, 255 = void) and `ImageSets/{Main,Segmentation}/*.txt` lists (optional: without
+//! them every annotation or label map is listed); reading and writing.
 use crate::dataset::Dataset;
 use crate::error::{Error, Result};
 use crate::io;
@@ -174,12 +175,62 @@ pub fn read_image_set(path: impl AsRef<Path>) -> Result<Vec<String>> {
         .collect())
 }
 
+/// The ids of a set: `ImageSets/{Main,Segmentation}/<set>.txt` where the folder has that
+/// list folder, else every `Annotations/*.xml` (detection) or `SegmentationClass/*.png`
+/// (segmentation) in name order, as labelme and many exporters write VOC folders.
+pub fn list_ids(root: &Path, image_set: &str, task: VocTask) -> Result<Vec<String>> {
+    let (sub, dir, ext) = match task {
+        VocTask::Detection => ("Main", "Annotations", "xml"),
+        VocTask::Segmentation => ("Segmentation", "SegmentationClass", "png"),
+    };
+    let lists = root.join("ImageSets").join(sub);
+    if lists.is_dir() {
+        let file = lists.join(format!("{image_set}.txt"));
+        if !file.exists() {
+            let sets = stems(&lists, "txt")?.join(", ");
+            return Err(Error::invalid(
+                &lists,
+                format!("image set {image_set:?}"),
+                format!("there is no {image_set}.txt (sets here: {sets})"),
+            ));
+        }
+        return read_image_set(file);
+    }
+    let ids = stems(&root.join(dir), ext)?;
+    if ids.is_empty() {
+        return Err(Error::invalid(
+            root.join(dir),
+            "listing",
+            format!("no .{ext} files (and no ImageSets/{sub}/ lists)"),
+        ));
+    }
+    Ok(ids)
+}
+
+/// File stems of `dir` with extension `ext` (any case), sorted.
+fn stems(dir: &Path, ext: &str) -> Result<Vec<String>> {
+    let rd = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+    let mut out = Vec::new();
+    for entry in rd {
+        let p = entry.map_err(|e| Error::io(dir, e))?.path();
+        let matches = p
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| e.eq_ignore_ascii_case(ext));
+        if let (true, Some(stem)) = (matches, p.file_stem().and_then(|s| s.to_str())) {
+            out.push(stem.to_string());
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum VocTask {
-    /// Boxes from `Annotations/`, list from `ImageSets/Main/`.
+    /// Boxes from `Annotations/`, list from `ImageSets/Main/` (every annotation without it).
     Detection,
-    /// Label maps from `SegmentationClass/`, list from `ImageSets/Segmentation/`; boxes too
-    /// when the annotation file exists.
+    /// Label maps from `SegmentationClass/`, list from `ImageSets/Segmentation/` (every label
+    /// map without it); boxes too when the annotation file exists.
     Segmentation,
 }
 
@@ -201,15 +252,7 @@ impl VocDataset {
         classes: Option<Vec<String>>,
     ) -> Result<Self> {
         let root = root.as_ref().to_path_buf();
-        let sub = match task {
-            VocTask::Detection => "Main",
-            VocTask::Segmentation => "Segmentation",
-        };
-        let ids = read_image_set(
-            root.join("ImageSets")
-                .join(sub)
-                .join(format!("{image_set}.txt")),
-        )?;
+        let ids = list_ids(&root, image_set, task)?;
         Ok(VocDataset {
             root,
             ids,

@@ -9,7 +9,7 @@ use crate::matcher::{Matcher, IGNORE};
 use crate::neck::{Neck, NeckConfig, HEAD_INIT};
 use candle_core::{DType, Module, Result, Tensor};
 use pupil_data::batch::{Batch, ImageInfo};
-use pupil_nn::{Act, Backbone, BatchNorm2d, Conv2d, ConvCfg, Init, PadMode, Vb};
+use pupil_nn::{dropout2d, Act, Backbone, BatchNorm2d, Conv2d, ConvCfg, Init, PadMode, Vb};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -49,6 +49,9 @@ pub struct RetinaNetConfig {
     pub focal_gamma: f64,
     pub huber_delta: f64,
     pub box_weight: f64,
+    /// Channel dropout on the head features before the class and box predictors, in
+    /// training only (a self-training student's noise; 0 = off).
+    pub dropout: f64,
     pub post: PostConfig,
 }
 
@@ -66,6 +69,7 @@ impl Default for RetinaNetConfig {
             focal_gamma: 1.5,
             huber_delta: 0.1,
             box_weight: 50.0,
+            dropout: 0.0,
             post: PostConfig::default(),
         }
     }
@@ -76,6 +80,9 @@ struct Subnet {
     /// [conv][level]
     bns: Vec<Vec<BatchNorm2d>>,
     predict: Conv2d,
+    dropout: f64,
+    /// The store whose generator draws the dropout masks.
+    noise: Vb,
 }
 
 impl Subnet {
@@ -136,6 +143,8 @@ impl Subnet {
             convs,
             bns,
             predict,
+            dropout: cfg.dropout,
+            noise: vb.clone(),
         })
     }
 
@@ -144,7 +153,8 @@ impl Subnet {
         for (c, bns) in self.convs.iter().zip(&self.bns) {
             y = act.apply(&bns[level_idx].forward_t(&c.forward(&y)?, train)?)?;
         }
-        self.predict.forward(&y)
+        self.predict
+            .forward(&dropout2d(&y, self.dropout, train, &self.noise)?)
     }
 }
 

@@ -7,7 +7,8 @@ use candle_core::{DType, Module, Result, Tensor};
 use pupil_data::batch::ImageInfo;
 use pupil_data::Plane;
 use pupil_nn::{
-    global_avg_pool, Act, Backbone, BatchNorm2d, Conv2d, ConvCfg, Init, LevelInfo, PadMode, Vb,
+    dropout2d, global_avg_pool, Act, Backbone, BatchNorm2d, Conv2d, ConvCfg, Init, LevelInfo,
+    PadMode, Vb,
 };
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +35,9 @@ pub struct SegmenterConfig {
     pub ignore_index: u32,
     pub bn_eps: f64,
     pub bn_momentum: f64,
+    /// Channel dropout on the features before the classifier, in training only (a
+    /// self-training student's noise; 0 = off).
+    pub dropout: f64,
 }
 
 impl Default for SegmenterConfig {
@@ -56,6 +60,7 @@ impl Default for SegmenterConfig {
             ignore_index: 255,
             bn_eps: 1e-3,
             bn_momentum: 0.003,
+            dropout: 0.0,
         }
     }
 }
@@ -172,6 +177,8 @@ pub struct Segmenter {
     pub backbone: Box<dyn Backbone>,
     head: Head,
     classifier: Conv2d,
+    /// The store whose generator draws the dropout masks.
+    noise: Vb,
 }
 
 impl Segmenter {
@@ -211,6 +218,7 @@ impl Segmenter {
             backbone,
             head,
             classifier,
+            noise: vb.clone(),
         })
     }
 
@@ -265,6 +273,7 @@ impl Segmenter {
                 y
             }
         };
+        let x = dropout2d(&x, self.config.dropout, train, &self.noise)?;
         self.classifier.forward(&x)
     }
 

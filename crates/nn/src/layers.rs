@@ -415,6 +415,31 @@ pub fn dropout(x: &Tensor, rate: f64, train: bool, vb: &Vb) -> Result<Tensor> {
     x * m
 }
 
+/// Channel dropout of [N, C, H, W] feature maps (PyTorch's `Dropout2d`): each channel of
+/// each image is zeroed with probability `rate`, the kept ones rescaled by 1 / (1 - rate).
+/// One draw per channel keeps the noise cheap on large maps and drops whole features.
+pub fn dropout2d(x: &Tensor, rate: f64, train: bool, vb: &Vb) -> Result<Tensor> {
+    if !train || rate <= 0.0 {
+        return Ok(x.clone());
+    }
+    let (n, c, _, _) = x.dims4()?;
+    let keep = 1.0 - rate;
+    let mask: Vec<f32> = {
+        let mut rng = vb.store().noise_rng();
+        (0..n * c)
+            .map(|_| {
+                if rng.uniform() < keep {
+                    1.0 / keep as f32
+                } else {
+                    0.0
+                }
+            })
+            .collect()
+    };
+    let m = Tensor::from_vec(mask, (n, c, 1, 1), x.device())?.to_dtype(x.dtype())?;
+    x.broadcast_mul(&m)
+}
+
 /// Mean over H and W, keeping [N, C].
 pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
     x.mean(D::Minus1)?.mean(D::Minus1)

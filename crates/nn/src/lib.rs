@@ -15,7 +15,8 @@ pub mod params;
 
 pub use backbone::{Backbone, Classifier, FeatureMaps, LevelInfo};
 pub use layers::{
-    drop_path, dropout, global_avg_pool, sigmoid, BatchNorm2d, Conv2d, ConvCfg, Linear, PadMode,
+    drop_path, dropout, dropout2d, global_avg_pool, sigmoid, BatchNorm2d, Conv2d, ConvCfg, Linear,
+    PadMode,
 };
 pub use params::{Init, LoadOptions, ParamKind, ParamStore, Vb};
 pub use pupil_ops::{Act, Pad2d};

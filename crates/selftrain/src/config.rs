@@ -39,7 +39,8 @@ impl TaskKind {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
-    /// `digits` (embedded scenes), `coco`, `voc`, or for classification `fashion` / `digit-pool`.
+    /// `digits` (embedded scenes), `coco`, `voc`, or for classification `fashion` /
+    /// `digit-pool` / `folder:PATH` (class sub-folders).
     pub dataset: String,
     pub digits: DigitsConfig,
     /// COCO: instances JSON and image folder of the train and validation splits.
@@ -209,7 +210,9 @@ pub struct SelfTrainConfig {
     /// paper's "w/ ST" rows), `teacher` (the teacher's weights), `random`, or
     /// `pretrained:PATH|hf:...`.
     pub student_init: String,
-    /// Student noise: stochastic depth rate of the last block, dropout.
+    /// Student noise: stochastic depth rate of the last block; dropout before a classifier's
+    /// last layer, or channel dropout on a detector's or segmenter's head features (its
+    /// `detector.dropout` / `segmenter.dropout`).
     pub drop_path: f64,
     pub dropout: f64,
     /// The student's augmentation when it differs from the run's (`augment.policy`); the

@@ -26,9 +26,15 @@ pub fn split_spec(cfg: &TrainConfig, val: bool) -> Result<DatasetSpec> {
             set: d.dataset.clone(),
             part: if val { Part::Val } else { Part::Train },
         },
+        (TaskKind::Classification, other) if other.starts_with("folder:") => {
+            DatasetSpec::ClassFolder {
+                root: PathBuf::from(&other["folder:".len()..]),
+                part: if val { Part::Val } else { Part::Train },
+            }
+        }
         (TaskKind::Classification, other) => {
             return Err(Error::config(format!(
-                "classification data must be fashion or digit-pool, not {other:?}"
+                "classification data must be fashion, digit-pool or folder:PATH, not {other:?}"
             )))
         }
         (_, "digits") => DatasetSpec::Digits {

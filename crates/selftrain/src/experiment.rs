@@ -161,10 +161,14 @@ pub fn student_config(cfg: &TrainConfig, teacher: &Path) -> TrainConfig {
     let st = &cfg.selftrain;
     let mut student = cfg.clone();
     student.backbone.drop_path = Some(st.drop_path);
+    // dropout before the classifier of a classification backbone, on the head features of
+    // a detector or segmenter
     student.backbone.dropout = Some(st.dropout);
     if let Some(a) = &st.student_augment {
         student.augment.policy = a.clone();
     }
+    student.detector.dropout = st.dropout;
+    student.segmenter.dropout = st.dropout;
     student.optim.lr_per_256 *= st.student_lr_scale;
     student.optim.warmup_lr_per_256 *= st.student_lr_scale;
     student.init = match st.student_init.as_str() {
@@ -207,13 +211,28 @@ pub fn pseudo_options(cfg: &TrainConfig) -> PseudoOptions {
 /// Self-training: `rounds` times, the teacher labels the unlabeled source and a noised
 /// student learns from human and pseudo labels; the student becomes the next teacher.
 pub fn self_train(teacher: &Path, cfg: &TrainConfig, out: &Path, quiet: bool) -> Result<Outcome> {
+    self_train_from(teacher, cfg, out, None, quiet)
+}
+
+/// As [`self_train`]; with `labels`, the first round's student learns from that existing
+/// pseudo-label folder (`pupil pseudo-label`, every shard done) instead of labeling again.
+pub fn self_train_from(
+    teacher: &Path,
+    cfg: &TrainConfig,
+    out: &Path,
+    labels: Option<&Path>,
+    quiet: bool,
+) -> Result<Outcome> {
     let rt = Runtime::single(&cfg.device)?;
     let mut teacher = teacher.to_path_buf();
     let mut last = None;
     for round in 0..cfg.selftrain.rounds.max(1) {
         let rdir = out.join(format!("round-{round}"));
         let opts = pseudo_options(cfg);
-        let (pseudo, _) = pseudo_label_all(&teacher, cfg, &rdir.join("pseudo"), &opts, quiet)?;
+        let pseudo = match labels.filter(|_| round == 0) {
+            Some(dir) => existing_labels(dir, cfg, quiet)?,
+            None => pseudo_label_all(&teacher, cfg, &rdir.join("pseudo"), &opts, quiet)?.0,
+        };
         let student = student_config(cfg, &teacher);
         let o = train(
             &student,
@@ -229,8 +248,24 @@ pub fn self_train(teacher: &Path, cfg: &TrainConfig, out: &Path, quiet: bool) ->
     last.ok_or_else(|| Error::msg("no rounds"))
 }
 
+/// The pseudo-labeled set of an existing folder.
+fn existing_labels(dir: &Path, cfg: &TrainConfig, quiet: bool) -> Result<Arc<PseudoLabeled>> {
+    let (m, ds) = pseudo::labeled_folder(dir, cfg)?;
+    if !quiet {
+        eprintln!(
+            "pseudo labels from {} (teacher {}): {} boxes and {} label maps on {} images",
+            dir.display(),
+            m.teacher,
+            ds.num_boxes(),
+            ds.num_label_maps(),
+            m.images
+        );
+    }
+    Ok(Arc::new(ds))
+}
+
 /// A classification pre-training config from the `configs/pretrain.toml` preset, a dataset
-/// (`fashion`, `digit-pool`), an optional file and `--set` overrides.
+/// (`fashion`, `digit-pool`, `folder:PATH`), an optional file and `--set` overrides.
 pub fn pretrain_config(dataset: &str, file: Option<&Path>, sets: &[String]) -> Result<TrainConfig> {
     let mut base = preset("pretrain")?;
     crate::config::set_path(&mut base, "data.dataset", &format!("{dataset:?}"))?;

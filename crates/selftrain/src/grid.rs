@@ -28,8 +28,12 @@ pub struct ExperimentConfig {
     pub controls: bool,
     pub augment: Vec<String>,
     pub labeled_fractions: Vec<f64>,
+    /// Supervised steps for each labeled fraction, in the order of `labeled_fractions`
+    /// (a smaller set converges in fewer steps); empty: `base.optim.steps` for all.
+    pub labeled_steps: Vec<usize>,
     pub seeds: Vec<u64>,
-    /// The set of `inits = ["pretrained"]`: `fashion` or `digit-pool`.
+    /// The set of `inits = ["pretrained"]`: `fashion`, `digit-pool` or `folder:PATH` (class
+    /// sub-folders).
     pub pretrain_dataset: String,
     pub pretrain_steps: usize,
     pub pretrain_batch: usize,
@@ -47,6 +51,7 @@ impl Default for ExperimentConfig {
             controls: true,
             augment: vec!["s1".into(), "s2".into(), "s3".into(), "s4".into()],
             labeled_fractions: vec![0.2, 0.5, 1.0],
+            labeled_steps: vec![],
             seeds: vec![0],
             pretrain_dataset: "fashion".into(),
             pretrain_steps: 2000,
@@ -146,19 +151,26 @@ impl Init {
 
     /// A name for folders and arm names, distinct for distinct inits.
     pub fn tag(&self) -> String {
+        let clean = |s: &str| -> String {
+            let c = |c: char| if c.is_ascii_alphanumeric() { c } else { '-' };
+            s.chars().map(c).collect()
+        };
         match self {
             Init::Random => "random".into(),
-            Init::PretrainedHere(d) => d.clone(),
+            Init::PretrainedHere(d) if d.starts_with("folder:") => {
+                let stem = Path::new(&d["folder:".len()..]).file_name();
+                format!(
+                    "folder-{}",
+                    clean(&stem.unwrap_or_default().to_string_lossy())
+                )
+            }
+            Init::PretrainedHere(d) => clean(d),
             Init::File(p) => {
-                let stem = Path::new(p.trim_start_matches("pretrained:"))
-                    .file_stem()
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                let clean: String = stem
-                    .chars()
-                    .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-                    .collect();
-                format!("file-{clean}")
+                let stem = Path::new(p.trim_start_matches("pretrained:")).file_stem();
+                format!(
+                    "file-{}",
+                    clean(&stem.unwrap_or_default().to_string_lossy())
+                )
             }
         }
     }
@@ -204,6 +216,12 @@ pub struct Plan {
 
 impl Plan {
     pub fn new(exp: &ExperimentConfig) -> Result<Plan> {
+        let (ls, lf) = (exp.labeled_steps.len(), exp.labeled_fractions.len());
+        if ls != 0 && ls != lf {
+            return Err(Error::config(format!(
+                "labeled_steps has {ls} entries for {lf} labeled_fractions"
+            )));
+        }
         let mut cells = Vec::new();
         for &seed in &exp.seeds {
             for aug in &exp.augment {
@@ -375,14 +393,14 @@ impl Ctx<'_> {
         }
     }
 
-    fn pretrain_dir(&self, dataset: &str, seed: u64) -> PathBuf {
-        self.out.join(format!("pretrain-{dataset}-seed{seed}"))
+    fn pretrain_dir(&self, init: &Init, seed: u64) -> PathBuf {
+        self.out.join(format!("pretrain-{}-seed{seed}", init.tag()))
     }
 
     /// A backbone pre-trained on an embedded set with the `configs/pretrain.toml` preset.
     fn pretrained_backbone(&self, dataset: &str, seed: u64) -> Result<PathBuf> {
         let exp = self.exp;
-        let dir = self.pretrain_dir(dataset, seed);
+        let dir = self.pretrain_dir(&Init::PretrainedHere(dataset.to_string()), seed);
         let done = dir.join("model.safetensors");
         if done.exists() && dir.join("outcome.json").exists() {
             return Ok(done);
@@ -412,10 +430,16 @@ impl Ctx<'_> {
         base.seed = cell.seed;
         base.augment.policy = cell.augment.clone();
         base.data.labeled_fraction = cell.fraction;
+        let at = self.exp.labeled_fractions.iter().position(|&f| f == cell.fraction);
+        if let Some(&steps) = at.and_then(|i| self.exp.labeled_steps.get(i)) {
+            base.optim.steps = steps;
+        }
         base.init = match &cell.init {
             Init::Random => "random".into(),
-            Init::PretrainedHere(d) => {
-                let p = self.pretrain_dir(d, cell.seed).join("model.safetensors");
+            Init::PretrainedHere(_) => {
+                let p = self
+                    .pretrain_dir(&cell.init, cell.seed)
+                    .join("model.safetensors");
                 format!("pretrained:{}", p.display())
             }
             Init::File(p) => p.clone(),

@@ -12,20 +12,24 @@
 //!   exact resume.
 //! - [`pseudo`]: teacher pseudo-labels in resumable COCO shards, their quality report.
 //! - [`predict`]: a saved model over images, to drawings and COCO results.
+//! - [`evaluate`]: a saved model scored on a split, with its detections as COCO results.
 //! - [`dist`]: data-parallel training (the [`dist::Runtime`] of a run, gradient averaging,
 //!   the `--nproc-per-node` launcher).
 //! - [`experiment`]: training, self-training rounds, the student's control, pre-training.
 //! - [`grid`]: the paper's grid of init x self-training x augmentation x labeled fraction x
 //!   seed, with controls, resumable, arms side by side; [`report`] writes its tables,
 //!   findings and plots.
+//! - [`plots`]: line plots with error bars, bar charts, panels and a run's training curves.
 pub mod config;
 pub mod data;
 pub mod dist;
 pub mod error;
+pub mod evaluate;
 pub mod experiment;
 pub mod grid;
 pub mod model;
 pub mod optim;
+pub mod plots;
 pub mod predict;
 pub mod pseudo;
 pub mod report;

@@ -105,8 +105,16 @@ pub struct Loaded {
     pub task: Box<dyn Task>,
 }
 
-/// Loads a model written by [`save_model`] or a training checkpoint.
-pub fn load_model(path: &Path, device: &Device) -> Result<Loaded> {
+/// What a model file's header says: the config that built it, its class names and its
+/// number of outputs.
+pub struct Header {
+    pub config: TrainConfig,
+    pub class_names: Vec<String>,
+    pub num_outputs: usize,
+}
+
+/// Reads the header of a model written by [`save_model`] or a training checkpoint.
+pub fn read_model_header(path: &Path) -> Result<Header> {
     let h = read_header(path)?
         .ok_or_else(|| err(format!("{}: not a pupil model (no header)", path.display())))?;
     let config: TrainConfig = serde_json::from_value(h["config"].clone())
@@ -117,6 +125,26 @@ pub fn load_model(path: &Path, device: &Device) -> Result<Loaded> {
         .as_u64()
         .ok_or_else(|| err(format!("{}: header lacks num_outputs", path.display())))?
         as usize;
+    Ok(Header {
+        config,
+        class_names,
+        num_outputs,
+    })
+}
+
+/// Loads a model written by [`save_model`] or a training checkpoint.
+pub fn load_model(path: &Path, device: &Device) -> Result<Loaded> {
+    load_model_as(path, device, read_model_header(path)?)
+}
+
+/// Loads a model's tensors into the model `header.config` builds (the file's own header,
+/// or one whose non-structural keys, such as post-processing, were overridden).
+pub fn load_model_as(path: &Path, device: &Device, header: Header) -> Result<Loaded> {
+    let Header {
+        config,
+        class_names,
+        num_outputs,
+    } = header;
     let store = ParamStore::new(device, DType::F32, config.seed);
     let task = task::build(&config, num_outputs, &store)?;
     let tensors = candle_core::safetensors::load(path, &Device::Cpu)

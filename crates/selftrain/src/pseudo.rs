@@ -4,7 +4,8 @@
 //! The teacher's [`crate::task::Task`] turns its views of each batch into labels: boxes
 //! scoring at least the threshold (detection) or the per-pixel argmax where the confidence
 //! reaches it, else 255 (segmentation).
-use crate::data::eval_transform;
+use crate::config::{TaskKind, TrainConfig};
+use crate::data::{eval_transform, unlabeled_source};
 use crate::error::{bail, Error, Result};
 use crate::model::Loaded;
 pub use crate::task::PseudoOptions;
@@ -39,6 +40,10 @@ pub struct Manifest {
     pub source: String,
     pub task: String,
     pub score_threshold: f64,
+    /// Detection: the shards keep teacher boxes down to this score (for the quality report
+    /// and ignore regions); absent in folders written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_from: Option<f64>,
     pub categories: Vec<CocoCategory>,
     pub shards: usize,
     pub done: Vec<usize>,
@@ -193,6 +198,7 @@ fn update_manifest(out: &Path, job: &Labeling, opts: &PseudoOptions, n: usize) -
         source: job.source_name.to_string(),
         task: teacher.config.task.name().to_string(),
         score_threshold: opts.score_threshold,
+        keep_from: Some(opts.keep_from.min(opts.score_threshold)),
         categories,
         shards: n,
         done: vec![],
@@ -228,6 +234,20 @@ fn update_manifest(out: &Path, job: &Labeling, opts: &PseudoOptions, n: usize) -
 /// All shards of a folder merged; fails if one is missing.
 pub fn merge(out: &Path) -> Result<(Manifest, Shard)> {
     let m: Manifest = io::read_json(out.join("manifest.json"))?;
+    let mut all = merged(out, &m, false)?;
+    all.images.sort_by_key(|i| i.id);
+    Ok((m, all))
+}
+
+/// The shards of `m` that have no file in `out`.
+pub fn missing_shards(out: &Path, m: &Manifest) -> Vec<usize> {
+    (0..m.shards)
+        .filter(|&i| !shard_path(out, i, m.shards).is_file())
+        .collect()
+}
+
+/// The shards of a folder merged (`partial`: those done, else all of them or an error).
+fn merged(out: &Path, m: &Manifest, partial: bool) -> Result<Shard> {
     let mut all = Shard {
         shard: 0,
         of: 1,
@@ -237,6 +257,9 @@ pub fn merge(out: &Path) -> Result<(Manifest, Shard)> {
     };
     for i in 0..m.shards {
         let p = shard_path(out, i, m.shards);
+        if partial && !p.is_file() {
+            continue;
+        }
         let s: Shard = io::read_json(&p)
             .map_err(|e| Error::msg(format!("shard {i} of {} is not done: {e}", m.shards)))?;
         all.images.extend(s.images);
@@ -244,7 +267,85 @@ pub fn merge(out: &Path) -> Result<(Manifest, Shard)> {
         all.label_maps.extend(s.label_maps);
     }
     all.images.sort_by_key(|i| i.id);
+    Ok(all)
+}
+
+/// The manifest of a pseudo-label folder whose every shard is done; a folder with missing
+/// shards is refused, naming them and the command that makes them.
+pub fn complete(dir: &Path) -> Result<Manifest> {
+    let path = dir.join("manifest.json");
+    if !path.is_file() {
+        bail!("{}: not a pseudo-label folder (no manifest.json; `pupil pseudo-label --out` writes one)", dir.display())
+    }
+    let m: Manifest = io::read_json(&path)?;
+    let missing = missing_shards(dir, &m);
+    if !missing.is_empty() {
+        let names: Vec<String> = (missing.iter())
+            .map(|&i| format!("{i} ({})", file_name(&shard_path(dir, i, m.shards))))
+            .collect();
+        bail!(
+            "{}: {} of {} shards are missing: {}; run `pupil pseudo-label --shard I/{}` for each",
+            dir.display(),
+            missing.len(),
+            m.shards,
+            names.join(", "),
+            m.shards
+        )
+    }
+    Ok(m)
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// The shards done so far (previews of a folder still being labeled).
+pub fn merge_done(dir: &Path) -> Result<(Manifest, Shard)> {
+    let m: Manifest = io::read_json(dir.join("manifest.json"))?;
+    let all = merged(dir, &m, true)?;
     Ok((m, all))
+}
+
+/// An existing pseudo-label folder (every shard done) as a student's pseudo-labeled set: its
+/// source re-opened with `cfg`, hard labels at `cfg.selftrain.score_threshold` and ignore
+/// regions from `ignore_from`, as a fresh labeling would give them.
+pub fn labeled_folder(dir: &Path, cfg: &TrainConfig) -> Result<(Manifest, PseudoLabeled)> {
+    let m = complete(dir)?;
+    if m.task != cfg.task.name() {
+        bail!(
+            "{}: labels for {}, not for a {} student",
+            dir.display(),
+            m.task,
+            cfg.task.name()
+        )
+    }
+    let st = &cfg.selftrain;
+    let lo = st
+        .ignore_from
+        .unwrap_or(st.score_threshold)
+        .min(st.score_threshold);
+    let keep = m.keep_from.unwrap_or(m.score_threshold.min(0.1));
+    if cfg.task == TaskKind::Segmentation && st.score_threshold != m.score_threshold {
+        bail!("{}: the label maps were cut at confidence {}; selftrain.score_threshold = {} cannot apply to them", dir.display(), m.score_threshold, st.score_threshold)
+    }
+    if cfg.task == TaskKind::Detection && lo < keep - 1e-12 {
+        bail!("{}: the shards keep teacher boxes from score {keep}; selftrain.score_threshold or ignore_from = {lo} would need lower ones", dir.display())
+    }
+    let source = unlabeled_source(cfg, &m.source)?;
+    let all = merged(dir, &m, false)?;
+    if all.images.len() != source.len() {
+        bail!(
+            "{}: the shards label {} images but its source {} has {}",
+            dir.display(),
+            all.images.len(),
+            m.source,
+            source.len()
+        )
+    }
+    let ds = PseudoLabeled::new(source, dir, &m, &all, st.score_threshold, st.ignore_from);
+    Ok((m, ds))
 }
 
 /// Merges the shards of a folder into `pseudo.json` once every shard is done; `None`
@@ -281,8 +382,10 @@ pub fn to_coco(m: &Manifest, s: &Shard) -> CocoFile {
 /// The unlabeled source with the teacher's hard labels attached.
 pub struct PseudoLabeled {
     pub source: Arc<dyn Dataset>,
-    /// Source index -> (boxes, classes) or label map.
+    /// Image id -> (boxes, classes, ignored) or label map.
     boxes: HashMap<u64, (Vec<[f32; 4]>, Vec<u32>, Vec<bool>)>,
+    /// Image id -> the teacher's score of each box.
+    scores: HashMap<u64, Vec<f32>>,
     maps: HashMap<u64, PathBuf>,
     names: Vec<String>,
     pub threshold: f64,
@@ -300,12 +403,14 @@ impl PseudoLabeled {
         ignore_from: Option<f64>,
     ) -> Self {
         let mut boxes: HashMap<u64, (Vec<[f32; 4]>, Vec<u32>, Vec<bool>)> = HashMap::new();
+        let mut scores: HashMap<u64, Vec<f32>> = HashMap::new();
         let lo = ignore_from.unwrap_or(threshold).min(threshold);
         for d in shard.detections.iter().filter(|d| d.score >= lo) {
             let e = boxes.entry(d.image_id).or_default();
             e.0.push(d.xyxy());
             e.1.push(d.category_id as u32 - 1);
             e.2.push(d.score < threshold);
+            scores.entry(d.image_id).or_default().push(d.score as f32);
         }
         let maps = shard
             .label_maps
@@ -315,11 +420,21 @@ impl PseudoLabeled {
         PseudoLabeled {
             source,
             boxes,
+            scores,
             maps,
             names: manifest.categories.iter().map(|c| c.name.clone()).collect(),
             threshold,
         }
     }
+    /// The teacher's scores of an image's boxes, in the order of its sample's boxes.
+    pub fn scores(&self, image_id: u64) -> &[f32] {
+        self.scores.get(&image_id).map_or(&[], Vec::as_slice)
+    }
+
+    pub fn num_label_maps(&self) -> usize {
+        self.maps.len()
+    }
+
     pub fn num_boxes(&self) -> usize {
         self.boxes
             .values()

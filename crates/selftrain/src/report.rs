@@ -3,8 +3,8 @@
 //! paper's three findings tested on the numbers, CSV, results.json, and plots.
 use crate::error::Result;
 use crate::grid::{ArmResult, ExperimentConfig, Role};
-use pupil_data::draw::{class_colour, draw_number};
-use pupil_data::{io, Image};
+use crate::plots::{self, Bar, BarChart, LinePlot, Point, Series, XAxis};
+use pupil_data::io;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -398,6 +398,17 @@ fn csv(results: &[ArmResult]) -> String {
     csv
 }
 
+/// The supervised steps: one number, or one per labeled fraction.
+fn steps_text(exp: &ExperimentConfig) -> String {
+    if exp.labeled_steps.is_empty() {
+        return exp.base.optim.steps.to_string();
+    }
+    let per: Vec<String> = (exp.labeled_steps.iter().zip(&exp.labeled_fractions))
+        .map(|(s, f)| format!("{s} at {:.0}%", f * 100.0))
+        .collect();
+    per.join(", ")
+}
+
 fn setup_text(exp: &ExperimentConfig, results: &[ArmResult], wall: Option<f64>) -> String {
     let b = &exp.base;
     let st = &b.selftrain;
@@ -406,13 +417,13 @@ fn setup_text(exp: &ExperimentConfig, results: &[ArmResult], wall: Option<f64>) 
     let mut s = format!(
         "Task: {}; backbone {} (width {}, depth {}); {} px; {} supervised steps of {} images; {} seed(s); metric {} in percent.\n\n",
         b.task.name(), b.backbone.name, opt(b.backbone.width), opt(b.backbone.depth), b.augment.size,
-        b.optim.steps, b.optim.batch_size, exp.seeds.len(), b.task.metric()
+        steps_text(exp), b.optim.batch_size, exp.seeds.len(), b.task.metric()
     );
     if exp.self_training.contains(&true) {
         s += &format!(
-            "Self-training: the supervised arm is the teacher; the student starts from `{}` (`init` = the arm's own init), trains {} steps on {} human + {} pseudo-labeled images a step with stochastic depth {}, dropout {}, augmentation {}, learning rate x{}; pseudo labels at score {} (teacher boxes in [{}, {}) ignored), teacher scales {:?}; loss {} with alpha {} (moving-average decay {}).\n\n",
+            "Self-training: the supervised arm is the teacher; the student starts from `{}` (`init` = the arm's own init), trains {} times the teacher's steps on {} human + {} pseudo-labeled images a step with stochastic depth {}, dropout {}, augmentation {}, learning rate x{}; pseudo labels at score {} (teacher boxes in [{}, {}) ignored), teacher scales {:?}; loss {} with alpha {} (moving-average decay {}).\n\n",
             st.student_init,
-            (b.optim.steps as f64 * exp.student_steps_factor).round(),
+            (exp.student_steps_factor * 1000.0).round() / 1000.0,
             b.optim.batch_size,
             crate::trainer::batch_sizes(b, 1).1,
             st.drop_path, st.dropout,
@@ -461,163 +472,111 @@ fn plots(out: &Path, exp: &ExperimentConfig, results: &[ArmResult]) -> Result<St
                 .push(100.0 * r.metrics.primary);
         }
     }
-    let mut md = String::new();
-    if exp.augment.len() > 1 {
-        plot(
-            &out.join("plot_augment.png"),
-            &rows,
-            &cells,
-            &cols,
-            |c| cols.iter().position(|x| x.0 == cols[c].0).unwrap_or(0) as f64,
-            exp.labeled_fractions.last().copied(),
-            |c| cols[c].1,
-        )?;
-        md += "\n![metric vs augmentation strength](plot_augment.png)\n";
-    }
-    if exp.labeled_fractions.len() > 1 {
-        plot(
-            &out.join("plot_fraction.png"),
-            &rows,
-            &cells,
-            &cols,
-            |c| cols[c].1 * 100.0,
-            None,
-            |_| 0.0,
-        )?;
-        md += "\n![metric vs labeled fraction](plot_fraction.png)\n";
-    }
-    if exp.augment.len() == 1 && exp.labeled_fractions.len() == 1 {
-        bars(&out.join("plot_arms.png"), &rows, &cells)?;
-        md += "\n![metric per arm](plot_arms.png)\n";
-    }
-    Ok(md)
-}
-
-fn line(img: &mut Image, (x0, y0): (i64, i64), (x1, y1): (i64, i64), c: [u8; 3]) {
-    let n = (x1 - x0).abs().max((y1 - y0).abs()).max(1);
-    for k in 0..=n {
-        let x = x0 + (x1 - x0) * k / n;
-        let y = y0 + (y1 - y0) * k / n;
-        for dy in 0..2 {
-            if x >= 0 && y + dy >= 0 && (x as usize) < img.width && ((y + dy) as usize) < img.height
-            {
-                img.pixel_mut(x as usize, (y + dy) as usize)
-                    .copy_from_slice(&c);
-            }
-        }
-    }
-}
-
-fn axes(w: usize, h: usize, lo: f64, hi: f64) -> (Image, impl Fn(f64) -> i64) {
-    let mut img = Image::new(w, h, 3, 255);
-    let (top, bottom, left) = (20i64, h as i64 - 30, 40i64);
-    line(&mut img, (left, top), (left, bottom), [0, 0, 0]);
-    line(&mut img, (left, bottom), (w as i64 - 10, bottom), [0, 0, 0]);
-    let to_y = move |v: f64| {
-        bottom - ((v - lo) / (hi - lo).max(1e-9) * (bottom - top) as f64).round() as i64
-    };
-    for k in 0..=4 {
-        let v = lo + (hi - lo) * k as f64 / 4.0;
-        let y = to_y(v);
-        line(&mut img, (left - 4, y), (left, y), [0, 0, 0]);
-        draw_number(
-            &mut img,
-            2,
-            y - 3,
-            v.round().max(0.0) as u32,
-            [0, 0, 0],
-            [255, 255, 255],
-        );
-    }
-    (img, to_y)
+    write_plots(out, exp, &rows, &cells, &cols)
 }
 
 type Cells = BTreeMap<(String, usize), Vec<f64>>;
 
-fn plot(
-    path: &Path,
+/// The series of each setup over the columns `pick` keeps, x from `x_of(column)`.
+fn setup_series(
+    rows: &[String],
+    cells: &Cells,
+    cols: usize,
+    pick: impl Fn(usize) -> Option<f64>,
+) -> Vec<Series> {
+    rows.iter()
+        .map(|row| Series {
+            name: row.clone(),
+            points: (0..cols)
+                .filter_map(|c| {
+                    let (m, sd) = mean_sd(cells.get(&(row.clone(), c))?);
+                    Some(Point::new(pick(c)?, m, sd))
+                })
+                .collect(),
+        })
+        .filter(|s| !s.points.is_empty())
+        .collect()
+}
+
+/// The plots of a grid (metric against augmentation, against labeled fraction, or per setup
+/// for a single cell) and the report's lines that show them.
+fn write_plots(
+    out: &Path,
+    exp: &ExperimentConfig,
     rows: &[String],
     cells: &Cells,
     cols: &[(String, f64)],
-    x_of: impl Fn(usize) -> f64,
-    only_fraction: Option<f64>,
-    frac_of: impl Fn(usize) -> f64,
-) -> Result<()> {
-    let vals: Vec<f64> = cells.values().map(|v| mean_sd(v).0).collect();
-    let (lo, hi) = (
-        vals.iter()
-            .cloned()
-            .fold(f64::MAX, f64::min)
-            .min(100.0)
-            .floor(),
-        vals.iter()
-            .cloned()
-            .fold(f64::MIN, f64::max)
-            .max(0.0)
-            .ceil(),
-    );
-    let (w, h) = (480usize, 300usize);
-    let (mut img, to_y) = axes(w, h, lo, hi.max(lo + 1.0));
-    let xs: Vec<f64> = (0..cols.len()).map(&x_of).collect();
-    let (xlo, xhi) = (
-        xs.iter().cloned().fold(f64::MAX, f64::min),
-        xs.iter().cloned().fold(f64::MIN, f64::max),
-    );
-    let to_x = |x: f64| 50 + ((x - xlo) / (xhi - xlo).max(1e-9) * (w as f64 - 80.0)).round() as i64;
-    for (ri, row) in rows.iter().enumerate() {
-        let colour = class_colour(ri as u32);
-        let mut pts: Vec<(i64, i64)> = Vec::new();
-        for (c, _) in cols.iter().enumerate() {
-            if only_fraction.is_some_and(|f| (frac_of(c) - f).abs() > 1e-9) {
-                continue;
-            }
-            if let Some(v) = cells.get(&(row.clone(), c)) {
-                pts.push((to_x(xs[c]), to_y(mean_sd(v).0)));
-            }
-        }
-        pts.sort();
-        for p in pts.windows(2) {
-            line(&mut img, p[0], p[1], colour);
-        }
-        for &(x, y) in &pts {
-            for d in -3..=3 {
-                line(&mut img, (x - 3, y + d), (x + 3, y + d), colour);
-            }
-        }
+) -> Result<String> {
+    let metric = exp.base.task.metric();
+    let seeds = exp.seeds.len();
+    let spread = if seeds > 1 {
+        format!(", mean ± sd over {seeds} seeds")
+    } else {
+        String::new()
+    };
+    let y_label = format!("{metric} (%)");
+    let last_frac = exp.labeled_fractions.last().copied().unwrap_or(1.0);
+    let last_aug = exp.augment.last().cloned().unwrap_or_default();
+    let mut md = String::new();
+    if exp.augment.len() > 1 {
+        let augs: Vec<String> = exp.augment.iter().map(|a| a.to_uppercase()).collect();
+        let plot = LinePlot {
+            title: format!(
+                "{metric} vs augmentation ({:.0}% labeled{spread})",
+                last_frac * 100.0
+            ),
+            x_label: "augmentation strength".into(),
+            y_label: y_label.clone(),
+            series: setup_series(rows, cells, cols.len(), |c| {
+                let (a, f) = &cols[c];
+                ((f - last_frac).abs() < 1e-9)
+                    .then(|| exp.augment.iter().position(|x| x == a).map(|i| i as f64))
+                    .flatten()
+            }),
+            x: XAxis::Categories(augs),
+        };
+        plots::line_plot(&out.join("plot_augment.png"), &plot)?;
+        md += "\n![metric vs augmentation strength](plot_augment.png)\n";
     }
-    io::write_png(path, &img)?;
-    Ok(())
-}
-
-fn bars(path: &Path, rows: &[String], cells: &Cells) -> Result<()> {
-    let vals: Vec<f64> = rows
-        .iter()
-        .map(|r| {
-            cells
-                .get(&(r.clone(), 0))
-                .map(|v| mean_sd(v).0)
-                .unwrap_or(0.0)
-        })
-        .collect();
-    let hi = vals.iter().cloned().fold(1.0, f64::max).ceil();
-    let (w, h) = (360usize, 260usize);
-    let (mut img, to_y) = axes(w, h, 0.0, hi);
-    for (i, v) in vals.iter().enumerate() {
-        let x0 = 60 + i as i64 * 70;
-        let y = to_y(*v);
-        let colour = class_colour(i as u32);
-        for x in x0..x0 + 40 {
-            line(&mut img, (x, y), (x, h as i64 - 30), colour);
-        }
-        draw_number(
-            &mut img,
-            x0 + 8,
-            y - 10,
-            v.round() as u32,
-            [0, 0, 0],
-            [255, 255, 255],
-        );
+    if exp.labeled_fractions.len() > 1 {
+        let plot = LinePlot {
+            title: format!(
+                "{metric} vs labeled data ({}{spread})",
+                last_aug.to_uppercase()
+            ),
+            x_label: "labeled data (%)".into(),
+            y_label: y_label.clone(),
+            series: setup_series(rows, cells, cols.len(), |c| {
+                (cols[c].0 == last_aug).then(|| cols[c].1 * 100.0)
+            }),
+            x: XAxis::Ticks(exp.labeled_fractions.iter().map(|f| f * 100.0).collect()),
+        };
+        plots::line_plot(&out.join("plot_fraction.png"), &plot)?;
+        md += "\n![metric vs labeled fraction](plot_fraction.png)\n";
     }
-    io::write_png(path, &img)?;
-    Ok(())
+    if exp.augment.len() == 1 && exp.labeled_fractions.len() == 1 {
+        let bars = rows
+            .iter()
+            .filter_map(|r| {
+                let (mean, sd) = mean_sd(cells.get(&(r.clone(), 0))?);
+                Some(Bar {
+                    name: r.clone(),
+                    mean,
+                    sd,
+                })
+            })
+            .collect();
+        let chart = BarChart {
+            title: format!(
+                "{metric} per setup ({}, {:.0}% labeled{spread})",
+                last_aug.to_uppercase(),
+                last_frac * 100.0
+            ),
+            value_label: y_label,
+            bars,
+        };
+        plots::bar_chart(&out.join("plot_arms.png"), &chart)?;
+        md += "\n![metric per setup](plot_arms.png)\n";
+    }
+    Ok(md)
 }
