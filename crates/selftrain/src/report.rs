@@ -398,14 +398,18 @@ fn csv(results: &[ArmResult]) -> String {
     csv
 }
 
-/// The supervised steps: one number, or one per labeled fraction.
+/// The supervised steps: one number, or one per (augmentation, fraction).
 fn steps_text(exp: &ExperimentConfig) -> String {
-    if exp.labeled_steps.is_empty() {
+    if exp.labeled_steps.is_empty() && exp.augment_steps_factor.is_empty() {
         return exp.base.optim.steps.to_string();
     }
-    let per: Vec<String> = (exp.labeled_steps.iter().zip(&exp.labeled_fractions))
-        .map(|(s, f)| format!("{s} at {:.0}%", f * 100.0))
-        .collect();
+    let mut per = Vec::new();
+    for a in &exp.augment {
+        for &f in &exp.labeled_fractions {
+            let s = crate::grid::supervised_steps(exp, a, f);
+            per.push(format!("{s} at {}", col_name(a, f)));
+        }
+    }
     per.join(", ")
 }
 
