@@ -325,7 +325,7 @@ fn pseudo_label_shards_resume_merge_and_self_train() {
 const TINY_SETS: [&str; 7] = [
     "base.optim.steps=8",
     "pretrain_steps=4",
-    "base.data.digits.train=8",
+    "base.data.digits.train=40",
     "base.data.digits.unlabeled=8",
     "base.data.digits.val=4",
     "base.selftrain.score_threshold=0.01",
