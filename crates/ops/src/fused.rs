@@ -2,12 +2,12 @@
 //! batch statistics (forward and backward in one pass each, instead of a dozen candle ops),
 //! batch norm folded into an affine map with its activation (eval), the squeeze-excite gate
 //! and SiLU. Other devices use the composed candle ops.
-use serde::{Deserialize, Serialize};
 use crate::par;
 use candle_core::backend::BackendStorage;
 use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor,
 };
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 fn slice<'a, T: candle_core::WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
