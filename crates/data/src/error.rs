@@ -4,11 +4,12 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{path}: {source}")]
+    /// The OS error is part of the message, not a `source`: printed with its causes
+    /// (`{:#}`), it would appear twice.
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path}: malformed JSON at line {line}, column {column}: {msg}")]
     Json {
@@ -30,17 +31,17 @@ pub enum Error {
     #[error("{0}")]
     Other(String),
     #[cfg(feature = "tensor")]
-    #[error("tensor error: {0}")]
+    #[error(transparent)]
     Tensor(#[from] candle_core::Error),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
-    pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
+    pub fn io(path: impl AsRef<Path>, error: std::io::Error) -> Self {
         Error::Io {
             path: path.as_ref().to_path_buf(),
-            source,
+            error,
         }
     }
     pub fn json(path: impl AsRef<Path>, e: &serde_json::Error) -> Self {
