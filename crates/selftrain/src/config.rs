@@ -137,6 +137,9 @@ pub struct OptimConfig {
     /// "f16" (weights and the optimizer stay f32; f16 adds dynamic loss scaling). Half
     /// precision needs a CUDA device.
     pub precision: Precision,
+    /// A step whose loss or gradient is not finite (or, in f16, overflows) is skipped; this
+    /// many skipped in a row stop the run with an error (0: stop at the first).
+    pub max_nonfinite_steps: usize,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -178,6 +181,7 @@ impl Default for OptimConfig {
             checkpoint_every: 1000,
             sync_batch_norm: true,
             precision: Precision::F32,
+            max_nonfinite_steps: 20,
         }
     }
 }

@@ -28,6 +28,7 @@ pub fn train(
     resume: bool,
     quiet: bool,
 ) -> Result<Outcome> {
+    crate::checks::check_config(cfg)?;
     let (train_ds, val_ds) = datasets(cfg)?;
     let names = train_ds.class_names();
     let k = num_outputs(cfg.task, &names, &cfg.data.dataset);
@@ -90,10 +91,9 @@ pub fn pseudo_label_all(
     let teacher = load_model(teacher_path, &dev)?;
     let spec = &cfg.selftrain.unlabeled;
     let source = unlabeled_source(cfg, spec)?;
-    let name = teacher_path.display().to_string();
     let job = Labeling {
         teacher: &teacher,
-        teacher_name: &name,
+        teacher_path,
         source: source.clone(),
         source_name: spec,
     };
@@ -154,6 +154,8 @@ pub fn student_config(cfg: &TrainConfig, teacher: &Path) -> TrainConfig {
 /// Self-training: `rounds` times, the teacher labels the unlabeled source and a noised
 /// student learns from human and pseudo labels; the student becomes the next teacher.
 pub fn self_train(teacher: &Path, cfg: &TrainConfig, out: &Path, quiet: bool) -> Result<Outcome> {
+    crate::checks::check_config(cfg)?;
+    let _lock = crate::lock::RunLock::acquire(out)?;
     let rt = Runtime::single(&cfg.device)?;
     let mut teacher = teacher.to_path_buf();
     let mut last = None;
@@ -379,7 +381,8 @@ pub fn run_grid(
     quiet: bool,
     mut on_arm: impl FnMut(&ArmResult),
 ) -> Result<Vec<ArmResult>> {
-    std::fs::create_dir_all(out).map_err(|e| Error::msg(format!("{}: {e}", out.display())))?;
+    crate::checks::check_config(&exp.base)?;
+    let _lock = crate::lock::RunLock::acquire(out)?;
     let text = toml::to_string(exp).map_err(Error::msg)?;
     pupil_data::io::write_atomic(out.join("experiment.toml"), text.as_bytes())?;
     let mut results = Vec::new();

@@ -1,5 +1,6 @@
 //! pupil-selftrain: training and the paper's comparison of pre-training and self-training.
 //!
+//! - [`checks`]: the value ranges of a run config.
 //! - [`config`]: TOML configs whose keys default to the paper's values, `--set` overrides,
 //!   the presets of `configs/`.
 //! - [`task`]: the [`task::Task`] interface (loss, evaluation, prediction, pseudo labels)
@@ -10,17 +11,21 @@
 //! - [`data`]: a run's datasets and transforms.
 //! - [`trainer`]: the loop, human + pseudo mixing with the loss normalization, checkpoints and
 //!   exact resume.
+//! - [`lock`]: one writer per run folder.
 //! - [`pseudo`]: teacher pseudo-labels in resumable COCO shards, their quality report.
 //! - [`predict`]: a saved model over images, to drawings and COCO results.
 //! - [`dist`]: data-parallel training (the [`dist::Runtime`] of a run, gradient averaging,
 //!   the `--nproc-per-node` launcher).
 //! - [`experiment`]: the grid of init x self-training x augmentation x labeled fraction, and
 //!   the quickstart; [`report`] writes its table and plots.
+pub mod checkpoint;
+pub mod checks;
 pub mod config;
 pub mod data;
 pub mod dist;
 pub mod error;
 pub mod experiment;
+pub mod lock;
 pub mod model;
 pub mod optim;
 pub mod predict;
