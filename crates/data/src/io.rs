@@ -5,7 +5,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so a
-/// crash leaves either the old file or the new one, never a torn one.
+/// crash leaves either the old file or the new one, never a torn one. The temporary is
+/// locked while it is written: one nobody holds was left by a dead writer (see
+/// [`remove_stale_temporaries`]).
 pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
     let path = path.as_ref();
     let dir = match path.parent() {
@@ -19,50 +21,37 @@ pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
         .to_string_lossy()
         .into_owned();
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let write = || -> std::io::Result<()> {
+    let write = || -> std::io::Result<std::fs::File> {
         let mut f = std::fs::File::create(&tmp)?;
+        f.lock()?;
         f.write_all(bytes)?;
         f.sync_all()?;
-        Ok(())
+        Ok(f)
     };
-    if let Err(e) = write() {
+    let held = write().map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(&tmp, e));
-    }
-    std::fs::rename(&tmp, path).map_err(|e| {
+        Error::io(&tmp, e)
+    })?;
+    let r = std::fs::rename(&tmp, path).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         Error::io(path, e)
-    })
+    });
+    drop(held);
+    r
 }
 
-/// Whether `file` is a temporary that [`write_atomic`] made for a file named `target`
-/// (`.{target}.{pid}.tmp`), or for any file when `target` is `None`.
-fn is_temporary(file: &str, target: Option<&str>) -> bool {
+/// Whether `file` is named as a temporary of [`write_atomic`]: `.{name}.{pid}.tmp`.
+fn is_temporary(file: &str) -> bool {
     let Some(rest) = file.strip_prefix('.').and_then(|r| r.strip_suffix(".tmp")) else {
         return false;
     };
-    let Some((name, pid)) = rest.rsplit_once('.') else {
-        return false;
-    };
-    !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()) && target.is_none_or(|t| t == name)
+    rest.rsplit_once('.')
+        .is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// Removes the temporaries a killed process left beside `path` (see [`write_atomic`]); for
-/// files that one process alone writes.
-pub fn remove_temporaries(path: &Path) -> Result<()> {
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
-        return Ok(());
-    };
-    remove_matching(dir, Some(name))
-}
-
-/// Removes every temporary of [`write_atomic`] in `dir` (not below it); for folders that
-/// one process owns, such as a locked run folder.
-pub fn remove_all_temporaries(dir: &Path) -> Result<()> {
-    remove_matching(dir, None)
-}
-
-fn remove_matching(dir: &Path, target: Option<&str>) -> Result<()> {
+/// Removes the temporaries of [`write_atomic`] in `dir` (not below it) that no writer holds:
+/// those a killed process left. Safe while other processes write into the folder.
+pub fn remove_stale_temporaries(dir: &Path) -> Result<()> {
     let dir = if dir.as_os_str().is_empty() {
         Path::new(".")
     } else {
@@ -75,9 +64,15 @@ fn remove_matching(dir: &Path, target: Option<&str>) -> Result<()> {
     };
     for entry in entries {
         let entry = entry.map_err(|e| Error::io(dir, e))?;
-        let name = entry.file_name();
-        if name.to_str().is_some_and(|n| is_temporary(n, target)) {
-            let p = entry.path();
+        if !entry.file_name().to_str().is_some_and(is_temporary) {
+            continue;
+        }
+        let p = entry.path();
+        // Gone already (renamed by its writer) or held: not stale.
+        let Ok(f) = std::fs::OpenOptions::new().write(true).open(&p) else {
+            continue;
+        };
+        if f.try_lock().is_ok() {
             match std::fs::remove_file(&p) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(&p, e)),
                 _ => {}

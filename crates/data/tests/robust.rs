@@ -245,18 +245,20 @@ fn a_missing_file_names_the_os_error_once() {
 }
 
 #[test]
-fn temporaries_of_killed_writers_are_removed() {
+fn temporaries_of_killed_writers_are_removed_and_held_ones_kept() {
     let d = tempfile::tempdir().unwrap();
-    let names = [
+    for n in [
         ".a.json.123.tmp",
         ".a.json.tmp",
         ".b.json.9.tmp",
         "a.json",
         ".a.json.x1.tmp",
-    ];
-    for n in names {
+    ] {
         std::fs::write(d.path().join(n), "x").unwrap();
     }
+    // a writer at work holds its temporary
+    let held = std::fs::File::open(d.path().join(".b.json.9.tmp")).unwrap();
+    held.lock().unwrap();
     let left = || {
         let mut v: Vec<String> = std::fs::read_dir(d.path())
             .unwrap()
@@ -265,11 +267,14 @@ fn temporaries_of_killed_writers_are_removed() {
         v.sort();
         v
     };
-    io::remove_temporaries(&d.path().join("a.json")).unwrap();
+    io::remove_stale_temporaries(d.path()).unwrap();
     assert_eq!(
         left(),
         [".a.json.tmp", ".a.json.x1.tmp", ".b.json.9.tmp", "a.json"]
     );
-    io::remove_all_temporaries(d.path()).unwrap();
+    drop(held);
+    io::remove_stale_temporaries(d.path()).unwrap();
     assert_eq!(left(), [".a.json.tmp", ".a.json.x1.tmp", "a.json"]);
+    io::write_atomic(d.path().join("a.json"), b"y").unwrap();
+    assert_eq!(std::fs::read(d.path().join("a.json")).unwrap(), b"y");
 }

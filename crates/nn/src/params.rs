@@ -493,30 +493,8 @@ pub fn save_tensors(
     meta.insert("pupil".to_string(), header.to_string());
     let bytes = safetensors::serialize(raw, Some(meta))
         .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)
-        .map_err(|e| candle_core::Error::Msg(format!("{}: {e}", dir.display())))?;
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        path.file_name()
-            .map(|f| f.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
-    let write = || -> std::io::Result<()> {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        candle_core::Error::Msg(format!("{}: {e}", path.display()))
-    })
+    // pupil-data's writer: its temporaries are the ones a rerun recognises as stale.
+    pupil_data::io::write_atomic(path, &bytes).map_err(|e| candle_core::Error::Msg(e.to_string()))
 }
 
 /// Headers longer than this are not safetensors files written by pupil.

@@ -177,7 +177,8 @@ pub fn label_shard(
     std::fs::create_dir_all(out).map_err(|e| Error::msg(format!("{}: {e}", out.display())))?;
     let path = shard_path(out, i, n);
     let with = LabeledWith::new(job.teacher_path, job.source_name, opts)?;
-    io::remove_temporaries(&path)?;
+    io::remove_stale_temporaries(out)?;
+    io::remove_stale_temporaries(&out.join("labels"))?;
     if let Some(s) = existing_shard(&path, &with) {
         update_manifest(out, job, &with, n)?;
         return Ok(s);
@@ -185,9 +186,6 @@ pub fn label_shard(
     let shard = label_range(job, (out, device), opts, with.clone())?;
     let bytes = serde_json::to_vec(&shard).map_err(Error::msg)?;
     io::write_atomic(&path, &bytes)?;
-    for f in shard.label_maps.values() {
-        io::remove_temporaries(&out.join(f))?;
-    }
     update_manifest(out, job, &with, n)?;
     Ok(shard)
 }
@@ -402,10 +400,16 @@ fn check_categories(s: &Shard, k: usize, path: &Path) -> Result<()> {
 }
 
 /// Merges the shards of a folder into `pseudo.json` once every shard is done; `None`
-/// while some are missing.
+/// while some are missing (a `pseudo.json` of earlier labels is then removed: it is stale).
 pub fn write_merged(out: &Path) -> Result<Option<(Manifest, Shard)>> {
     let Ok((m, all)) = merge(out) else {
-        return Ok(None);
+        let stale = out.join("pseudo.json");
+        match std::fs::remove_file(&stale) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                bail!("{}: {e}", stale.display())
+            }
+            _ => return Ok(None),
+        }
     };
     io::write_json_atomic(out.join("pseudo.json"), &to_coco(&m, &all))?;
     Ok(Some((m, all)))

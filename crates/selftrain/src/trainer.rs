@@ -343,8 +343,8 @@ impl<'a> Trainer<'a> {
             false => Some(RunLock::acquire(&self.out)?),
         };
         let ck = checkpoint_dir(&self.out);
-        pupil_data::io::remove_all_temporaries(&self.out)?;
-        pupil_data::io::remove_all_temporaries(&ck)?;
+        pupil_data::io::remove_stale_temporaries(&self.out)?;
+        pupil_data::io::remove_stale_temporaries(&ck)?;
         if !resume {
             remove_if_there(&ck, true)?;
             remove_if_there(&self.out.join("metrics.jsonl"), false)?;
@@ -540,9 +540,14 @@ impl<'a> Trainer<'a> {
         })
     }
 
-    /// A step that changed nothing: the running statistics go back, it is counted, and too
-    /// many in a row stop the run before anything is saved.
-    fn skip(&self, s: &mut Session, saved: Vec<(String, Tensor)>, a: &Attempt) -> Result<()> {
+    /// A step that changed nothing: the running statistics go back and it is counted. The
+    /// error to stop with when too many came in a row.
+    fn skip(
+        &self,
+        s: &mut Session,
+        saved: Vec<(String, Tensor)>,
+        a: &Attempt,
+    ) -> Result<Option<Error>> {
         for (n, t) in &saved {
             self.store.set(n, t)?;
         }
@@ -554,7 +559,6 @@ impl<'a> Trainer<'a> {
         } else {
             "loss"
         };
-        let limit = self.cfg.optim.max_nonfinite_steps;
         if self.lead() {
             s.bar.suspend(|| {
                 eprintln!(
@@ -566,18 +570,19 @@ impl<'a> Trainer<'a> {
                 )
             });
         }
-        if st.skipped_in_row >= limit.max(1) {
-            let kept = match latest_checkpoint(&self.out) {
-                Some(p) => format!("the last checkpoint, {}, is intact", p.display()),
-                None => "no checkpoint was written".into(),
-            };
-            bail!(
-                "stopped at step {}: the loss or gradient was not finite {} steps in a row (optim.max_nonfinite_steps = {limit}); {kept}. Lower optim.lr_per_256, raise optim.warmup_steps or check the data",
-                st.step + 1,
-                st.skipped_in_row,
-            )
+        let limit = self.cfg.optim.max_nonfinite_steps;
+        if st.skipped_in_row < limit.max(1) {
+            return Ok(None);
         }
-        Ok(())
+        let kept = match latest_checkpoint(&self.out) {
+            Some(p) => format!("the last checkpoint, {}, is intact", p.display()),
+            None => "no checkpoint was written".into(),
+        };
+        Ok(Some(Error::msg(format!(
+            "stopped at step {}: the loss or gradient was not finite {} steps in a row (optim.max_nonfinite_steps = {limit}); {kept}. Lower optim.lr_per_256, raise optim.warmup_steps or check the data",
+            st.step + 1,
+            st.skipped_in_row,
+        ))))
     }
 
     fn step(&self, s: &mut Session) -> Result<()> {
@@ -586,10 +591,11 @@ impl<'a> Trainer<'a> {
         let mut record = Record::new();
         let saved = self.buffers()?;
         let a = self.attempt(s, lr, &mut record)?;
+        let mut stop = None;
         if a.info.applied {
             s.state.skipped_in_row = 0;
         } else {
-            self.skip(s, saved, &a)?;
+            stop = self.skip(s, saved, &a)?;
             record.insert("skipped".into(), true.into());
         }
         s.state.step += 1;
@@ -598,7 +604,11 @@ impl<'a> Trainer<'a> {
             s.state.pseudo = ps.pos;
         }
         s.state.noise = self.store.noise_state();
-        self.log_step(s, lr, &a, record)?;
+        self.log_step(s, lr, &a, record, stop.is_some())?;
+        if let Some(e) = stop {
+            // Before any checkpoint of this state: the last one stays the run's.
+            return Err(e);
+        }
         let step = s.state.step;
         if self.lead() && o.eval_every > 0 && step % o.eval_every == 0 && step < o.steps {
             if let Some(m) = self.evaluate(s.ema.as_ref())? {
@@ -613,13 +623,20 @@ impl<'a> Trainer<'a> {
     }
 
     /// The step's line of `metrics.jsonl` (every `log_every` steps) and the progress bar.
-    fn log_step(&self, s: &mut Session, lr: f64, a: &Attempt, mut record: Record) -> Result<()> {
+    fn log_step(
+        &self,
+        s: &mut Session,
+        lr: f64,
+        a: &Attempt,
+        mut record: Record,
+        last: bool,
+    ) -> Result<()> {
         let o = &self.cfg.optim;
         // every rank loads the same share, so the job's rate is world times this one's
         let world = self.runtime.world_size();
         let ips = (s.images * world) as f64 / s.t0.elapsed().as_secs_f64().max(1e-9);
         let step = s.state.step;
-        if self.lead() && (step % o.log_every.max(1) == 0 || step == o.steps) {
+        if self.lead() && (step % o.log_every.max(1) == 0 || step == o.steps || last) {
             record.insert("step".into(), step.into());
             record.insert("lr".into(), lr.into());
             record.insert("loss".into(), a.value.into());
