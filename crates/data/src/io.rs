@@ -23,7 +23,8 @@ pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let write = || -> std::io::Result<std::fs::File> {
         let mut f = std::fs::File::create(&tmp)?;
-        f.lock()?;
+        // Best effort: a file system without locks still gets its atomic write.
+        let _ = f.lock();
         f.write_all(bytes)?;
         f.sync_all()?;
         Ok(f)

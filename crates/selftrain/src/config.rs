@@ -306,13 +306,31 @@ pub fn load_config<T: serde::de::DeserializeOwned>(
     base: Option<toml::Table>,
     sets: &[String],
 ) -> Result<T> {
+    let text = match file {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .map_err(|e| Error::config(format!("{}: {e}", p.display())))?,
+        ),
+        None => None,
+    };
+    let what = file
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "configuration".into());
+    parse_config(text.as_deref(), &what, base, sets)
+}
+
+/// [`load_config`] from TOML text (`what` names it in errors).
+pub fn parse_config<T: serde::de::DeserializeOwned>(
+    text: Option<&str>,
+    what: &str,
+    base: Option<toml::Table>,
+    sets: &[String],
+) -> Result<T> {
     let mut table = base.unwrap_or_default();
-    if let Some(p) = file {
-        let text = std::fs::read_to_string(p)
-            .map_err(|e| Error::config(format!("{}: {e}", p.display())))?;
+    if let Some(text) = text {
         let t: toml::Table = text
             .parse()
-            .map_err(|e: toml::de::Error| Error::config(format!("{}: {e}", p.display())))?;
+            .map_err(|e: toml::de::Error| Error::config(format!("{what}: {e}")))?;
         merge(&mut table, t);
     }
     for s in sets {
@@ -321,9 +339,6 @@ pub fn load_config<T: serde::de::DeserializeOwned>(
             .ok_or_else(|| Error::config(format!("--set {s}: expected key=value")))?;
         set_path(&mut table, k.trim(), v.trim())?;
     }
-    let what = file
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|| "configuration".into());
     T::deserialize(toml::Value::Table(table))
         .map_err(|e| Error::config(format!("{what}: {}", e.to_string().trim())))
 }

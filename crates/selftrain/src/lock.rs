@@ -51,7 +51,13 @@ impl RunLock {
                     holder.trim()
                 )));
             }
-            Err(TryLockError::Error(e)) => return Err(at(&e, &path)),
+            Err(TryLockError::Error(e)) => {
+                // A file system without locks (some network mounts): run, but say so.
+                eprintln!(
+                    "WARNING: {}: cannot lock ({e}); nothing stops a second run from writing here",
+                    path.display()
+                );
+            }
         }
         let me = format!("pid {} on {}\n", std::process::id(), host());
         let write = |f: &mut File| -> std::io::Result<()> {

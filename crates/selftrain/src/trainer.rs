@@ -309,7 +309,11 @@ impl<'a> Trainer<'a> {
             skipped_in_row: 0,
         };
         let quiet = self.quiet || !self.lead();
-        if let Some((p, c)) = checkpoint::find_resumable(&self.out)?.filter(|_| resume) {
+        let found = match resume {
+            true => checkpoint::find_resumable(&self.out)?,
+            false => None,
+        };
+        if let Some((p, c)) = found {
             state = self.resumed_state(&p, c, (&mut opt, &mut ema), quiet)?;
         }
         let (human, pseudo) = self.streams(&state);
