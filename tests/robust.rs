@@ -780,6 +780,19 @@ fn bad_values_and_files_are_clear_errors() {
         let e = fails(&["train", "--config", s(&cfg), "--out", s(&out), "--set", set]);
         assert!(e.contains(key), "{e}");
     }
+    let e = fails(&[
+        "train",
+        "--config",
+        s(&cfg),
+        "--out",
+        s(&out),
+        "--set",
+        "data.digits.train=1",
+    ]);
+    assert!(
+        e.contains("Train split") && e.contains("fewer than one batch"),
+        "{e}"
+    );
     // a missing file: its OS error once
     let e = fails(&[
         "eval",

@@ -30,6 +30,15 @@ pub fn train(
 ) -> Result<Outcome> {
     crate::checks::check_config(cfg)?;
     let (train_ds, val_ds) = datasets(cfg)?;
+    if train_ds.len() < cfg.optim.batch_size {
+        return Err(Error::config(format!(
+            "{}: the training split has {} images (data.labeled_fraction = {}), fewer than one batch (optim.batch_size = {})",
+            describe(&crate::data::split_spec(cfg, false)?),
+            train_ds.len(),
+            cfg.data.labeled_fraction,
+            cfg.optim.batch_size
+        )));
+    }
     let names = train_ds.class_names();
     let k = num_outputs(cfg.task, &names, &cfg.data.dataset);
     let norm_group = rt.group.clone().filter(|_| cfg.optim.sync_batch_norm);
@@ -57,6 +66,18 @@ pub fn train(
         pupil_data::io::write_json_atomic(out.join("outcome.json"), &o)?;
     }
     Ok(o)
+}
+
+/// Where a split's images come from, for messages.
+fn describe(spec: &pupil_data::DatasetSpec) -> String {
+    use pupil_data::DatasetSpec as S;
+    match spec {
+        S::Coco { annotations, .. } => annotations.display().to_string(),
+        S::Voc { root, set, .. } => format!("{} (image set {set})", root.display()),
+        S::Folder { root } => root.display().to_string(),
+        S::Digits { split, .. } => format!("the digit scenes' {split:?} split"),
+        S::Classes { set, .. } => format!("the {set} set"),
+    }
 }
 
 /// Evaluates a saved model on its config's validation split.

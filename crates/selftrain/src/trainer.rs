@@ -86,6 +86,8 @@ pub struct TrainState {
 
 /// One stream of batches that moves on to the next epoch when one ends.
 struct Stream {
+    /// "training" or "pseudo-labeled", for messages.
+    name: &'static str,
     loader: Loader,
     pos: Position,
     iter: Option<EpochIter>,
@@ -100,7 +102,13 @@ struct StreamSpec {
 }
 
 impl Stream {
-    fn new(ds: Arc<dyn Dataset>, t: Arc<Transform>, spec: StreamSpec, pos: Position) -> Self {
+    fn new(
+        name: &'static str,
+        ds: Arc<dyn Dataset>,
+        t: Arc<Transform>,
+        spec: StreamSpec,
+        pos: Position,
+    ) -> Self {
         let loader = Loader::new(
             ds,
             LoaderConfig {
@@ -115,6 +123,7 @@ impl Stream {
         .with_transform(t)
         .with_shard(spec.shard.0, spec.shard.1);
         Stream {
+            name,
             loader,
             pos,
             iter: None,
@@ -136,7 +145,12 @@ impl Stream {
                 batch: 0,
             };
         }
-        bail!("the training set is smaller than one batch")
+        bail!(
+            "the {} set has {} images, fewer than one batch of {}",
+            self.name,
+            self.loader.dataset().len(),
+            self.loader.config.batch_size
+        )
     }
 }
 
@@ -414,6 +428,7 @@ impl<'a> Trainer<'a> {
             shard: (rank, world),
         };
         let human = Stream::new(
+            "training",
             self.human.clone(),
             self.train_transform.clone(),
             spec(bs, cfg.seed),
@@ -421,6 +436,7 @@ impl<'a> Trainer<'a> {
         );
         let pseudo = self.pseudo.as_ref().map(|p| {
             Stream::new(
+                "pseudo-labeled",
                 p.clone(),
                 self.train_transform.clone(),
                 spec(bp, cfg.seed ^ 0x5053_4555),
