@@ -106,6 +106,14 @@ fn print_json(v: &serde_json::Value) -> anyhow::Result<()> {
 fn detection(a: DetectionArgs) -> anyhow::Result<()> {
     let params = EvalParams::default();
     let r = evaluate_files(&a.gt, &a.dt, &params)?;
+    if r.unknown_category > 0 {
+        eprintln!(
+            "WARNING: {}: {} detections have a category_id that is not in {}; they are ignored (as pycocotools does)",
+            a.dt.display(),
+            r.unknown_category,
+            a.gt.display()
+        );
+    }
     if a.json {
         return print_json(&r.to_json());
     }

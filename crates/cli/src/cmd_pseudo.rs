@@ -52,10 +52,9 @@ pub fn pseudo_label(a: PseudoArgs) -> Result<()> {
         scales: a.scales.clone(),
         ..Default::default()
     };
-    let name = a.teacher.display().to_string();
     let job = Labeling {
         teacher: &teacher,
-        teacher_name: &name,
+        teacher_path: &a.teacher,
         source,
         source_name: &a.images,
     };

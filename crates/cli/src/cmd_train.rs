@@ -69,12 +69,16 @@ pub fn train(a: TrainArgs) -> Result<()> {
         master_addr: a.master_addr.clone(),
         master_port: a.master_port,
     };
-    if a.restart && !is_launched() {
-        let _ = std::fs::remove_dir_all(pupil_selftrain::trainer::checkpoint_dir(&a.out));
-    }
     if job.starts_ranks() {
         // Checked here so a bad config fails once, not in every rank.
-        a.cfg.load(None)?;
+        pupil_selftrain::checks::check_config(&a.cfg.load(None)?)?;
+        // The launcher holds the folder for its ranks (they skip the lock).
+        let _lock = pupil_selftrain::lock::RunLock::acquire(&a.out)?;
+        if a.restart {
+            let ck = pupil_selftrain::trainer::checkpoint_dir(&a.out);
+            let _ = std::fs::remove_dir_all(ck);
+            let _ = std::fs::remove_file(a.out.join("metrics.jsonl"));
+        }
         job.run()?;
         println!(
             "{} ranks finished -> {}",

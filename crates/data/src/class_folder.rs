@@ -153,6 +153,6 @@ mod tests {
         assert!(e.contains("cow") && e.contains("dog"), "{e}");
         std::fs::create_dir_all(d.path().join("emu")).unwrap();
         let e = ClassFolder::open(d.path()).err().unwrap().to_string();
-        assert!(e.contains("emu") && e.contains("no jpg"), "{e}");
+        assert!(e.contains("emu") && e.contains("no .jpg"), "{e}");
     }
 }

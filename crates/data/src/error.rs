@@ -4,11 +4,12 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The cause is in the message, not also a `source()`, so chains print it once.
-    #[error("{path}: {cause}")]
+    /// The OS error is part of the message, not a `source`: printed with its causes
+    /// (`{:#}`), it would appear twice.
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        cause: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path}: malformed JSON at line {line}, column {column}: {msg}")]
     Json {
@@ -37,10 +38,10 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
-    pub fn io(path: impl AsRef<Path>, cause: std::io::Error) -> Self {
+    pub fn io(path: impl AsRef<Path>, error: std::io::Error) -> Self {
         Error::Io {
             path: path.as_ref().to_path_buf(),
-            cause,
+            error,
         }
     }
     pub fn json(path: impl AsRef<Path>, e: &serde_json::Error) -> Self {

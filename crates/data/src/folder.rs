@@ -41,6 +41,13 @@ impl ImageFolder {
         let root = root.as_ref().to_path_buf();
         let mut paths = Vec::new();
         walk(&root, &mut paths)?;
+        if paths.is_empty() {
+            return Err(Error::invalid(
+                &root,
+                "folder",
+                "holds no .jpg, .jpeg or .png image",
+            ));
+        }
         paths.sort();
         Ok(ImageFolder { root, paths })
     }
@@ -86,5 +93,11 @@ mod tests {
         assert_eq!(f.relative(1), "b/c/z.png");
         assert_eq!(f.get(1).unwrap().width(), 3);
         assert!(ImageFolder::open(d.path().join("missing")).is_err());
+        std::fs::create_dir_all(d.path().join("empty")).unwrap();
+        let e = ImageFolder::open(d.path().join("empty"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("empty") && e.contains("no .jpg"), "{e}");
     }
 }

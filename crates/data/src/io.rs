@@ -5,7 +5,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so a
-/// crash leaves either the old file or the new one, never a torn one.
+/// crash leaves either the old file or the new one, never a torn one. The temporary is
+/// locked while it is written: one nobody holds was left by a dead writer (see
+/// [`remove_stale_temporaries`]).
 pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
     let path = path.as_ref();
     let dir = match path.parent() {
@@ -19,20 +21,66 @@ pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
         .to_string_lossy()
         .into_owned();
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let write = || -> std::io::Result<()> {
+    let write = || -> std::io::Result<std::fs::File> {
         let mut f = std::fs::File::create(&tmp)?;
+        // Best effort: a file system without locks still gets its atomic write.
+        let _ = f.lock();
         f.write_all(bytes)?;
         f.sync_all()?;
-        Ok(())
+        Ok(f)
     };
-    if let Err(e) = write() {
+    let held = write().map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(&tmp, e));
-    }
-    std::fs::rename(&tmp, path).map_err(|e| {
+        Error::io(&tmp, e)
+    })?;
+    let r = std::fs::rename(&tmp, path).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         Error::io(path, e)
-    })
+    });
+    drop(held);
+    r
+}
+
+/// Whether `file` is named as a temporary of [`write_atomic`]: `.{name}.{pid}.tmp`.
+fn is_temporary(file: &str) -> bool {
+    let Some(rest) = file.strip_prefix('.').and_then(|r| r.strip_suffix(".tmp")) else {
+        return false;
+    };
+    rest.rsplit_once('.')
+        .is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Removes the temporaries of [`write_atomic`] in `dir` (not below it) that no writer holds:
+/// those a killed process left. Safe while other processes write into the folder.
+pub fn remove_stale_temporaries(dir: &Path) -> Result<()> {
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(dir, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        if !entry.file_name().to_str().is_some_and(is_temporary) {
+            continue;
+        }
+        let p = entry.path();
+        // Gone already (renamed by its writer) or held: not stale.
+        let Ok(f) = std::fs::OpenOptions::new().write(true).open(&p) else {
+            continue;
+        };
+        if f.try_lock().is_ok() {
+            match std::fs::remove_file(&p) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(&p, e)),
+                _ => {}
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Serialises `value` as pretty JSON and writes it atomically.
@@ -46,25 +94,105 @@ pub fn write_json_atomic<T: serde::Serialize>(path: impl AsRef<Path>, value: &T)
     write_atomic(path, &bytes)
 }
 
-/// Reads and parses a JSON file; errors name the file, line and column.
+/// Images with more pixels are refused before decoding: PIL's decompression-bomb limit
+/// (twice `Image.MAX_IMAGE_PIXELS`), so 20000 x 20000 is refused, 13000 x 13000 read.
+pub const MAX_IMAGE_PIXELS: u64 = 178_956_970;
+/// Image files larger than this are refused before they are read.
+pub const MAX_IMAGE_FILE_BYTES: u64 = 1 << 30;
+/// JSON files larger than this are refused before they are read, unless the environment
+/// variable `PUPIL_MAX_JSON_BYTES` sets another limit.
+pub const MAX_JSON_BYTES: u64 = 1 << 30;
+
+/// The JSON size limit: [`MAX_JSON_BYTES`] or `PUPIL_MAX_JSON_BYTES`.
+pub fn max_json_bytes() -> u64 {
+    std::env::var("PUPIL_MAX_JSON_BYTES")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(MAX_JSON_BYTES)
+}
+
+/// Reads a whole file after checking its size against `limit`, so an oversized file is
+/// refused before anything is allocated for it.
+pub fn read_limited(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>> {
+    let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
+    if len > limit {
+        return Err(Error::invalid(
+            path,
+            "file size",
+            format!("{len} bytes is more than the {limit} bytes allowed for {what}"),
+        ));
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    use std::io::Read;
+    // `take`: a file that grows while it is read still stops at the limit.
+    f.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io(path, e))?;
+    if bytes.len() as u64 > limit {
+        return Err(Error::invalid(
+            path,
+            "file size",
+            format!("grew past {limit} bytes while read"),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Reads and parses a JSON file; errors name the file, line and column. Files above
+/// [`max_json_bytes`] are refused before they are read.
 pub fn read_json<T: serde::de::DeserializeOwned>(path: impl AsRef<Path>) -> Result<T> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_slice(&bytes).map_err(|e| Error::json(path, &e))
+    let bytes = read_limited(path, max_json_bytes(), "a JSON file (PUPIL_MAX_JSON_BYTES)")?;
+    parse_json(&bytes, path)
+}
+
+/// Parses JSON bytes; `path` names the source in errors.
+pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8], path: &Path) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| Error::json(path, &e))
 }
 
 /// Loads a JPEG or PNG as gray (1 channel) or RGB (3 channels); alpha is dropped, 16-bit
 /// samples are reduced to 8 bits.
 pub fn read_image(path: impl AsRef<Path>) -> Result<Image> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = read_limited(path, MAX_IMAGE_FILE_BYTES, "an image")?;
     decode_image(&bytes, path)
 }
 
-/// Decodes image bytes; `path` is only used in error messages.
+/// Decodes image bytes; `path` is only used in error messages. Images above
+/// [`MAX_IMAGE_PIXELS`] are refused from their header, before decoding; a JPEG whose data
+/// ends before its last scan does is an error (as PIL's "image file is truncated").
 pub fn decode_image(bytes: &[u8], path: &Path) -> Result<Image> {
-    let img = image::load_from_memory(bytes).map_err(|e| Error::image(path, e))?;
-    Ok(match img {
+    let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| Error::image(path, e))?;
+    if reader.format() == Some(image::ImageFormat::Jpeg) {
+        jpeg_complete(bytes).map_err(|m| Error::image(path, m))?;
+    }
+    let mut reader = reader;
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(MAX_IMAGE_PIXELS * 4);
+    reader.limits(limits);
+    let dec = reader.into_decoder().map_err(|e| Error::image(path, e))?;
+    check_pixels(image::ImageDecoder::dimensions(&dec), path)?;
+    let img = image::DynamicImage::from_decoder(dec).map_err(|e| Error::image(path, e))?;
+    Ok(to_image(img))
+}
+
+/// Refuses sizes above [`MAX_IMAGE_PIXELS`].
+fn check_pixels((w, h): (u32, u32), path: &Path) -> Result<()> {
+    if w as u64 * h as u64 > MAX_IMAGE_PIXELS {
+        return Err(Error::image(
+            path,
+            format!("{w}x{h} is more than the {MAX_IMAGE_PIXELS} pixels allowed"),
+        ));
+    }
+    Ok(())
+}
+
+fn to_image(img: image::DynamicImage) -> Image {
+    match img {
         image::DynamicImage::ImageLuma8(g) => {
             let (w, h) = g.dimensions();
             Image::from_raw(w as usize, h as usize, 1, g.into_raw())
@@ -81,7 +209,46 @@ pub fn decode_image(bytes: &[u8], path: &Path) -> Result<Image> {
             let (w, h) = rgb.dimensions();
             Image::from_raw(w as usize, h as usize, 3, rgb.into_raw())
         }
-    })
+    }
+}
+
+/// Walks a JPEG's marker segments and entropy-coded scans up to its EOI marker; an error
+/// when the data ends first. The decoder itself pads a cut scan with gray silently.
+pub fn jpeg_complete(b: &[u8]) -> std::result::Result<(), &'static str> {
+    let mut i = 2; // after SOI
+    loop {
+        // Next marker: 0xFF, fill bytes, then the code (stray bytes skipped, as libjpeg).
+        while i < b.len() && b[i] != 0xFF {
+            i += 1;
+        }
+        while i < b.len() && b[i] == 0xFF {
+            i += 1;
+        }
+        let Some(&m) = b.get(i) else {
+            return Err("the JPEG data ends before its end-of-image marker (truncated file)");
+        };
+        i += 1;
+        match m {
+            0xD9 => return Ok(()),
+            0x01 | 0xD0..=0xD8 | 0x00 => continue,
+            _ => {}
+        }
+        let len = match b.get(i..i + 2) {
+            Some(l) => u16::from_be_bytes([l[0], l[1]]) as usize,
+            None => return Err("the JPEG data ends inside a marker segment (truncated file)"),
+        };
+        i += len;
+        if i > b.len() {
+            return Err("the JPEG data ends inside a marker segment (truncated file)");
+        }
+        if m == 0xDA {
+            // Entropy-coded data: runs to the next marker that is not a stuffed 0xFF00 or
+            // a restart marker.
+            while i + 1 < b.len() && !(b[i] == 0xFF && !matches!(b[i + 1], 0x00 | 0xD0..=0xD7)) {
+                i += 1;
+            }
+        }
+    }
 }
 
 /// Encodes an image as PNG bytes.
@@ -169,10 +336,20 @@ pub fn write_label_png_palette(path: impl AsRef<Path>, plane: &Plane) -> Result<
 /// 8-bit gray PNGs their values. Anything else is an error naming the file.
 pub fn read_label_png(path: impl AsRef<Path>) -> Result<Plane> {
     let path = path.as_ref();
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut dec = png::Decoder::new(std::io::BufReader::new(file));
+    let bytes = read_limited(path, MAX_IMAGE_FILE_BYTES, "a label map")?;
+    decode_label_png(&bytes, path)
+}
+
+/// Decodes label map PNG bytes (see [`read_label_png`]); `path` names them in errors.
+pub fn decode_label_png(bytes: &[u8], path: &Path) -> Result<Plane> {
+    let limits = png::Limits {
+        bytes: MAX_IMAGE_PIXELS as usize,
+    };
+    let mut dec = png::Decoder::new_with_limits(std::io::Cursor::new(bytes), limits);
     dec.set_transformations(png::Transformations::IDENTITY);
     let mut reader = dec.read_info().map_err(|e| Error::image(path, e))?;
+    let (w, h) = (reader.info().width, reader.info().height);
+    check_pixels((w, h), path)?;
     let (color, depth) = reader.output_color_type();
     let size = reader
         .output_buffer_size()
@@ -183,36 +360,39 @@ pub fn read_label_png(path: impl AsRef<Path>) -> Result<Plane> {
         .map_err(|e| Error::image(path, e))?;
     let (w, h) = (info.width as usize, info.height as usize);
     buf.truncate(info.buffer_size());
+    let stride = info.line_size;
     match (color, depth) {
         (png::ColorType::Grayscale | png::ColorType::Indexed, png::BitDepth::Eight) => {
-            let stride = info.line_size;
             let mut data = Vec::with_capacity(w * h);
             for y in 0..h {
                 data.extend_from_slice(&buf[y * stride..y * stride + w]);
             }
             Ok(Plane::from_raw(w, h, data))
         }
-        (png::ColorType::Indexed, d) if (d as u8) < 8 => {
-            // Packed indices (1, 2 or 4 bits).
-            let bits = d as usize;
-            let stride = info.line_size;
-            let mut data = Vec::with_capacity(w * h);
-            for y in 0..h {
-                let row = &buf[y * stride..(y + 1) * stride];
-                for x in 0..w {
-                    let bit = x * bits;
-                    let byte = row[bit / 8];
-                    let shift = 8 - bits - (bit % 8);
-                    data.push((byte >> shift) & ((1 << bits) - 1) as u8);
-                }
-            }
-            Ok(Plane::from_raw(w, h, data))
-        }
+        (png::ColorType::Indexed, d) if (d as u8) < 8 => Ok(Plane::from_raw(
+            w,
+            h,
+            unpack_indices(&buf, (w, h), stride, d as usize),
+        )),
         (c, d) => Err(Error::image(
             path,
             format!("a label map must be an 8-bit gray or palette PNG, found {c:?} {d:?}"),
         )),
     }
+}
+
+/// Packed palette indices (1, 2 or 4 bits) as one byte each.
+fn unpack_indices(buf: &[u8], (w, h): (usize, usize), stride: usize, bits: usize) -> Vec<u8> {
+    let mut data = Vec::with_capacity(w * h);
+    for y in 0..h {
+        let row = &buf[y * stride..(y + 1) * stride];
+        for x in 0..w {
+            let bit = x * bits;
+            let shift = 8 - bits - (bit % 8);
+            data.push((row[bit / 8] >> shift) & ((1 << bits) - 1) as u8);
+        }
+    }
+    data
 }
 
 #[cfg(test)]

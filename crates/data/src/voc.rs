@@ -67,8 +67,10 @@ fn flag(n: roxmltree::Node, name: &str) -> bool {
 impl VocAnnotation {
     pub fn read(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let s = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        Self::parse(&s, path)
+        let bytes = io::read_limited(path, io::MAX_IMAGE_FILE_BYTES, "an annotation file")?;
+        let s = std::str::from_utf8(&bytes)
+            .map_err(|e| Error::invalid(path, "text", format!("is not UTF-8: {e}")))?;
+        Self::parse(s, path)
     }
 
     /// Parses annotation XML; `path` names the file in errors.
@@ -98,8 +100,19 @@ impl VocAnnotation {
         let filename = text(root, "filename").unwrap_or("").to_string();
         let (mut width, mut height, mut depth) = (0, 0, 3);
         if let Some(size) = child(root, "size") {
-            width = num(size, "width", "size")? as usize;
-            height = num(size, "height", "size")? as usize;
+            let dim = |tag: &str| -> Result<usize> {
+                let v = num(size, tag, "size")?;
+                if v < 0.0 {
+                    return Err(Error::invalid(
+                        path,
+                        "size",
+                        format!("<{tag}> {v} is negative"),
+                    ));
+                }
+                Ok(v as usize)
+            };
+            width = dim("width")?;
+            height = dim("height")?;
             depth = text(size, "depth")
                 .and_then(|d| d.parse().ok())
                 .unwrap_or(3);
@@ -279,6 +292,26 @@ impl VocDataset {
     }
 }
 
+/// Label values are 0 (background), 1..=classes or 255 (void); anything else is an error
+/// naming the first such pixel.
+fn check_labels(l: &Plane, classes: usize, path: &Path) -> Result<()> {
+    let bad = l
+        .data
+        .iter()
+        .position(|&v| v as usize > classes && v != crate::sample::IGNORE);
+    match bad {
+        Some(i) => Err(Error::invalid(
+            path,
+            format!("pixel (x={}, y={})", i % l.width.max(1), i / l.width.max(1)),
+            format!(
+                "label {} is above the {classes} classes (0 is background, 255 void)",
+                l.data[i]
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 impl Dataset for VocDataset {
     fn len(&self) -> usize {
         self.ids.len()
@@ -323,6 +356,7 @@ impl Dataset for VocDataset {
                 .join("SegmentationClass")
                 .join(format!("{id}.png"));
             let l: Plane = io::read_label_png(&lp)?;
+            check_labels(&l, self.classes.len(), &lp)?;
             if (l.width, l.height) != (s.width(), s.height()) {
                 return Err(Error::invalid(
                     &lp,

@@ -493,33 +493,15 @@ pub fn save_tensors(
     meta.insert("pupil".to_string(), header.to_string());
     let bytes = safetensors::serialize(raw, Some(meta))
         .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)
-        .map_err(|e| candle_core::Error::Msg(format!("{}: {e}", dir.display())))?;
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        path.file_name()
-            .map(|f| f.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
-    let write = || -> std::io::Result<()> {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        candle_core::Error::Msg(format!("{}: {e}", path.display()))
-    })
+    // pupil-data's writer: its temporaries are the ones a rerun recognises as stale.
+    pupil_data::io::write_atomic(path, &bytes).map_err(|e| candle_core::Error::Msg(e.to_string()))
 }
 
-/// Reads the "pupil" JSON header of a checkpoint written by [`save_tensors`].
+/// Headers longer than this are not safetensors files written by pupil.
+const MAX_HEADER_BYTES: u64 = 100_000_000;
+
+/// Reads the "pupil" JSON header of a checkpoint written by [`save_tensors`], without
+/// reading its tensors.
 pub fn read_header(path: impl AsRef<Path>) -> Result<Option<serde_json::Value>> {
     let path = path.as_ref();
     let err = |m: String| candle_core::Error::Msg(format!("{}: {m}", path.display()));
@@ -528,15 +510,33 @@ pub fn read_header(path: impl AsRef<Path>) -> Result<Option<serde_json::Value>> 
     let mut n = [0u8; 8];
     f.read_exact(&mut n)
         .map_err(|e| err(format!("not a safetensors file: {e}")))?;
-    let n = u64::from_le_bytes(n);
-    if n > 100_000_000 {
+    let len = u64::from_le_bytes(n);
+    if len > MAX_HEADER_BYTES {
         return Err(err("not a safetensors file: header too large".into()));
     }
-    let mut buf = vec![0u8; n as usize];
-    f.read_exact(&mut buf)
+    let mut buf = n.to_vec();
+    f.take(len)
+        .read_to_end(&mut buf)
         .map_err(|e| err(format!("truncated header: {e}")))?;
+    parse_header(&buf).map_err(|e| err(e.to_string()))
+}
+
+/// The "pupil" header of safetensors bytes (at least the 8-byte length and the JSON header
+/// it announces); `None` for a safetensors file without one.
+pub fn parse_header(bytes: &[u8]) -> Result<Option<serde_json::Value>> {
+    let msg = |m: String| candle_core::Error::Msg(m);
+    let n = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+        .ok_or_else(|| msg("not a safetensors file: shorter than 8 bytes".into()))?;
+    if n > MAX_HEADER_BYTES {
+        return Err(msg("not a safetensors file: header too large".into()));
+    }
+    let buf = bytes
+        .get(8..8 + n as usize)
+        .ok_or_else(|| msg(format!("truncated header: {n} bytes announced")))?;
     let v: serde_json::Value =
-        serde_json::from_slice(&buf).map_err(|e| err(format!("malformed header: {e}")))?;
+        serde_json::from_slice(buf).map_err(|e| msg(format!("malformed header: {e}")))?;
     match v
         .get("__metadata__")
         .and_then(|m| m.get("pupil"))
@@ -544,7 +544,7 @@ pub fn read_header(path: impl AsRef<Path>) -> Result<Option<serde_json::Value>> 
     {
         Some(s) => serde_json::from_str(s)
             .map(Some)
-            .map_err(|e| err(format!("malformed pupil header: {e}"))),
+            .map_err(|e| msg(format!("malformed pupil header: {e}"))),
         None => Ok(None),
     }
 }

@@ -138,6 +138,9 @@ pub struct OptimConfig {
     /// "f16" (weights and the optimizer stay f32; f16 adds dynamic loss scaling). Half
     /// precision needs a CUDA device.
     pub precision: Precision,
+    /// A step whose loss or gradient is not finite (or, in f16, overflows) is skipped; this
+    /// many skipped in a row stop the run with an error (0: stop at the first).
+    pub max_nonfinite_steps: usize,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -179,6 +182,7 @@ impl Default for OptimConfig {
             checkpoint_every: 1000,
             sync_batch_norm: true,
             precision: Precision::F32,
+            max_nonfinite_steps: 20,
         }
     }
 }
@@ -336,13 +340,31 @@ pub fn load_config<T: serde::de::DeserializeOwned>(
     base: Option<toml::Table>,
     sets: &[String],
 ) -> Result<T> {
+    let text = match file {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .map_err(|e| Error::config(format!("{}: {e}", p.display())))?,
+        ),
+        None => None,
+    };
+    let what = file
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "configuration".into());
+    parse_config(text.as_deref(), &what, base, sets)
+}
+
+/// [`load_config`] from TOML text (`what` names it in errors).
+pub fn parse_config<T: serde::de::DeserializeOwned>(
+    text: Option<&str>,
+    what: &str,
+    base: Option<toml::Table>,
+    sets: &[String],
+) -> Result<T> {
     let mut table = base.unwrap_or_default();
-    if let Some(p) = file {
-        let text = std::fs::read_to_string(p)
-            .map_err(|e| Error::config(format!("{}: {e}", p.display())))?;
+    if let Some(text) = text {
         let t: toml::Table = text
             .parse()
-            .map_err(|e: toml::de::Error| Error::config(format!("{}: {e}", p.display())))?;
+            .map_err(|e: toml::de::Error| Error::config(format!("{what}: {e}")))?;
         merge(&mut table, t);
     }
     for s in sets {
@@ -351,9 +373,6 @@ pub fn load_config<T: serde::de::DeserializeOwned>(
             .ok_or_else(|| Error::config(format!("--set {s}: expected key=value")))?;
         set_path(&mut table, k.trim(), v.trim())?;
     }
-    let what = file
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|| "configuration".into());
     T::deserialize(toml::Value::Table(table))
         .map_err(|e| Error::config(format!("{what}: {}", e.to_string().trim())))
 }

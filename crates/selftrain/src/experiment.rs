@@ -27,7 +27,17 @@ pub fn train(
     resume: bool,
     quiet: bool,
 ) -> Result<Outcome> {
+    crate::checks::check_config(cfg)?;
     let (train_ds, val_ds) = datasets(cfg)?;
+    if train_ds.len() < cfg.optim.batch_size {
+        return Err(Error::config(format!(
+            "{}: the training split has {} images (data.labeled_fraction = {}), fewer than one batch (optim.batch_size = {})",
+            describe(&crate::data::split_spec(cfg, false)?),
+            train_ds.len(),
+            cfg.data.labeled_fraction,
+            cfg.optim.batch_size
+        )));
+    }
     let names = train_ds.class_names();
     let k = num_outputs(cfg.task, &names, &cfg.data.dataset);
     let norm_group = rt.group.clone().filter(|_| cfg.optim.sync_batch_norm);
@@ -55,6 +65,19 @@ pub fn train(
         pupil_data::io::write_json_atomic(out.join("outcome.json"), &o)?;
     }
     Ok(o)
+}
+
+/// Where a split's images come from, for messages.
+fn describe(spec: &pupil_data::DatasetSpec) -> String {
+    use pupil_data::DatasetSpec as S;
+    match spec {
+        S::Coco { annotations, .. } => annotations.display().to_string(),
+        S::Voc { root, set, .. } => format!("{} (image set {set})", root.display()),
+        S::Folder { root } => root.display().to_string(),
+        S::Digits { split, .. } => format!("the digit scenes' {split:?} split"),
+        S::Classes { set, .. } => format!("the {set} set"),
+        S::ClassFolder { root, .. } => format!("the class folders of {}", root.display()),
+    }
 }
 
 /// Evaluates a saved model on its config's validation split.
@@ -89,10 +112,9 @@ pub fn pseudo_label_all(
     let teacher = load_model(teacher_path, &dev)?;
     let spec = &cfg.selftrain.unlabeled;
     let source = unlabeled_source(cfg, spec)?;
-    let name = teacher_path.display().to_string();
     let job = Labeling {
         teacher: &teacher,
-        teacher_name: &name,
+        teacher_path,
         source: source.clone(),
         source_name: spec,
     };
@@ -223,6 +245,8 @@ pub fn self_train_from(
     labels: Option<&Path>,
     quiet: bool,
 ) -> Result<Outcome> {
+    crate::checks::check_config(cfg)?;
+    let _lock = crate::lock::RunLock::acquire(out)?;
     let rt = Runtime::single(&cfg.device)?;
     let mut teacher = teacher.to_path_buf();
     let mut last = None;

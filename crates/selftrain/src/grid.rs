@@ -307,7 +307,8 @@ pub fn run_grid(
     if jobs == 0 {
         return Err(Error::config("--jobs must be at least 1"));
     }
-    std::fs::create_dir_all(out).map_err(|e| Error::msg(format!("{}: {e}", out.display())))?;
+    crate::checks::check_config(&exp.base)?;
+    let _lock = crate::lock::RunLock::acquire(out)?;
     let text = toml::to_string(exp).map_err(Error::msg)?;
     pupil_data::io::write_atomic(out.join("experiment.toml"), text.as_bytes())?;
     let plan = Plan::new(exp)?;

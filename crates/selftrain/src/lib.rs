@@ -1,5 +1,6 @@
 //! pupil-selftrain: training and the paper's comparison of pre-training and self-training.
 //!
+//! - [`checks`]: the value ranges of a run config.
 //! - [`config`]: TOML configs whose keys default to the paper's values, `--set` overrides,
 //!   the presets of `configs/`.
 //! - [`task`]: the [`task::Task`] interface (loss, evaluation, prediction, pseudo labels)
@@ -10,6 +11,7 @@
 //! - [`data`]: a run's datasets and transforms.
 //! - [`trainer`]: the loop, human + pseudo mixing with the loss normalization, checkpoints and
 //!   exact resume.
+//! - [`lock`]: one writer per run folder.
 //! - [`pseudo`]: teacher pseudo-labels in resumable COCO shards, their quality report.
 //! - [`predict`]: a saved model over images, to drawings and COCO results.
 //! - [`evaluate`]: a saved model scored on a split, with its detections as COCO results.
@@ -20,6 +22,9 @@
 //!   seed, with controls, resumable, arms side by side; [`report`] writes its tables,
 //!   findings and plots.
 //! - [`plots`]: line plots with error bars, bar charts, panels and a run's training curves.
+//! - [`checkpoint`]: atomic checkpoints and their recovery.
+pub mod checkpoint;
+pub mod checks;
 pub mod config;
 pub mod data;
 pub mod dist;
@@ -27,6 +32,7 @@ pub mod error;
 pub mod evaluate;
 pub mod experiment;
 pub mod grid;
+pub mod lock;
 pub mod model;
 pub mod optim;
 pub mod plots;

@@ -3,7 +3,7 @@
 use crate::config::{OptimConfig, ScheduleKind};
 use crate::error::Result;
 use candle_core::backprop::GradStore;
-use candle_core::{Tensor, Var};
+use candle_core::{DType, Tensor, Var};
 use pupil_nn::{ParamKind, ParamStore};
 use std::collections::BTreeMap;
 
@@ -48,6 +48,19 @@ pub struct Sgd {
 pub struct StepInfo {
     pub grad_norm: f64,
     pub clipped: bool,
+    /// False when the gradients or the updated weights would not be finite: nothing was
+    /// changed.
+    pub applied: bool,
+}
+
+/// One f64 scalar from per-parameter 0-d values, reduced on the device (one sync).
+fn reduce(parts: Vec<Tensor>, max: bool) -> Result<f64> {
+    if parts.is_empty() {
+        return Ok(0.0);
+    }
+    let all = Tensor::stack(&parts, 0)?;
+    let r = if max { all.max(0)? } else { all.sum(0)? };
+    Ok(r.to_scalar::<f64>()?)
 }
 
 impl Sgd {
@@ -66,10 +79,10 @@ impl Sgd {
         &self.params
     }
 
-    /// One update with learning rate `lr` from the gradients of a loss.
-    pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<StepInfo> {
+    /// The decayed gradients by parameter index and their global norm.
+    fn gradients(&self, grads: &GradStore) -> Result<(Vec<(usize, Tensor)>, f64)> {
         let mut gs: Vec<(usize, Tensor)> = Vec::new();
-        let mut sq = 0f64;
+        let mut sq = Vec::new();
         for (i, (_, var, kind)) in self.params.iter().enumerate() {
             let Some(g) = grads.get(var.as_tensor()) else {
                 continue;
@@ -80,16 +93,29 @@ impl Sgd {
                 // d/dw of wd * 0.5 * |w|^2
                 g = (g + (var.as_tensor().detach() * self.weight_decay)?)?;
             }
-            sq += g
-                .sqr()?
-                .sum_all()?
-                .to_dtype(candle_core::DType::F64)?
-                .to_scalar::<f64>()?;
+            sq.push(g.sqr()?.sum_all()?.to_dtype(DType::F64)?);
             gs.push((i, g));
         }
-        let norm = sq.sqrt();
+        Ok((gs, reduce(sq, false)?.sqrt()))
+    }
+
+    /// One update with learning rate `lr` from the gradients of a loss. Nothing changes when
+    /// the gradient norm is not finite (clipping cannot mend a NaN) or an updated weight
+    /// would overflow.
+    pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<StepInfo> {
+        let (gs, norm) = self.gradients(grads)?;
+        let skipped = StepInfo {
+            grad_norm: norm,
+            clipped: false,
+            applied: false,
+        };
+        if !norm.is_finite() {
+            return Ok(skipped);
+        }
         let clipped = self.clip_norm > 0.0 && norm > self.clip_norm;
         let scale = if clipped { self.clip_norm / norm } else { 1.0 };
+        let mut velocities = Vec::with_capacity(gs.len());
+        let mut bounds = Vec::with_capacity(gs.len());
         for (i, g) in gs {
             let (name, var, _) = &self.params[i];
             let g = if clipped { (g * scale)? } else { g };
@@ -97,12 +123,24 @@ impl Sgd {
                 Some(b) => ((b * self.momentum)? + g)?,
                 None => g,
             };
+            // |w - lr v| <= max|w| + lr max|v|: finite bounds keep every weight finite.
+            let w = var.as_tensor().abs()?.max_all()?.to_dtype(DType::F64)?;
+            bounds.push((w + (v.abs()?.max_all()?.to_dtype(DType::F64)? * lr)?)?);
+            velocities.push((i, v));
+        }
+        let bound = reduce(bounds, true)?;
+        if !bound.is_finite() || bound > f32::MAX as f64 {
+            return Ok(skipped);
+        }
+        for (i, v) in velocities {
+            let (name, var, _) = &self.params[i];
             var.set(&(var.as_tensor().detach() - (&v * lr)?)?)?;
             self.buffers.insert(name.clone(), v);
         }
         Ok(StepInfo {
             grad_norm: norm,
             clipped,
+            applied: true,
         })
     }
 }
@@ -111,7 +149,8 @@ impl Sgd {
 /// backward pass so small gradients survive in half precision; a step whose gradients
 /// overflow is skipped and the scale halved, and after `growth_interval` good steps in a row
 /// it doubles (PyTorch's GradScaler defaults).
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// Kept in checkpoints, so a resumed run goes on with the scale it had.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LossScaler {
     pub scale: f64,
     pub growth_interval: usize,
@@ -177,18 +216,21 @@ pub struct Ema {
 }
 
 impl Ema {
-    pub fn new(store: &ParamStore, decay: f64) -> Self {
-        Ema {
-            decay,
-            shadow: store.tensors(),
-        }
+    /// Starts from copies of the weights: the live ones change in place.
+    pub fn new(store: &ParamStore, decay: f64) -> Result<Self> {
+        let shadow = store
+            .tensors()
+            .into_iter()
+            .map(|(n, t)| Ok((n, t.copy()?)))
+            .collect::<Result<_>>()?;
+        Ok(Ema { decay, shadow })
     }
 
     pub fn update(&mut self, store: &ParamStore) -> Result<()> {
         for (name, cur) in store.tensors() {
             let s = match self.shadow.get(&name) {
                 Some(s) => ((s * self.decay)? + (cur * (1.0 - self.decay))?)?,
-                None => cur,
+                None => cur.copy()?,
             };
             self.shadow.insert(name, s);
         }
@@ -197,13 +239,18 @@ impl Ema {
 
     /// Runs `f` with the EMA weights in the store, then puts the live weights back.
     pub fn with_weights<T>(&self, store: &ParamStore, f: impl FnOnce() -> Result<T>) -> Result<T> {
-        let live = store.tensors();
+        // Copies: the store's tensors share storage with weights that `set` overwrites.
+        let live = store
+            .tensors()
+            .into_iter()
+            .map(|(n, t)| Ok((n, t.copy()?)))
+            .collect::<Result<Vec<_>>>()?;
         for (n, t) in &self.shadow {
             store.set(n, t)?;
         }
         let r = f();
         for (n, t) in &live {
-            store.set(n, &t.copy()?)?;
+            store.set(n, t)?;
         }
         r
     }
@@ -305,6 +352,61 @@ mod tests {
     }
 
     #[test]
+    fn non_finite_gradients_and_overflowing_updates_change_nothing() {
+        let store = ParamStore::new(&Device::Cpu, DType::F32, 0);
+        let w = store
+            .root()
+            .get(2, "w", Init::Const(1.0), ParamKind::Bias)
+            .unwrap();
+        let cfg = OptimConfig {
+            momentum: 0.9,
+            clip_norm: 10.0,
+            ..Default::default()
+        };
+        let mut opt = Sgd::new(&store, &cfg);
+        let grads_of = |v: [f32; 2]| {
+            let t = Tensor::new(&v, &Device::Cpu).unwrap();
+            (w.clone() * t)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap()
+        };
+        // NaN > clip_norm is false: clipping alone would apply a NaN step
+        let info = opt.step(&grads_of([f32::NAN, 1.0]), 0.1).unwrap();
+        assert!(!info.applied && info.grad_norm.is_nan());
+        let info = opt.step(&grads_of([1.0, 2.0]), 1e39).unwrap();
+        assert!(!info.applied, "the update would overflow f32");
+        assert_eq!(w.to_vec1::<f32>().unwrap(), vec![1.0, 1.0]);
+        assert!(opt.buffers.is_empty(), "no momentum from a skipped step");
+        let info = opt.step(&grads_of([1.0, 2.0]), 0.1).unwrap();
+        assert!(info.applied);
+        assert_eq!(w.to_vec1::<f32>().unwrap(), vec![0.9, 0.8]);
+    }
+
+    #[test]
+    fn ema_starts_from_a_copy_of_the_weights() {
+        let store = ParamStore::new(&Device::Cpu, DType::F32, 0);
+        let w = store
+            .root()
+            .get(1, "w", Init::Const(1.0), ParamKind::Bias)
+            .unwrap();
+        let ema = Ema::new(&store, 0.5).unwrap();
+        store
+            .set("w", &Tensor::new(&[3f32], &Device::Cpu).unwrap())
+            .unwrap();
+        assert_eq!(w.to_vec1::<f32>().unwrap(), vec![3.0]);
+        assert_eq!(ema.shadow["w"].to_vec1::<f32>().unwrap(), vec![1.0]);
+        // the live weights come back after a run with the EMA's (an evaluation mid-training)
+        let seen = ema
+            .with_weights(&store, || Ok(w.to_vec1::<f32>()?))
+            .unwrap();
+        assert_eq!(seen, vec![1.0]);
+        assert_eq!(w.to_vec1::<f32>().unwrap(), vec![3.0]);
+    }
+
+    #[test]
     fn loss_scaler_skips_overflow_halves_and_grows() {
         let store = ParamStore::new(&Device::Cpu, DType::F32, 0);
         let w = store
@@ -332,5 +434,11 @@ mod tests {
             assert!(s.unscale(&mut g, &params).unwrap());
         }
         assert_eq!(s.scale, 1024.0, "two good steps double it");
+        let mut g = grads_of(1.0);
+        assert!(s.unscale(&mut g, &params).unwrap());
+        // checkpoints keep the scale and the count towards the next doubling
+        let back: LossScaler = serde_json::from_value(serde_json::to_value(s).unwrap()).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(back.good_steps, 1);
     }
 }

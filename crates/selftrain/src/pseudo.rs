@@ -31,6 +31,49 @@ pub struct Shard {
     /// Segmentation: label map file (relative to the output folder) per image id.
     #[serde(default)]
     pub label_maps: HashMap<u64, String>,
+    /// The teacher and options that made it; a shard made otherwise is labeled again.
+    #[serde(default)]
+    pub labeled_with: LabeledWith,
+    /// Source images that could not be read, left out with a warning.
+    #[serde(default)]
+    pub skipped: Vec<Skipped>,
+}
+
+/// A source image left out of pseudo-labeling.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Skipped {
+    /// Position in the unlabeled source.
+    pub index: usize,
+    pub error: String,
+}
+
+/// What decides a shard's labels: the teacher file (by size and CRC-32, so a moved file
+/// still matches and a retrained one does not), the source and the labeling options.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LabeledWith {
+    pub teacher_bytes: u64,
+    pub teacher_crc32: u32,
+    pub source: String,
+    pub score_threshold: f64,
+    pub keep_from: f64,
+    pub flip: bool,
+    pub scales: Vec<f64>,
+}
+
+impl LabeledWith {
+    pub fn new(teacher: &Path, source: &str, opts: &PseudoOptions) -> Result<Self> {
+        let bytes = std::fs::read(teacher)
+            .map_err(|e| Error::msg(format!("{}: {e}", teacher.display())))?;
+        Ok(LabeledWith {
+            teacher_bytes: bytes.len() as u64,
+            teacher_crc32: crc32fast::hash(&bytes),
+            source: source.to_string(),
+            score_threshold: opts.score_threshold,
+            keep_from: opts.keep_from,
+            flip: opts.flip,
+            scales: opts.scales.clone(),
+        })
+    }
 }
 
 /// The manifest of a pseudo-label folder.
@@ -46,10 +89,18 @@ pub struct Manifest {
     pub keep_from: Option<f64>,
     pub categories: Vec<CocoCategory>,
     pub shards: usize,
+    /// Shards labeled with `labeled_with`; others are not merged.
     pub done: Vec<usize>,
     pub images: usize,
     pub labels: usize,
     pub per_class: Vec<usize>,
+    #[serde(default)]
+    pub labeled_with: LabeledWith,
+    /// Source images of the done shards that could not be read, and which.
+    #[serde(default)]
+    pub skipped: usize,
+    #[serde(default)]
+    pub skipped_images: Vec<Skipped>,
 }
 
 pub fn shard_path(out: &Path, i: usize, n: usize) -> PathBuf {
@@ -112,17 +163,18 @@ fn image_entry(s: &Sample, source_name: &str) -> CocoImage {
     }
 }
 
-/// Who labels what: the teacher and the unlabeled source, with the names the manifest
-/// records.
+/// Who labels what: the teacher (and its file) and the unlabeled source, with the name
+/// the manifest records.
 pub struct Labeling<'a> {
     pub teacher: &'a Loaded,
-    pub teacher_name: &'a str,
+    pub teacher_path: &'a Path,
     pub source: Arc<dyn Dataset>,
     pub source_name: &'a str,
 }
 
 /// Labels shard `opts.shard` of the source with the teacher; returns the shard (also written
-/// to `out`), or the existing one when it is already there.
+/// to `out`), or the existing one when it was labeled the same way. Unreadable images are
+/// skipped with a warning and listed in the shard.
 pub fn label_shard(
     job: &Labeling,
     out: &Path,
@@ -135,53 +187,125 @@ pub fn label_shard(
     }
     std::fs::create_dir_all(out).map_err(|e| Error::msg(format!("{}: {e}", out.display())))?;
     let path = shard_path(out, i, n);
-    if let Some(s) = std::fs::read(&path)
-        .ok()
-        .and_then(|b| serde_json::from_slice::<Shard>(&b).ok())
-    {
-        update_manifest(out, job, opts, n)?;
+    let with = LabeledWith::new(job.teacher_path, job.source_name, opts)?;
+    io::remove_stale_temporaries(out)?;
+    io::remove_stale_temporaries(&out.join("labels"))?;
+    if let Some(s) = existing_shard(&path, &with) {
+        update_manifest(out, job, &with, n)?;
         return Ok(s);
     }
-    let part: Arc<dyn Dataset> = Arc::new(Subset {
-        inner: job.source.clone(),
-        indices: shard_range(job.source.len(), i, n).collect(),
-    });
+    let shard = label_range(job, (out, device), opts, with.clone())?;
+    let bytes = serde_json::to_vec(&shard).map_err(Error::msg)?;
+    io::write_atomic(&path, &bytes)?;
+    update_manifest(out, job, &with, n)?;
+    Ok(shard)
+}
+
+/// The shard already at `path` if it was labeled `with` this teacher and these options.
+fn existing_shard(path: &Path, with: &LabeledWith) -> Option<Shard> {
+    let bytes = std::fs::read(path).ok()?;
+    match serde_json::from_slice::<Shard>(&bytes) {
+        Ok(s) if s.labeled_with == *with => Some(s),
+        Ok(_) => {
+            eprintln!(
+                "{}: labeled by another teacher or with other options; labeling it again",
+                path.display()
+            );
+            None
+        }
+        Err(e) => {
+            eprintln!("{}: unreadable ({e}); labeling it again", path.display());
+            None
+        }
+    }
+}
+
+/// Runs the teacher over the shard's slice of the source, one batch at a time.
+fn label_range(
+    job: &Labeling,
+    (out, device): (&Path, &Device),
+    opts: &PseudoOptions,
+    with: LabeledWith,
+) -> Result<Shard> {
+    let (i, n) = opts.shard;
+    let range = shard_range(job.source.len(), i, n);
     let mut shard = Shard {
         shard: i,
         of: n,
         images: vec![],
         detections: vec![],
         label_maps: HashMap::new(),
+        labeled_with: with,
+        skipped: vec![],
     };
+    let part: Arc<dyn Dataset> = Arc::new(Subset {
+        inner: job.source.clone(),
+        indices: range.clone().collect(),
+    });
+    let bs = opts.batch_size.max(1);
+    // One image a loader batch, so a bad file costs only itself.
     let loader = Loader::new(
         part,
         LoaderConfig {
-            batch_size: opts.batch_size.max(1),
+            batch_size: 1,
             shuffle: false,
             drop_last: false,
             seed: 0,
             workers: 2,
-            prefetch: 2,
+            prefetch: 2 * bs,
         },
     );
-    for b in loader.epoch(0) {
-        let originals = b?;
-        shard
-            .images
-            .extend(originals.iter().map(|s| image_entry(s, job.source_name)));
-        let views = views_of(&originals, &job.teacher.config, opts, device)?;
-        let v = PseudoViews { originals, views };
-        let labels = job.teacher.task.pseudo_label(&v, opts, out)?;
-        shard.detections.extend(labels.detections);
-        shard.label_maps.extend(labels.label_maps);
+    let mut batch = Vec::with_capacity(bs);
+    for (k, b) in loader.epoch(0).enumerate() {
+        match b {
+            Ok(mut one) => batch.append(&mut one),
+            Err(e) => {
+                eprintln!("WARNING: skipping an unreadable image: {e}");
+                shard.skipped.push(Skipped {
+                    index: range.start + k,
+                    error: e.to_string(),
+                });
+            }
+        }
+        if batch.len() == bs || (k + 1 == range.len() && !batch.is_empty()) {
+            label_batch(
+                job,
+                (out, device),
+                opts,
+                std::mem::take(&mut batch),
+                &mut shard,
+            )?;
+        }
     }
-    let bytes = serde_json::to_vec(&shard).map_err(Error::msg)?;
-    io::write_atomic(&path, &bytes)?;
-    update_manifest(out, job, opts, n)?;
+    if shard.images.is_empty() && !shard.skipped.is_empty() {
+        bail!(
+            "shard {i}/{n}: none of its {} images could be read (first: {})",
+            shard.skipped.len(),
+            shard.skipped[0].error
+        )
+    }
     Ok(shard)
 }
 
-fn update_manifest(out: &Path, job: &Labeling, opts: &PseudoOptions, n: usize) -> Result<Manifest> {
+fn label_batch(
+    job: &Labeling,
+    (out, device): (&Path, &Device),
+    opts: &PseudoOptions,
+    originals: Vec<Sample>,
+    shard: &mut Shard,
+) -> Result<()> {
+    shard
+        .images
+        .extend(originals.iter().map(|s| image_entry(s, job.source_name)));
+    let views = views_of(&originals, &job.teacher.config, opts, device)?;
+    let v = PseudoViews { originals, views };
+    let labels = job.teacher.task.pseudo_label(&v, opts, out)?;
+    shard.detections.extend(labels.detections);
+    shard.label_maps.extend(labels.label_maps);
+    Ok(())
+}
+
+fn update_manifest(out: &Path, job: &Labeling, with: &LabeledWith, n: usize) -> Result<Manifest> {
     let teacher = job.teacher;
     let categories: Vec<CocoCategory> = teacher
         .class_names
@@ -194,44 +318,51 @@ fn update_manifest(out: &Path, job: &Labeling, opts: &PseudoOptions, n: usize) -
         })
         .collect();
     let mut m = Manifest {
-        teacher: job.teacher_name.to_string(),
+        teacher: job.teacher_path.display().to_string(),
         source: job.source_name.to_string(),
         task: teacher.config.task.name().to_string(),
-        score_threshold: opts.score_threshold,
-        keep_from: Some(opts.keep_from.min(opts.score_threshold)),
+        score_threshold: with.score_threshold,
+        keep_from: Some(with.keep_from.min(with.score_threshold)),
         categories,
         shards: n,
         done: vec![],
         images: 0,
         labels: 0,
         per_class: vec![0; teacher.class_names.len()],
+        labeled_with: with.clone(),
+        skipped: 0,
+        skipped_images: vec![],
     };
     for i in 0..n {
         let Ok(bytes) = std::fs::read(shard_path(out, i, n)) else {
             continue;
         };
-        let Ok(s) = serde_json::from_slice::<Shard>(&bytes) else {
-            continue;
-        };
-        m.done.push(i);
-        m.images += s.images.len();
-        for d in s
-            .detections
-            .iter()
-            .filter(|d| d.score >= opts.score_threshold)
-        {
-            m.labels += 1;
-            if let Some(c) = m.per_class.get_mut(d.category_id as usize - 1) {
-                *c += 1;
-            }
+        match serde_json::from_slice::<Shard>(&bytes) {
+            Ok(s) if s.labeled_with == *with => count_shard(&mut m, s),
+            _ => continue,
         }
-        m.labels += s.label_maps.len();
     }
     io::write_json_atomic(out.join("manifest.json"), &m)?;
     Ok(m)
 }
 
-/// All shards of a folder merged; fails if one is missing.
+fn count_shard(m: &mut Manifest, s: Shard) {
+    m.done.push(s.shard);
+    m.images += s.images.len();
+    for d in s.detections.iter().filter(|d| d.score >= m.score_threshold) {
+        m.labels += 1;
+        let c = (d.category_id as usize).checked_sub(1);
+        if let Some(c) = c.and_then(|c| m.per_class.get_mut(c)) {
+            *c += 1;
+        }
+    }
+    m.labels += s.label_maps.len();
+    m.skipped += s.skipped.len();
+    m.skipped_images.extend(s.skipped);
+}
+
+/// All shards of a folder merged; fails if one is missing or was labeled otherwise than
+/// the manifest says.
 pub fn merge(out: &Path) -> Result<(Manifest, Shard)> {
     let m: Manifest = io::read_json(out.join("manifest.json"))?;
     let mut all = merged(out, &m, false)?;
@@ -254,6 +385,8 @@ fn merged(out: &Path, m: &Manifest, partial: bool) -> Result<Shard> {
         images: vec![],
         detections: vec![],
         label_maps: HashMap::new(),
+        labeled_with: m.labeled_with.clone(),
+        skipped: vec![],
     };
     for i in 0..m.shards {
         let p = shard_path(out, i, m.shards);
@@ -262,9 +395,18 @@ fn merged(out: &Path, m: &Manifest, partial: bool) -> Result<Shard> {
         }
         let s: Shard = io::read_json(&p)
             .map_err(|e| Error::msg(format!("shard {i} of {} is not done: {e}", m.shards)))?;
+        if s.labeled_with != m.labeled_with {
+            bail!(
+                "{}: labeled by another teacher or with other options than {}",
+                p.display(),
+                out.join("manifest.json").display()
+            )
+        }
+        check_categories(&s, m.categories.len(), &p)?;
         all.images.extend(s.images);
         all.detections.extend(s.detections);
         all.label_maps.extend(s.label_maps);
+        all.skipped.extend(s.skipped);
     }
     all.images.sort_by_key(|i| i.id);
     Ok(all)
@@ -348,11 +490,33 @@ pub fn labeled_folder(dir: &Path, cfg: &TrainConfig) -> Result<(Manifest, Pseudo
     Ok((m, ds))
 }
 
+/// Every detection's category id is one of the manifest's `1..=k`.
+fn check_categories(s: &Shard, k: usize, path: &Path) -> Result<()> {
+    match s
+        .detections
+        .iter()
+        .position(|d| d.category_id == 0 || d.category_id as usize > k)
+    {
+        Some(j) => bail!(
+            "{}: detection {j}: category id {} is not one of the {k} categories",
+            path.display(),
+            s.detections[j].category_id
+        ),
+        None => Ok(()),
+    }
+}
+
 /// Merges the shards of a folder into `pseudo.json` once every shard is done; `None`
-/// while some are missing.
+/// while some are missing (a `pseudo.json` of earlier labels is then removed: it is stale).
 pub fn write_merged(out: &Path) -> Result<Option<(Manifest, Shard)>> {
     let Ok((m, all)) = merge(out) else {
-        return Ok(None);
+        let stale = out.join("pseudo.json");
+        match std::fs::remove_file(&stale) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                bail!("{}: {e}", stale.display())
+            }
+            _ => return Ok(None),
+        }
     };
     io::write_json_atomic(out.join("pseudo.json"), &to_coco(&m, &all))?;
     Ok(Some((m, all)))
@@ -379,9 +543,12 @@ pub fn to_coco(m: &Manifest, s: &Shard) -> CocoFile {
     f
 }
 
-/// The unlabeled source with the teacher's hard labels attached.
+/// The unlabeled source with the teacher's hard labels attached; images the teacher could
+/// not read are left out.
 pub struct PseudoLabeled {
     pub source: Arc<dyn Dataset>,
+    /// Source positions of the images it holds.
+    indices: Vec<usize>,
     /// Image id -> (boxes, classes, ignored) or label map.
     boxes: HashMap<u64, (Vec<[f32; 4]>, Vec<u32>, Vec<bool>)>,
     /// Image id -> the teacher's score of each box.
@@ -417,8 +584,12 @@ impl PseudoLabeled {
             .iter()
             .map(|(k, v)| (*k, out.join(v)))
             .collect();
+        let skipped: std::collections::HashSet<usize> =
+            shard.skipped.iter().map(|s| s.index).collect();
+        let indices = (0..source.len()).filter(|i| !skipped.contains(i)).collect();
         PseudoLabeled {
             source,
+            indices,
             boxes,
             scores,
             maps,
@@ -445,10 +616,10 @@ impl PseudoLabeled {
 
 impl Dataset for PseudoLabeled {
     fn len(&self) -> usize {
-        self.source.len()
+        self.indices.len()
     }
     fn get(&self, i: usize) -> pupil_data::Result<Sample> {
-        let mut s = self.source.get(i)?;
+        let mut s = self.source.get(self.indices[i])?;
         s.boxes.clear();
         s.classes.clear();
         s.crowd.clear();

@@ -1,9 +1,13 @@
 //! The training loop: SGD steps over augmented batches, optionally mixing human-labeled and
 //! pseudo-labeled images with the paper's loss normalization, JSON-lines metrics, a progress
-//! bar, periodic evaluation, and atomic checkpoints with exact resume.
+//! bar, periodic evaluation, and atomic checkpoints with exact resume. A step whose loss or
+//! gradient is not finite is skipped (and counted); the run folder is locked for one writer.
+use crate::checkpoint::{self, Checkpoint};
+pub use crate::checkpoint::{checkpoint_dir, latest_checkpoint};
 use crate::config::TrainConfig;
 use crate::dist::Runtime;
 use crate::error::{bail, Error, Result};
+use crate::lock::RunLock;
 use crate::model::save_model;
 use crate::optim::{learning_rate, Ema, LossScaler, Sgd, StepInfo};
 use crate::task::{EvalData, Metrics, Task};
@@ -11,8 +15,7 @@ use candle_core::{DType, Tensor};
 use pupil_data::batch::{collate, Batch, BatchConfig};
 use pupil_data::dataset::{EpochIter, Loader, LoaderConfig, Transform};
 use pupil_data::{Dataset, Sample};
-use pupil_nn::params::{read_header, save_tensors};
-use pupil_nn::{LoadOptions, ParamStore};
+use pupil_nn::{LoadOptions, ParamKind, ParamStore};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -71,10 +74,20 @@ pub struct TrainState {
     pub class_names: Vec<String>,
     pub num_outputs: usize,
     pub best: Option<Metrics>,
+    /// f16 loss scaling, so a resumed run goes on with the scale it had.
+    #[serde(default)]
+    pub loss_scaler: Option<LossScaler>,
+    /// Steps skipped for a non-finite loss or gradient: in all, and in a row until now.
+    #[serde(default)]
+    pub skipped_steps: usize,
+    #[serde(default)]
+    pub skipped_in_row: usize,
 }
 
 /// One stream of batches that moves on to the next epoch when one ends.
 struct Stream {
+    /// "training" or "pseudo-labeled", for messages.
+    name: &'static str,
     loader: Loader,
     pos: Position,
     iter: Option<EpochIter>,
@@ -89,7 +102,13 @@ struct StreamSpec {
 }
 
 impl Stream {
-    fn new(ds: Arc<dyn Dataset>, t: Arc<Transform>, spec: StreamSpec, pos: Position) -> Self {
+    fn new(
+        name: &'static str,
+        ds: Arc<dyn Dataset>,
+        t: Arc<Transform>,
+        spec: StreamSpec,
+        pos: Position,
+    ) -> Self {
         let loader = Loader::new(
             ds,
             LoaderConfig {
@@ -104,6 +123,7 @@ impl Stream {
         .with_transform(t)
         .with_shard(spec.shard.0, spec.shard.1);
         Stream {
+            name,
             loader,
             pos,
             iter: None,
@@ -125,7 +145,12 @@ impl Stream {
                 batch: 0,
             };
         }
-        bail!("the training set is smaller than one batch")
+        bail!(
+            "the {} set has {} images, fewer than one batch of {}",
+            self.name,
+            self.loader.dataset().len(),
+            self.loader.config.batch_size
+        )
     }
 }
 
@@ -175,22 +200,10 @@ pub fn images_per_step(cfg: &TrainConfig, student: bool) -> usize {
     }
 }
 
-pub fn checkpoint_dir(out: &Path) -> PathBuf {
-    out.join("checkpoints")
-}
-
-/// The latest checkpoint of a run directory, if any.
-pub fn latest_checkpoint(out: &Path) -> Option<PathBuf> {
-    let p = checkpoint_dir(out).join("latest.json");
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(p).ok()?).ok()?;
-    Some(checkpoint_dir(out).join(v["file"].as_str()?))
-}
-
 /// The state of a run between steps.
 struct Session {
     opt: Sgd,
     ema: Option<Ema>,
-    scaler: Option<LossScaler>,
     state: TrainState,
     human: Stream,
     pseudo: Option<Stream>,
@@ -198,6 +211,8 @@ struct Session {
     bar: indicatif::ProgressBar,
     t0: std::time::Instant,
     images: usize,
+    /// Held for the whole run (see [`Trainer::take_folder`]).
+    _lock: Option<RunLock>,
 }
 
 fn scalar(t: &Tensor) -> Result<f64> {
@@ -221,7 +236,6 @@ impl<'a> Trainer<'a> {
     }
 
     fn save_checkpoint(&self, s: &Session) -> Result<()> {
-        let dir = checkpoint_dir(&self.out);
         let mut t: BTreeMap<String, Tensor> = BTreeMap::new();
         for (n, v) in self.store.tensors() {
             t.insert(format!("model.{n}"), v);
@@ -234,38 +248,32 @@ impl<'a> Trainer<'a> {
                 t.insert(format!("ema.{n}"), v.clone());
             }
         }
-        let name = format!("step-{:07}.safetensors", s.state.step);
-        let header = serde_json::to_value(&s.state).map_err(Error::msg)?;
-        save_tensors(&dir.join(&name), &t, &header)?;
-        let latest = serde_json::json!({ "file": name, "step": s.state.step });
-        pupil_data::io::write_atomic(dir.join("latest.json"), latest.to_string().as_bytes())?;
-        prune_checkpoints(&dir)
+        checkpoint::write(&self.out, &s.state, &t)
     }
 
-    fn restore(&self, path: &Path, opt: &mut Sgd, ema: &mut Option<Ema>) -> Result<TrainState> {
+    /// Puts a checkpoint's tensors in place; nothing changes if the model's do not match.
+    fn restore(
+        &self,
+        path: &Path,
+        c: Checkpoint,
+        opt: &mut Sgd,
+        ema: &mut Option<Ema>,
+    ) -> Result<TrainState> {
         let at = |e: &dyn std::fmt::Display| Error::msg(format!("{}: {e}", path.display()));
-        let h = read_header(path)?.ok_or_else(|| at(&"no state header"))?;
-        let state: TrainState = serde_json::from_value(h).map_err(|e| at(&e))?;
-        let tensors =
-            candle_core::safetensors::load(path, &candle_core::Device::Cpu).map_err(|e| at(&e))?;
+        self.store
+            .load_tensors(&c.model, &LoadOptions::strict())
+            .map_err(|e| at(&e))?;
         let dev = &self.runtime.device;
-        let mut model = std::collections::HashMap::new();
-        for (k, v) in tensors {
-            if let Some(n) = k.strip_prefix("model.") {
-                model.insert(n.to_string(), v);
-            } else if let Some(n) = k.strip_prefix("opt.") {
-                opt.buffers.insert(n.to_string(), v.to_device(dev)?);
-            } else if let Some(n) = k.strip_prefix("ema.") {
-                if let Some(e) = ema.as_mut() {
-                    e.shadow.insert(n.to_string(), v.to_device(dev)?);
-                }
+        for (n, v) in c.opt {
+            opt.buffers.insert(n, v.to_device(dev)?);
+        }
+        if let Some(e) = ema.as_mut() {
+            for (n, v) in c.ema {
+                e.shadow.insert(n, v.to_device(dev)?);
             }
         }
-        self.store
-            .load_tensors(&model, &LoadOptions::strict())
-            .map_err(|e| at(&e))?;
-        self.store.set_noise_state(state.noise);
-        Ok(state)
+        self.store.set_noise_state(c.state.noise);
+        Ok(c.state)
     }
 
     pub fn evaluate(&self, ema: Option<&Ema>) -> Result<Option<Metrics>> {
@@ -315,10 +323,9 @@ impl<'a> Trainer<'a> {
     /// Optimizer, averages, loaders and logs of a fresh or resumed run.
     fn start(&self, resume: bool) -> Result<Session> {
         let (cfg, o) = (self.cfg, &self.cfg.optim);
-        std::fs::create_dir_all(&self.out)
-            .map_err(|e| Error::msg(format!("{}: {e}", self.out.display())))?;
+        let lock = self.take_folder(resume)?;
         let mut opt = Sgd::new(self.store, o);
-        let mut ema = o.ema_decay.map(|d| Ema::new(self.store, d));
+        let mut ema = o.ema_decay.map(|d| Ema::new(self.store, d)).transpose()?;
         let mut state = TrainState {
             format: "pupil-train".into(),
             step: 0,
@@ -330,28 +337,25 @@ impl<'a> Trainer<'a> {
             class_names: self.class_names.clone(),
             num_outputs: self.num_outputs,
             best: None,
+            // f16 keeps small gradients representable by scaling the loss.
+            loss_scaler: (o.precision.dtype() == DType::F16).then(LossScaler::default),
+            skipped_steps: 0,
+            skipped_in_row: 0,
         };
         let quiet = self.quiet || !self.lead();
-        if let Some(p) = latest_checkpoint(&self.out).filter(|_| resume) {
-            state = self.restore(&p, &mut opt, &mut ema)?;
-            if !quiet {
-                eprintln!("resumed from {} at step {}", p.display(), state.step);
-            }
+        let found = match resume {
+            true => checkpoint::find_resumable(&self.out)?,
+            false => None,
+        };
+        if let Some((p, c)) = found {
+            state = self.resumed_state(&p, c, (&mut opt, &mut ema), quiet)?;
         }
         let (human, pseudo) = self.streams(&state);
-        let metrics_path = self.out.join("metrics.jsonl");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&metrics_path)
-            .map_err(|e| Error::msg(format!("{}: {e}", metrics_path.display())))?;
+        let log = self.open_log(state.step)?;
         let bar = progress_bar(quiet, o.steps, state.step);
-        // f16 keeps small gradients representable by scaling the loss.
-        let scaler = (o.precision.dtype() == DType::F16).then(LossScaler::default);
         Ok(Session {
             opt,
             ema,
-            scaler,
             state,
             human,
             pseudo,
@@ -359,7 +363,72 @@ impl<'a> Trainer<'a> {
             bar,
             t0: std::time::Instant::now(),
             images: 0,
+            _lock: lock,
         })
+    }
+
+    /// The run folder for this process. The lead locks it (unless pupil's launcher started
+    /// it: the launcher holds the lock for its ranks), removes what killed runs left half
+    /// written, and without `resume` (`--restart`) the old checkpoints and metrics.
+    fn take_folder(&self, resume: bool) -> Result<Option<RunLock>> {
+        std::fs::create_dir_all(&self.out)
+            .map_err(|e| Error::msg(format!("{}: {e}", self.out.display())))?;
+        if !self.lead() {
+            return Ok(None);
+        }
+        let lock = match crate::dist::is_launched() {
+            true => None,
+            false => Some(RunLock::acquire(&self.out)?),
+        };
+        let ck = checkpoint_dir(&self.out);
+        pupil_data::io::remove_stale_temporaries(&self.out)?;
+        pupil_data::io::remove_stale_temporaries(&ck)?;
+        if !resume {
+            remove_if_there(&ck, true)?;
+            remove_if_there(&self.out.join("metrics.jsonl"), false)?;
+        }
+        Ok(lock)
+    }
+
+    /// The state of a checkpoint, its tensors in place, and what differs from this run's
+    /// config said (the run goes on with this one's).
+    fn resumed_state(
+        &self,
+        path: &Path,
+        c: Checkpoint,
+        (opt, ema): (&mut Sgd, &mut Option<Ema>),
+        quiet: bool,
+    ) -> Result<TrainState> {
+        let old = c.state.config.clone();
+        let mut state = self.restore(path, c, opt, ema)?;
+        if !quiet {
+            eprintln!("resumed from {} at step {}", path.display(), state.step);
+            let changes = checkpoint::config_changes(&old, self.cfg);
+            if !changes.is_empty() {
+                eprintln!(
+                    "the config differs from the checkpoint's: {}",
+                    changes.join(", ")
+                );
+            }
+        }
+        state.config = self.cfg.clone();
+        if state.loss_scaler.is_none() && self.cfg.optim.precision.dtype() == DType::F16 {
+            state.loss_scaler = Some(LossScaler::default());
+        }
+        Ok(state)
+    }
+
+    /// `metrics.jsonl`, cut back to the resumed step, opened for appending (lead only writes).
+    fn open_log(&self, step: usize) -> Result<std::fs::File> {
+        let path = self.out.join("metrics.jsonl");
+        if self.lead() {
+            checkpoint::trim_log(&path, step)?;
+        }
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| Error::msg(format!("{}: {e}", path.display())))
     }
 
     /// The human stream and, for a student, the pseudo stream. As the paper, the human
@@ -375,6 +444,7 @@ impl<'a> Trainer<'a> {
             shard: (rank, world),
         };
         let human = Stream::new(
+            "training",
             self.human.clone(),
             self.train_transform.clone(),
             spec(bs, cfg.seed),
@@ -382,6 +452,7 @@ impl<'a> Trainer<'a> {
         );
         let pseudo = self.pseudo.as_ref().map(|p| {
             Stream::new(
+                "pseudo-labeled",
                 p.clone(),
                 self.train_transform.clone(),
                 spec(bp, cfg.seed ^ 0x5053_4555),
@@ -413,6 +484,12 @@ impl<'a> Trainer<'a> {
         // Every rank keeps the same averages: the means over the global batch.
         crate::dist::mean_over_ranks(self.runtime.group.as_ref(), &mut hp)?;
         let [h, p] = hp;
+        if !h.is_finite() || !p.is_finite() {
+            // The averages must not take in a NaN: they would stay NaN.
+            record.insert("L_h".into(), h.into());
+            record.insert("L_p".into(), p.into());
+            return Ok(((lh + lp)?, parts));
+        }
         let st = &self.cfg.selftrain;
         s.state.loss_norm.update(h, p, st.loss_avg_decay);
         record.insert("L_h".into(), h.into());
@@ -428,7 +505,8 @@ impl<'a> Trainer<'a> {
         Ok((total, parts))
     }
 
-    /// Backward pass, gradient averaging over the job, unscaling and the SGD step.
+    /// Backward pass, gradient averaging over the job, unscaling and the SGD step; the EMA
+    /// follows an applied step.
     fn update(
         &self,
         s: &mut Session,
@@ -436,14 +514,14 @@ impl<'a> Trainer<'a> {
         lr: f64,
         record: &mut Record,
     ) -> Result<StepInfo> {
-        let mut grads = match &s.scaler {
+        let mut grads = match &s.state.loss_scaler {
             Some(sc) => (total * sc.scale)?.backward()?,
             None => total.backward()?,
         };
         if let Some(g) = &self.runtime.group {
             crate::dist::average_gradients(&mut grads, s.opt.params(), g)?;
         }
-        let finite = match s.scaler.as_mut() {
+        let finite = match s.state.loss_scaler.as_mut() {
             Some(sc) => sc.unscale(&mut grads, s.opt.params())?,
             None => true,
         };
@@ -455,51 +533,124 @@ impl<'a> Trainer<'a> {
             StepInfo {
                 grad_norm: f64::NAN,
                 clipped: false,
+                applied: false,
             }
         };
-        if let Some(sc) = &s.scaler {
+        if let Some(sc) = &s.state.loss_scaler {
             record.insert("loss_scale".into(), sc.scale.into());
         }
-        if let Some(e) = s.ema.as_mut() {
+        if let (Some(e), true) = (s.ema.as_mut(), info.applied) {
             e.update(self.store)?;
         }
         Ok(info)
+    }
+
+    /// Copies of the running statistics, which the forward pass updates in place.
+    fn buffers(&self) -> Result<Vec<(String, Tensor)>> {
+        let mut v = Vec::new();
+        for (n, t) in self.store.tensors() {
+            if self.store.kind(&n) == Some(ParamKind::Buffer) {
+                v.push((n, t.copy()?));
+            }
+        }
+        Ok(v)
+    }
+
+    /// The loss and, when it is finite on every rank, the update.
+    fn attempt(&self, s: &mut Session, lr: f64, record: &mut Record) -> Result<Attempt> {
+        let (total, parts) = self.loss(s, record)?;
+        let mut v = [scalar(&total)?];
+        // Every rank skips or none: the mean is NaN when any rank's loss is.
+        crate::dist::mean_over_ranks(self.runtime.group.as_ref(), &mut v)?;
+        if !v[0].is_finite() {
+            return Ok(Attempt {
+                value: v[0],
+                info: StepInfo {
+                    grad_norm: f64::NAN,
+                    clipped: false,
+                    applied: false,
+                },
+                parts,
+            });
+        }
+        let info = self.update(s, &total, lr, record)?;
+        Ok(Attempt {
+            value: scalar(&total)?,
+            info,
+            parts,
+        })
+    }
+
+    /// A step that changed nothing: the running statistics go back and it is counted. The
+    /// error to stop with when too many came in a row.
+    fn skip(
+        &self,
+        s: &mut Session,
+        saved: Vec<(String, Tensor)>,
+        a: &Attempt,
+    ) -> Result<Option<Error>> {
+        for (n, t) in &saved {
+            self.store.set(n, t)?;
+        }
+        let st = &mut s.state;
+        st.skipped_steps += 1;
+        st.skipped_in_row += 1;
+        let what = if a.value.is_finite() {
+            "gradient"
+        } else {
+            "loss"
+        };
+        if self.lead() {
+            s.bar.suspend(|| {
+                eprintln!(
+                    "WARNING: step {}: the {what} is not finite (loss {}, gradient norm {}); step skipped ({} in a row)",
+                    st.step + 1,
+                    a.value,
+                    a.info.grad_norm,
+                    st.skipped_in_row
+                )
+            });
+        }
+        let limit = self.cfg.optim.max_nonfinite_steps;
+        if st.skipped_in_row < limit.max(1) {
+            return Ok(None);
+        }
+        let kept = match latest_checkpoint(&self.out) {
+            Some(p) => format!("the last checkpoint, {}, is intact", p.display()),
+            None => "no checkpoint was written".into(),
+        };
+        Ok(Some(Error::msg(format!(
+            "stopped at step {}: the loss or gradient was not finite {} steps in a row (optim.max_nonfinite_steps = {limit}); {kept}. Lower optim.lr_per_256, raise optim.warmup_steps or check the data",
+            st.step + 1,
+            st.skipped_in_row,
+        ))))
     }
 
     fn step(&self, s: &mut Session) -> Result<()> {
         let o = &self.cfg.optim;
         let lr = learning_rate(o, s.state.step);
         let mut record = Record::new();
-        let (total, parts) = self.loss(s, &mut record)?;
-        let value = scalar(&total)?;
-        if !value.is_finite() {
-            bail!("loss became {value} at step {}", s.state.step)
+        let saved = self.buffers()?;
+        let a = self.attempt(s, lr, &mut record)?;
+        let mut stop = None;
+        if a.info.applied {
+            s.state.skipped_in_row = 0;
+        } else {
+            stop = self.skip(s, saved, &a)?;
+            record.insert("skipped".into(), true.into());
         }
-        let info = self.update(s, &total, lr, &mut record)?;
         s.state.step += 1;
         s.state.human = s.human.pos;
         if let Some(ps) = &s.pseudo {
             s.state.pseudo = ps.pos;
         }
         s.state.noise = self.store.noise_state();
-        // every rank loads the same share, so the job's rate is world times this one's
-        let world = self.runtime.world_size();
-        let ips = (s.images * world) as f64 / s.t0.elapsed().as_secs_f64().max(1e-9);
-        let step = s.state.step;
-        if self.lead() && (step % o.log_every.max(1) == 0 || step == o.steps) {
-            record.insert("step".into(), step.into());
-            record.insert("lr".into(), lr.into());
-            record.insert("loss".into(), value.into());
-            record.insert("grad_norm".into(), info.grad_norm.into());
-            record.insert("images_per_s".into(), ips.into());
-            for (k, v) in &parts {
-                record.insert(k.clone(), (*v).into());
-            }
-            write_record(&mut s.log, serde_json::Value::Object(record))?;
+        self.log_step(s, lr, &a, record, stop.is_some())?;
+        if let Some(e) = stop {
+            // Before any checkpoint of this state: the last one stays the run's.
+            return Err(e);
         }
-        s.bar.set_position(step as u64);
-        s.bar
-            .set_message(format!("loss {value:.4} lr {lr:.4} {ips:.1} img/s"));
+        let step = s.state.step;
         if self.lead() && o.eval_every > 0 && step % o.eval_every == 0 && step < o.steps {
             if let Some(m) = self.evaluate(s.ema.as_ref())? {
                 write_record(&mut s.log, serde_json::json!({"step": step, "eval": m}))?;
@@ -509,6 +660,38 @@ impl<'a> Trainer<'a> {
         if self.lead() && (every || step == o.steps) {
             self.save_checkpoint(s)?;
         }
+        Ok(())
+    }
+
+    /// The step's line of `metrics.jsonl` (every `log_every` steps) and the progress bar.
+    fn log_step(
+        &self,
+        s: &mut Session,
+        lr: f64,
+        a: &Attempt,
+        mut record: Record,
+        last: bool,
+    ) -> Result<()> {
+        let o = &self.cfg.optim;
+        // every rank loads the same share, so the job's rate is world times this one's
+        let world = self.runtime.world_size();
+        let ips = (s.images * world) as f64 / s.t0.elapsed().as_secs_f64().max(1e-9);
+        let step = s.state.step;
+        if self.lead() && (step % o.log_every.max(1) == 0 || step == o.steps || last) {
+            record.insert("step".into(), step.into());
+            record.insert("lr".into(), lr.into());
+            record.insert("loss".into(), a.value.into());
+            record.insert("grad_norm".into(), a.info.grad_norm.into());
+            record.insert("images_per_s".into(), ips.into());
+            record.insert("skipped_steps".into(), s.state.skipped_steps.into());
+            for (k, v) in &a.parts {
+                record.insert(k.clone(), (*v).into());
+            }
+            write_record(&mut s.log, serde_json::Value::Object(record))?;
+        }
+        s.bar.set_position(step as u64);
+        s.bar
+            .set_message(format!("loss {:.4} lr {lr:.4} {ips:.1} img/s", a.value));
         Ok(())
     }
 
@@ -525,6 +708,7 @@ impl<'a> Trainer<'a> {
             return Ok(outcome);
         }
         let save = || {
+            checkpoint::ensure_finite(&model_path, &self.store.tensors())?;
             save_model(
                 &model_path,
                 self.cfg,
@@ -561,23 +745,25 @@ fn progress_bar(quiet: bool, steps: usize, at: usize) -> indicatif::ProgressBar 
     bar
 }
 
-/// Keeps the two newest checkpoints of a folder.
-fn prune_checkpoints(dir: &Path) -> Result<()> {
-    let mut old: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| Error::msg(format!("{}: {e}", dir.display())))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("step-") && n.ends_with(".safetensors"))
-        })
-        .collect();
-    old.sort();
-    let keep = old.len().saturating_sub(2);
-    for p in &old[..keep] {
-        let _ = std::fs::remove_file(p);
+/// What one step computed: the loss (the mean over the job), the update, the loss parts.
+struct Attempt {
+    value: f64,
+    info: StepInfo,
+    parts: Vec<(String, f64)>,
+}
+
+/// Removes a file or folder that may not exist.
+fn remove_if_there(p: &Path, dir: bool) -> Result<()> {
+    let r = match dir {
+        true => std::fs::remove_dir_all(p),
+        false => std::fs::remove_file(p),
+    };
+    match r {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(Error::msg(format!("{}: {e}", p.display())))
+        }
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -50,6 +50,37 @@ pub fn fixture_cases(kind: &str) -> Vec<PathBuf> {
     v
 }
 
+/// The fuzz seeds of one target (`fuzz/seeds/<target>`), as bytes; none fails.
+pub fn fuzz_seeds(target: &str) -> Vec<Vec<u8>> {
+    let dir = workspace_root().join("fuzz/seeds").join(target);
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    paths.sort();
+    assert!(!paths.is_empty(), "no seeds in {}", dir.display());
+    paths.iter().map(|p| std::fs::read(p).unwrap()).collect()
+}
+
+/// `seed` changed by `edits` of (position, byte, kind): kind 0 overwrites a byte, 1 cuts the
+/// input there, 2 inserts the byte, 3 repeats the next 16 bytes (as libFuzzer mutates).
+pub fn mutate(seed: &[u8], edits: &[(usize, u8, u8)]) -> Vec<u8> {
+    let mut v = seed.to_vec();
+    for &(pos, byte, kind) in edits {
+        let at = if v.is_empty() { 0 } else { pos % v.len() };
+        match kind % 4 {
+            0 if !v.is_empty() => v[at] = byte,
+            1 => v.truncate(at),
+            2 => v.insert(at, byte),
+            _ => {
+                let piece: Vec<u8> = v.iter().skip(at).take(16).copied().collect();
+                v.splice(at..at, piece);
+            }
+        }
+    }
+    v
+}
+
 /// Deterministic test inputs without a rand dependency (the workspace's SplitMix64).
 pub struct SplitMix(pub u64);
 

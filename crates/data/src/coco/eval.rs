@@ -77,6 +77,8 @@ pub struct EvalResult {
     /// `eval['recall']`, C order with shape [T, K, A, M].
     pub recall: Vec<f64>,
     pub shape: [usize; 5],
+    /// Detections whose category is not in the GT: left out, as pycocotools does.
+    pub unknown_category: usize,
 }
 
 impl EvalResult {
@@ -451,7 +453,9 @@ fn evaluate_rows(
             }
         }),
     );
-    let dt_b = Buckets::new(k_n, detection_keys(dets, &ids, dt_name)?.into_iter());
+    let dt_keys = detection_keys(dets, &ids, dt_name)?;
+    let unknown_category = dt_keys.iter().filter(|k| k.is_none()).count();
+    let dt_b = Buckets::new(k_n, dt_keys.into_iter());
     let per_cat: Vec<CatOut> = (0..k_n)
         .into_par_iter()
         .map_init(Scratch::default, |s, k| {
@@ -476,6 +480,7 @@ fn evaluate_rows(
         precision,
         recall,
         shape,
+        unknown_category,
     })
 }
 

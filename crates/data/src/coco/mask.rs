@@ -12,16 +12,18 @@ pub struct Rle {
 }
 
 impl Rle {
-    /// Decodes the mask; fails if the runs do not cover exactly height * width pixels.
+    /// Decodes the mask; fails if the runs do not cover exactly height * width pixels or
+    /// the mask is larger than [`crate::io::MAX_IMAGE_PIXELS`].
     pub fn to_plane(&self) -> Result<Plane, String> {
         let (h, w) = (self.height, self.width);
+        let pixels = (h as u64)
+            .checked_mul(w as u64)
+            .filter(|&p| p <= crate::io::MAX_IMAGE_PIXELS)
+            .ok_or_else(|| format!("a {h}x{w} mask is larger than allowed"))?;
         let total: u64 = self.counts.iter().map(|&c| c as u64).sum();
-        if total != (h * w) as u64 {
+        if total != pixels {
             return Err(format!(
-                "RLE counts sum to {total} but the mask has {}x{} = {} pixels",
-                h,
-                w,
-                h * w
+                "RLE counts sum to {total} but the mask has {h}x{w} = {pixels} pixels"
             ));
         }
         let mut col = vec![0u8; h * w];
@@ -153,16 +155,24 @@ impl Rle {
         })
     }
 
-    /// Rasterises one polygon `[x0, y0, x1, y1, ...]` as pycocotools' `rleFrPoly`.
-    pub fn from_polygon(xy: &[f64], height: usize, width: usize) -> Rle {
+    /// Rasterises one polygon `[x0, y0, x1, y1, ...]` as pycocotools' `rleFrPoly`. A
+    /// polygon whose traced outline would exceed [`MAX_OUTLINE`] points (coordinates far
+    /// outside any image) is refused before it is traced.
+    pub fn from_polygon(xy: &[f64], height: usize, width: usize) -> Result<Rle, String> {
         let (h, w) = (height as i64, width as i64);
         let k = xy.len() / 2;
         if k == 0 {
-            return Rle {
+            return Ok(Rle {
                 height,
                 width,
                 counts: vec![(height * width) as u32],
-            };
+            });
+        }
+        let points = outline_points(xy);
+        if !(points <= MAX_OUTLINE as f64) {
+            return Err(format!(
+                "a polygon's outline of {points:.0} points is longer than the {MAX_OUTLINE} allowed (coordinates far outside the image?)"
+            ));
         }
         let (u, v) = upsampled_outline(xy);
         let mut a = boundary_crossings(&u, &v, h, w);
@@ -174,12 +184,24 @@ impl Rle {
             *e -= prev;
             prev = t;
         }
-        Rle {
+        Ok(Rle {
             height,
             width,
             counts: merge_empty_runs(&a).into_iter().map(|c| c as u32).collect(),
-        }
+        })
     }
+}
+
+/// Points a polygon's outline may have when traced on the fine grid.
+pub const MAX_OUTLINE: usize = 1 << 25;
+
+/// At least as many points as [`upsampled_outline`] traces (NaN for NaN coordinates).
+fn outline_points(xy: &[f64]) -> f64 {
+    let k = xy.len() / 2;
+    let at = |j: usize| POLY_SCALE * xy[j % (2 * k)];
+    (0..k)
+        .map(|j| (at(2 * j + 2) - at(2 * j)).abs() + (at(2 * j + 3) - at(2 * j + 1)).abs() + 2.0)
+        .sum()
 }
 
 /// pycocotools' polygon scale: outlines are traced on a 5x finer grid.
@@ -318,7 +340,7 @@ mod tests {
     #[test]
     fn rectangle_polygon_covers_the_expected_pixels() {
         // pycocotools: frPyObjects([[1,1, 4,1, 4,3, 1,3]], 5, 6) -> pixels x in 1..4, y in 1..3
-        let r = Rle::from_polygon(&[1., 1., 4., 1., 4., 3., 1., 3.], 5, 6);
+        let r = Rle::from_polygon(&[1., 1., 4., 1., 4., 3., 1., 3.], 5, 6).unwrap();
         let p = r.to_plane().unwrap();
         let bbox = p.bbox().unwrap();
         assert_eq!(bbox, [1., 1., 4., 3.]);

@@ -105,14 +105,31 @@ impl CocoFile {
         Ok(f)
     }
 
+    /// Parses and validates instances JSON bytes; `path` names them in errors.
+    pub fn from_slice(bytes: &[u8], path: &Path) -> Result<CocoFile> {
+        let f: CocoFile = io::parse_json(bytes, path)?;
+        f.validate(path)?;
+        Ok(f)
+    }
+
     pub fn validate(&self, path: &Path) -> Result<()> {
         let mut images = HashMap::new();
         for im in &self.images {
+            let item = || format!("image id {}", im.id);
             if images.insert(im.id, im).is_some() {
+                return Err(Error::invalid(path, item(), "duplicate image id"));
+            }
+            let pixels = (im.width as u64).checked_mul(im.height as u64);
+            if pixels.is_none_or(|p| p > io::MAX_IMAGE_PIXELS) {
                 return Err(Error::invalid(
                     path,
-                    format!("image id {}", im.id),
-                    "duplicate image id",
+                    item(),
+                    format!(
+                        "declares {}x{}, more than the {} pixels allowed",
+                        im.width,
+                        im.height,
+                        io::MAX_IMAGE_PIXELS
+                    ),
                 ));
             }
         }
@@ -155,6 +172,13 @@ impl CocoFile {
                     path,
                     item(),
                     format!("bbox {:?} has negative size", a.bbox),
+                ));
+            }
+            if !a.area.is_finite() || a.area < 0.0 {
+                return Err(Error::invalid(
+                    path,
+                    item(),
+                    format!("area {} is not a finite non-negative number", a.area),
                 ));
             }
         }
@@ -287,7 +311,7 @@ pub fn decode_segmentation(
             }
             let planes: std::result::Result<Vec<Plane>, String> = polys
                 .iter()
-                .map(|p| Rle::from_polygon(p, height, width).to_plane())
+                .map(|p| Rle::from_polygon(p, height, width)?.to_plane())
                 .collect();
             Ok(mask::union(planes?).unwrap_or_else(|| Plane::new(width, height, 0)))
         }
@@ -327,6 +351,11 @@ impl CocoDataset {
     pub fn open(path: impl AsRef<Path>, image_root: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         let file = CocoFile::read(&path)?;
+        Ok(Self::new(path, image_root.as_ref(), file))
+    }
+
+    /// A validated instances file (read from `path`) with its image folder.
+    pub fn new(path: PathBuf, image_root: &Path, file: CocoFile) -> Self {
         let categories = CategoryMap::new(&file.categories);
         let pos: HashMap<u64, usize> = file
             .images
@@ -338,14 +367,14 @@ impl CocoDataset {
         for (k, a) in file.annotations.iter().enumerate() {
             per_image[pos[&a.image_id]].push(k);
         }
-        Ok(CocoDataset {
+        CocoDataset {
             path,
-            image_root: image_root.as_ref().to_path_buf(),
+            image_root: image_root.to_path_buf(),
             file,
             categories,
             per_image,
             load_masks: false,
-        })
+        }
     }
 
     pub fn with_masks(mut self, on: bool) -> Self {
@@ -356,6 +385,21 @@ impl CocoDataset {
     /// Boxes, classes, crowd flags and (optionally) masks of one image, without reading it.
     pub fn targets(&self, index: usize, sample: &mut Sample) -> Result<()> {
         let im = &self.file.images[index];
+        let mask_bytes = (self.per_image[index].len() as u64)
+            .saturating_mul(im.width as u64)
+            .saturating_mul(im.height as u64);
+        if self.load_masks && mask_bytes > MAX_MASK_BYTES {
+            return Err(Error::invalid(
+                &self.path,
+                format!("image id {}", im.id),
+                format!(
+                    "{} masks of {}x{} need {mask_bytes} bytes, more than the {MAX_MASK_BYTES} allowed",
+                    self.per_image[index].len(),
+                    im.width,
+                    im.height
+                ),
+            ));
+        }
         let mut masks = Vec::new();
         for &k in &self.per_image[index] {
             let a = &self.file.annotations[k];
@@ -370,19 +414,7 @@ impl CocoDataset {
                     Some(seg) => decode_segmentation(seg, im.height, im.width).map_err(|e| {
                         Error::invalid(&self.path, format!("annotation id {}", a.id), e)
                     })?,
-                    None => {
-                        // No segmentation: the box is the mask.
-                        let mut p = Plane::new(im.width, im.height, 0);
-                        let (x0, y0) = (x.max(0.0) as usize, y.max(0.0) as usize);
-                        let (x1, y1) = (
-                            ((x + w).ceil() as usize).min(im.width),
-                            ((y + h).ceil() as usize).min(im.height),
-                        );
-                        for yy in y0..y1 {
-                            p.data[yy * im.width + x0..yy * im.width + x1.max(x0)].fill(1);
-                        }
-                        p
-                    }
+                    None => box_mask([x, y, w, h], im.width, im.height),
                 };
                 masks.push(m);
             }
@@ -392,6 +424,23 @@ impl CocoDataset {
         }
         Ok(())
     }
+}
+
+/// Masks of one image may take this many bytes together (one byte a pixel each).
+pub const MAX_MASK_BYTES: u64 = 4 << 30;
+
+/// The mask of an annotation without a segmentation: its box, clipped to the image.
+fn box_mask([x, y, w, h]: [f64; 4], width: usize, height: usize) -> Plane {
+    let mut p = Plane::new(width, height, 0);
+    let (x0, y0) = ((x.max(0.0) as usize).min(width), y.max(0.0) as usize);
+    let (x1, y1) = (
+        ((x + w).ceil() as usize).clamp(x0, width),
+        ((y + h).ceil() as usize).min(height),
+    );
+    for yy in y0..y1 {
+        p.data[yy * width + x0..yy * width + x1].fill(1);
+    }
+    p
 }
 
 impl Dataset for CocoDataset {
@@ -474,7 +523,17 @@ pub fn xywh_to_xyxy(b: [f64; 4]) -> [f32; 4] {
 /// Reads a COCO results file (a JSON array of detections).
 pub fn read_results(path: impl AsRef<Path>) -> Result<Vec<CocoDetection>> {
     let path = path.as_ref();
-    let dets: Vec<CocoDetection> = io::read_json(path)?;
+    let bytes = io::read_limited(
+        path,
+        io::max_json_bytes(),
+        "a JSON file (PUPIL_MAX_JSON_BYTES)",
+    )?;
+    parse_results(&bytes, path)
+}
+
+/// Parses and checks results JSON bytes; `path` names them in errors.
+pub fn parse_results(bytes: &[u8], path: &Path) -> Result<Vec<CocoDetection>> {
+    let dets: Vec<CocoDetection> = io::parse_json(bytes, path)?;
     for (i, d) in dets.iter().enumerate() {
         if d.bbox.iter().any(|v| !v.is_finite()) || !d.score.is_finite() {
             return Err(Error::invalid(

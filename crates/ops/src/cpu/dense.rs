@@ -21,6 +21,15 @@ const COL_CHUNK: usize = 1 << 18;
 /// Multiply-adds below which a conv runs on the calling thread: waking a
 /// parked worker costs tens of microseconds, more on a loaded machine.
 const PAR_MIN_MACS: usize = 1 << 21;
+/// Tasks a parallel conv is cut into, whatever the number of threads: the
+/// GEMM shapes (and so the rounding) then depend on the conv alone, and a
+/// run gives the same bits on one thread or many.
+const SPLIT_TASKS: usize = 16;
+/// Partial sums of the filter gradient, at most; each is summed by one
+/// thread in task order and the partials are added in order.
+const FILTER_PARTS: usize = 8;
+/// Bytes the filter gradient's partial sums may take together.
+const FILTER_PARTS_BYTES: usize = 64 << 20;
 
 /// Shape of one grouped convolution; `cin`/`cout` are per group.
 #[derive(Clone, Copy, Debug)]
@@ -115,18 +124,14 @@ impl Geom {
         self.n * self.groups * self.cout * self.k() * self.p() >= PAR_MIN_MACS
     }
 
-    /// Tasks per (image, group) wanted so that every thread gets about two.
+    /// Tasks per (image, group) wanted so that a parallel conv has about
+    /// [`SPLIT_TASKS`] of them (a fixed count, for thread-independent bits).
     fn min_split(&self) -> usize {
         match self.parallel() {
-            true => (2 * threads()).div_ceil(self.n * self.groups),
+            true => SPLIT_TASKS.div_ceil(self.n * self.groups),
             false => 1,
         }
     }
-}
-
-/// Threads that [`run_tasks`] runs on.
-fn threads() -> usize {
-    candle_core::utils::barrier_pool().n_workers() + 1
 }
 
 thread_local! {
@@ -167,8 +172,10 @@ impl<T> Drop for Scratch<T> {
     }
 }
 
-/// Runs `task(t, state, scratch)` for every `t < n` in parallel and returns
-/// the per-thread states (partial sums).
+/// Runs `task(t, state, scratch)` for every `t < n`, in parallel when
+/// `parallel`: the tasks are cut into `parts` contiguous runs, each run by
+/// one thread in order into its own state; the states come back in run
+/// order, so partial sums do not depend on which thread took which run.
 ///
 /// Runs on candle's barrier pool, not rayon: candle's element-wise ops use
 /// that pool and its workers spin for a while after each op, so rayon
@@ -176,32 +183,48 @@ impl<T> Drop for Scratch<T> {
 /// this made forward+backward 1.3-1.8x slower and candle's own ops ~10x).
 fn run_tasks<T: Real, S: Default + Send>(
     n: usize,
+    parts: usize,
     parallel: bool,
     task: impl Fn(usize, &mut S, &mut Scratch<T>) + Sync,
 ) -> Vec<S> {
-    if !parallel || n < 2 {
-        let (mut st, mut scratch) = (S::default(), Scratch::take());
-        for t in 0..n {
-            task(t, &mut st, &mut scratch);
+    let parts = parts.clamp(1, n.max(1));
+    let run = |part: usize, st: &mut S, scratch: &mut Scratch<T>| {
+        for t in part * n / parts..(part + 1) * n / parts {
+            task(t, st, scratch);
         }
-        return vec![st];
+    };
+    if !parallel || parts < 2 {
+        let mut scratch = Scratch::take();
+        return (0..parts)
+            .map(|part| {
+                let mut st = S::default();
+                run(part, &mut st, &mut scratch);
+                st
+            })
+            .collect();
     }
     let next = AtomicUsize::new(0);
-    let states = Mutex::new(Vec::new());
+    let states = Mutex::new(Vec::with_capacity(parts));
     candle_core::utils::barrier_pool().execute(|_| {
-        let (mut st, mut scratch) = (S::default(), Scratch::take());
+        let mut scratch = Scratch::take();
         // A shared cursor lets a thread that got descheduled fall behind
         // without the others waiting for its share.
         loop {
-            let t = next.fetch_add(1, Ordering::Relaxed);
-            if t >= n {
+            let part = next.fetch_add(1, Ordering::Relaxed);
+            if part >= parts {
                 break;
             }
-            task(t, &mut st, &mut scratch);
+            let mut st = S::default();
+            run(part, &mut st, &mut scratch);
+            states
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((part, st));
         }
-        states.lock().unwrap_or_else(|e| e.into_inner()).push(st);
     });
-    states.into_inner().unwrap_or_else(|e| e.into_inner())
+    let mut states = states.into_inner().unwrap_or_else(|e| e.into_inner());
+    states.sort_by_key(|s| s.0);
+    states.into_iter().map(|s| s.1).collect()
 }
 
 /// `dst[m x n] (+)= lhs[m x k] * rhs[k x n]`, row-major `dst` with row stride
@@ -341,6 +364,7 @@ pub(crate) fn forward<T: Real>(x: &[T], wt: &[T], bias: Option<&[T]>, g: &Geom) 
     let out = Out(y.as_mut_ptr());
     run_tasks(
         tasks,
+        tasks,
         g.parallel(),
         |t, _: &mut (), scratch: &mut Scratch<T>| {
             let (ng, ch) = (t / chunks, t % chunks);
@@ -399,6 +423,7 @@ pub(crate) fn backward_input<T: Real>(dy: &[T], wt: &[T], g: &Geom) -> Vec<T> {
     let out = Out(dx.as_mut_ptr());
     run_tasks(
         tasks,
+        tasks,
         g.parallel(),
         |t, _: &mut (), scratch: &mut Scratch<T>| {
             let (ng, blk) = (t / blocks, t % blocks);
@@ -456,7 +481,8 @@ pub(crate) fn backward_input<T: Real>(dy: &[T], wt: &[T], g: &Geom) -> Vec<T> {
 }
 
 /// Gradient w.r.t. the filter: sum over images of dY_n,g x col_n,g^T; tasks
-/// (image, group, row chunk) accumulate into per-worker partial sums.
+/// (image, group, row chunk) accumulate in order into a fixed number of
+/// partial sums, added in order.
 pub(crate) fn backward_filter<T: Real>(x: &[T], dy: &[T], g: &Geom) -> Vec<T> {
     let (k, p, win) = (g.k(), g.p(), g.win);
     let len = g.groups * g.cout * k;
@@ -464,8 +490,13 @@ pub(crate) fn backward_filter<T: Real>(x: &[T], dy: &[T], g: &Geom) -> Vec<T> {
     let chunks = win.oh.div_ceil(rows);
     let tasks = g.n * g.groups * chunks;
     let spans = g.spans();
+    let parts = match g.parallel() {
+        true => (FILTER_PARTS_BYTES / (len * size_of::<T>()).max(1)).clamp(1, FILTER_PARTS),
+        false => 1,
+    };
     let parts = run_tasks(
         tasks,
+        parts,
         g.parallel(),
         |t, acc: &mut Vec<T>, scratch: &mut Scratch<T>| {
             acc.resize(len, T::ZERO);
@@ -513,6 +544,7 @@ pub(crate) fn backward_bias<T: Real>(dy: &[T], c: usize, plane: usize) -> Vec<T>
     let mut db = vec![T::ZERO; c];
     let out = Out(db.as_mut_ptr());
     run_tasks(
+        c,
         c,
         dy.len() >= PAR_MIN_MACS,
         |o, _: &mut (), _: &mut Scratch<T>| {

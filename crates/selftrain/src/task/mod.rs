@@ -176,9 +176,18 @@ pub trait Task: Send + Sync {
     ) -> Result<PseudoLabels>;
 }
 
+/// Outputs a model may have.
+pub const MAX_CLASSES: usize = 100_000;
+
 /// Builds the model of a config with `num_classes` outputs; its tensors are created in
 /// `store` (the backbone under `backbone.`).
 pub fn build(cfg: &TrainConfig, num_classes: usize, store: &ParamStore) -> Result<Box<dyn Task>> {
+    crate::checks::check_config(cfg)?;
+    if !(1..=MAX_CLASSES).contains(&num_classes) {
+        return Err(crate::error::Error::config(format!(
+            "a model needs 1 to {MAX_CLASSES} classes (outputs), found {num_classes}"
+        )));
+    }
     let vb = store.root();
     let mut bcfg = cfg.backbone.clone();
     if cfg.task == TaskKind::Classification {
