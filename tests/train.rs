@@ -355,7 +355,10 @@ fn quickstart_writes_its_table_results_and_report() {
     let arms = read_results(&out);
     assert_eq!(arms.len(), 6);
     for a in &arms {
-        assert!(a["metrics"]["values"]["AP50"].is_number(), "{a}");
+        assert!(
+            a["metrics"]["AP"].is_number() && a["metrics"]["AP50"].is_number(),
+            "{a}"
+        );
     }
     check_controls(&arms);
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
@@ -454,6 +457,21 @@ fn a_grid_with_two_pretrained_inits_keeps_them_apart() {
         assert!(out.join(format!("{init}-s1-f1-seed0-supervised")).is_dir());
     }
     check_controls(&arms);
+    // a report of what has finished: one arm's result gone, nothing trained again
+    let gone = "digit-pool-s1-f1-seed0-control";
+    std::fs::remove_file(out.join(gone).join("result.json")).unwrap();
+    let mut report_args = args.clone();
+    report_args.push("--report-only");
+    ok(&report_args);
+    let arms = read_results(&out);
+    assert_eq!(arms.len(), 5);
+    assert!(arms.iter().all(|a| a["name"] != gone));
+    assert!(!out.join(gone).join("result.json").exists());
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        md.contains("**Partial grid**: 5 of the 6 planned arms"),
+        "{md}"
+    );
 }
 
 #[test]

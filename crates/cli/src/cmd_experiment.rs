@@ -19,6 +19,9 @@ pub struct ExperimentArgs {
     /// Arms trained side by side, each on one compute thread.
     #[arg(long, default_value_t = 1)]
     pub jobs: usize,
+    /// Write results and the report from the arms finished so far; train nothing.
+    #[arg(long)]
+    pub report_only: bool,
 }
 
 /// Side-by-side arms each run on one thread: candle's pool must be one thread wide before
@@ -33,6 +36,18 @@ fn one_thread_per_job(jobs: usize) {
 pub fn run(a: ExperimentArgs) -> Result<()> {
     let t0 = std::time::Instant::now();
     let exp: ExperimentConfig = load_config(a.config.as_deref(), None, &a.sets)?;
+    if a.report_only {
+        let (results, planned) = pupil_selftrain::grid::finished_arms(&exp, &a.out)?;
+        if results.is_empty() {
+            anyhow::bail!("{}: no finished arm of this grid", a.out.display());
+        }
+        eprintln!("{} of {planned} arms finished", results.len());
+        println!(
+            "{}",
+            pupil_selftrain::report::write(&a.out, &exp, &results, None)?
+        );
+        return Ok(());
+    }
     one_thread_per_job(a.jobs);
     let results = run_grid(&exp, &a.out, a.jobs, false, |r| {
         eprintln!("{}: {:.4} ({:.0}s)", r.name, r.metrics.primary, r.seconds)

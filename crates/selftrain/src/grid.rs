@@ -336,6 +336,25 @@ pub fn run_grid(
     Ok(results.into_iter().map(|r| r.1).collect())
 }
 
+/// The arms of `exp` finished so far under `out`, in grid order, and the number the grid
+/// plans; trains nothing (a report of a partial grid).
+pub fn finished_arms(exp: &ExperimentConfig, out: &Path) -> Result<(Vec<ArmResult>, usize)> {
+    let plan = Plan::new(exp)?;
+    let (mut done, mut planned) = (Vec::new(), 0);
+    for j in &plan.jobs {
+        if let Job::Arm { cell, role } = j {
+            planned += 1;
+            let p = out
+                .join(plan.cells[*cell].arm_name(*role))
+                .join("result.json");
+            if p.exists() {
+                done.push(pupil_data::io::read_json::<ArmResult>(&p)?);
+            }
+        }
+    }
+    Ok((done, planned))
+}
+
 /// Runs every job once its dependencies are done, up to `jobs` at a time on scoped threads;
 /// `done` sees each finished job's output on the calling thread. The first error stops new
 /// jobs and is returned once the running ones end.

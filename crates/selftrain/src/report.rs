@@ -358,6 +358,17 @@ pub fn write(
     let md = main_table(&ix, results);
     let mut report = String::from("# pupil experiment\n\n");
     report += &setup_text(exp, results, wall);
+    let planned = crate::grid::Plan::new(exp)?
+        .jobs
+        .iter()
+        .filter(|j| matches!(j, crate::grid::Job::Arm { .. }))
+        .count();
+    if results.len() < planned {
+        report += &format!(
+            "\n**Partial grid**: {} of the {planned} planned arms have finished; the others are blank below and the findings use only the finished ones.\n",
+            results.len()
+        );
+    }
     report += "\n## Results\n\n";
     report += &md;
     if results.iter().any(|r| r.role == Role::SelfTraining) {

@@ -40,12 +40,15 @@ fn read_records(path: &Path) -> Result<Records> {
         };
         match v.get("eval") {
             Some(Value::Object(m)) => {
-                let mut vals = m.get("values").and_then(Value::as_object).cloned();
-                let vals = vals.get_or_insert_with(Map::new);
+                // flat metrics, or nested under "values" as earlier builds wrote them
+                let mut vals = match m.get("values").and_then(Value::as_object) {
+                    Some(v) => v.clone(),
+                    None => m.clone(),
+                };
                 if let Some(p) = m.get("primary") {
                     vals.insert("primary".into(), p.clone());
                 }
-                r.eval.insert(step, vals.clone());
+                r.eval.insert(step, vals);
             }
             _ if v.contains_key("loss") => {
                 r.train.insert(step, v);

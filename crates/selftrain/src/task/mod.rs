@@ -25,10 +25,47 @@ use std::path::Path;
 use std::sync::Arc;
 
 /// Metrics of an evaluation; `primary` is AP (detection), mIoU (segmentation) or top-1.
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+/// Written flat (`{"primary": .., "AP": .., "AP50": ..}`), as COCO tools name them.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Metrics {
     pub primary: f64,
     pub values: BTreeMap<String, f64>,
+}
+
+impl serde::Serialize for Metrics {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.values.len() + 1))?;
+        m.serialize_entry("primary", &self.primary)?;
+        for (k, v) in self.values.iter().filter(|(k, _)| *k != "primary") {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Metrics {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        // earlier builds nested the values; their result files still read
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            Nested {
+                primary: f64,
+                values: BTreeMap<String, f64>,
+            },
+            Flat(BTreeMap<String, f64>),
+        }
+        Ok(match Repr::deserialize(d)? {
+            Repr::Nested { primary, values } => Metrics { primary, values },
+            Repr::Flat(mut values) => {
+                let primary = values
+                    .remove("primary")
+                    .ok_or_else(|| serde::de::Error::missing_field("primary"))?;
+                Metrics { primary, values }
+            }
+        })
+    }
 }
 
 /// What a model predicts for one image, in original image coordinates.
@@ -211,4 +248,27 @@ pub fn build(cfg: &TrainConfig, num_classes: usize, store: &ParamStore) -> Resul
         }
         TaskKind::Classification => Box::new(ClassificationTask::new(backbone)?),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Metrics;
+
+    #[test]
+    fn metrics_are_written_flat_and_read_in_both_forms() {
+        let m = Metrics {
+            primary: 0.5,
+            values: [("AP".to_string(), 0.5), ("AP50".to_string(), 0.75)].into(),
+        };
+        let j = serde_json::to_value(&m).unwrap();
+        assert_eq!(
+            j,
+            serde_json::json!({"primary": 0.5, "AP": 0.5, "AP50": 0.75})
+        );
+        assert_eq!(serde_json::from_value::<Metrics>(j).unwrap(), m);
+        let nested = serde_json::json!({"primary": 0.5, "values": {"AP": 0.5, "AP50": 0.75}});
+        assert_eq!(serde_json::from_value::<Metrics>(nested).unwrap(), m);
+        let e = serde_json::from_value::<Metrics>(serde_json::json!({"AP": 0.5})).unwrap_err();
+        assert!(e.to_string().contains("primary"), "{e}");
+    }
 }
