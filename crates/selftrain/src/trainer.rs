@@ -614,8 +614,8 @@ impl<'a> Trainer<'a> {
         let weak: Vec<Sample> = (originals.iter().enumerate())
             .map(|(i, o)| weak_view(o, cfg, &mut rng(WEAK_KEY, i)))
             .collect();
-        let mut wb = collate(&weak, &self.batch_config(), &self.runtime.device)?;
-        wb.images = wb.images.to_dtype(cfg.optim.precision.dtype())?;
+        // f32, as evaluation: the teacher predicts as the model is scored
+        let wb = collate(&weak, &self.batch_config(), &self.runtime.device)?;
         let preds = match &s.teacher {
             Some(t) => t.with_weights(self.store, || self.task.predict(&wb))?,
             None => bail!("an online student has no teacher"),
