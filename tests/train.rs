@@ -475,6 +475,113 @@ fn a_grid_with_two_pretrained_inits_keeps_them_apart() {
 }
 
 #[test]
+fn a_grid_with_an_online_arm_shares_the_control_and_compares_the_teachers() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("grid");
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/quickstart.toml"),
+    )
+    .unwrap();
+    let cfg = d.path().join("exp.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let mut args = vec![
+        "experiment",
+        "--out",
+        out.to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+        "--set",
+        "inits=[\"random\"]",
+        "--set",
+        "self_training=[false, \"offline\", \"online\"]",
+        "--set",
+        "base.selftrain.ema_decay=0.9",
+    ];
+    for s in TINY_SETS {
+        args.extend(["--set", s]);
+    }
+    let o = ok(&args);
+    assert!(o.contains("| Rand init + online self-training |"), "{o}");
+    let arms = read_results(&out);
+    assert_eq!(arms.len(), 4);
+    check_controls(&arms);
+    let role = |r: &str| arms.iter().find(|a| a["role"] == r).unwrap();
+    let (off, on) = (role("self-training"), role("online"));
+    assert_eq!(
+        (off["mode"].clone(), on["mode"].clone()),
+        ("offline".into(), "online".into())
+    );
+    // the same control, steps and images as the offline student (no burn-in here)
+    for k in ["control", "steps", "images_seen", "student_init"] {
+        assert_eq!(on[k], off[k], "{k}");
+    }
+    assert!(on["ema_teacher"]["primary"].is_number(), "{on}");
+    assert!(on["pseudo"]["images"].as_u64() > Some(0), "{on}");
+    let dir = out.join(on["name"].as_str().unwrap()).join("student");
+    for f in ["model.safetensors", "teacher.safetensors", "online.json"] {
+        assert!(dir.join(f).exists(), "{f}");
+    }
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    for part in [
+        "## Offline vs online teacher",
+        "| Rand init | S1 | 20% |",
+        "Over 1 cell(s) the online teacher's student wins in",
+        "- Rand init S1 20%: the ",
+    ] {
+        assert!(report.contains(part), "{part}: {report}");
+    }
+}
+
+#[test]
+fn self_train_online_needs_no_teacher_and_says_what_it_cannot_do() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = config(d.path(), 4);
+    let run = d.path().join("online");
+    let online = [
+        "--set",
+        "selftrain.mode=online",
+        "--set",
+        "selftrain.burn_in_steps=2",
+    ];
+    let mut args = vec!["self-train", "--config", cfg.to_str().unwrap()];
+    args.extend(online);
+    args.extend(["--out", run.to_str().unwrap()]);
+    let o = ok(&args);
+    assert!(
+        o.contains("trained 4 steps") && o.contains("EMA teacher"),
+        "{o}"
+    );
+    for f in ["model.safetensors", "teacher.safetensors", "online.json"] {
+        assert!(run.join("student").join(f).exists(), "{f}");
+    }
+    let x = d.path().join("x");
+    let fail = |extra: &[&str], want: &str| {
+        let mut args = vec!["self-train", "--config", cfg.to_str().unwrap()];
+        args.extend(extra);
+        args.extend(["--out", x.to_str().unwrap()]);
+        let o = pupil(&args, true);
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && e.contains(want) && !e.contains("panicked"),
+            "{want}: {e}"
+        );
+    };
+    // the offline teacher is a trained model; an online student from it needs the model too
+    fail(&[], "--teacher");
+    let from_teacher = [
+        online[0],
+        online[1],
+        "--set",
+        "selftrain.student_init=teacher",
+    ];
+    fail(&from_teacher, "--teacher");
+    let seg = [online[0], online[1], "--set", "task=segmentation"];
+    fail(&seg, "selftrain.mode");
+    let long = [online[0], online[1], "--set", "selftrain.burn_in_steps=4"];
+    fail(&long, "selftrain.burn_in_steps");
+}
+
+#[test]
 fn segmentation_trains_and_pseudo_labels_pixels() {
     let d = tempfile::tempdir().unwrap();
     let cfg = config(d.path(), 4);

@@ -93,15 +93,18 @@ pub struct SelfTrainArgs {
     #[command(flatten)]
     pub cfg: ConfigArgs,
     /// Teacher model (model.safetensors of a run); its config is the student's base. With
-    /// --pseudo, the folder's manifest names it.
-    #[arg(long, required_unless_present = "pseudo")]
+    /// --pseudo, the folder's manifest names it. An online student
+    /// (`--set selftrain.mode=online`) needs one only to start from it
+    /// (`selftrain.student_init = "teacher"`); without it, --config is the student's base.
+    #[arg(long)]
     pub teacher: Option<PathBuf>,
     /// An existing pseudo-label folder (`pupil pseudo-label --shard I/N`, every shard done):
     /// the first student learns from it instead of labeling again. Its threshold is the
     /// default of selftrain.score_threshold.
     #[arg(long)]
     pub pseudo: Option<PathBuf>,
-    /// Run folder: round-N/pseudo and round-N/student.
+    /// Run folder: round-N/pseudo and round-N/student (online: student/, with the EMA
+    /// teacher's teacher.safetensors and online.json).
     #[arg(long)]
     pub out: PathBuf,
 }
@@ -131,6 +134,30 @@ fn recorded_teacher(m: &Manifest, given: Option<&Path>, dir: &Path) -> Result<Pa
     }
 }
 
+/// An online student from --config alone (its EMA teacher needs no trained model).
+fn online_without_teacher(a: &SelfTrainArgs) -> Result<()> {
+    let cfg = a.cfg.load(None)?;
+    if cfg.selftrain.mode != pupil_selftrain::config::SelfTrainMode::Online {
+        bail!("--teacher (or --pseudo) is required: the offline teacher (selftrain.mode = \"offline\") is a trained model; selftrain.mode = \"online\" trains its own")
+    }
+    let o = experiment::online_self_train(None, &cfg, &a.out, false)?;
+    finish(&o);
+    Ok(())
+}
+
+fn finish(o: &pupil_selftrain::trainer::Outcome) {
+    report_outcome(o);
+    if let Some(m) = &o.teacher_metrics {
+        println!(
+            "EMA teacher: {}",
+            serde_json::to_string(&m.values).unwrap_or_default()
+        );
+    }
+    if let Some(run) = o.model_path.parent() {
+        crate::cmd_plot::after_training(run);
+    }
+}
+
 pub fn self_train(a: SelfTrainArgs) -> Result<()> {
     let (teacher, threshold) = match &a.pseudo {
         Some(dir) => {
@@ -140,7 +167,10 @@ pub fn self_train(a: SelfTrainArgs) -> Result<()> {
                 Some(m.score_threshold),
             )
         }
-        None => (a.teacher.clone().context("--teacher is required")?, None),
+        None => match a.teacher.clone() {
+            Some(t) => (t, None),
+            None => return online_without_teacher(&a),
+        },
     };
     // the student starts from the teacher's config (and the folder's threshold), then the
     // file and --set overrides
@@ -150,9 +180,6 @@ pub fn self_train(a: SelfTrainArgs) -> Result<()> {
     }
     let cfg = a.cfg.load(Some(base))?;
     let o = experiment::self_train_from(&teacher, &cfg, &a.out, a.pseudo.as_deref(), false)?;
-    report_outcome(&o);
-    if let Some(run) = o.model_path.parent() {
-        crate::cmd_plot::after_training(run);
-    }
+    finish(&o);
     Ok(())
 }

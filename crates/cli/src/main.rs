@@ -43,7 +43,8 @@ enum Command {
     Pretrain(cmd_pretrain::PretrainArgs),
     /// Label unlabeled images with a teacher, one shard per process.
     PseudoLabel(cmd_pseudo::PseudoArgs),
-    /// Self-training: pseudo-label, then train a noised student on human + pseudo labels.
+    /// Self-training: pseudo-label, then train a noised student on human + pseudo labels
+    /// (`--set selftrain.mode=online`: an EMA teacher labels as the student trains).
     SelfTrain(cmd_pseudo::SelfTrainArgs),
     /// Run a model on one image and draw its boxes or masks.
     Predict(cmd_predict::PredictArgs),

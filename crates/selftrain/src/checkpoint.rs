@@ -57,6 +57,8 @@ pub struct Checkpoint {
     pub model: HashMap<String, Tensor>,
     pub opt: BTreeMap<String, Tensor>,
     pub ema: BTreeMap<String, Tensor>,
+    /// An online run's teacher (the EMA of the student it labels with).
+    pub teacher: BTreeMap<String, Tensor>,
 }
 
 /// Reads a checkpoint file; errors name it.
@@ -76,6 +78,7 @@ pub fn from_bytes(bytes: &[u8]) -> Result<Checkpoint> {
         model: HashMap::new(),
         opt: BTreeMap::new(),
         ema: BTreeMap::new(),
+        teacher: BTreeMap::new(),
     };
     for (k, v) in tensors {
         if let Some(n) = k.strip_prefix("model.") {
@@ -84,6 +87,8 @@ pub fn from_bytes(bytes: &[u8]) -> Result<Checkpoint> {
             c.opt.insert(n.to_string(), v);
         } else if let Some(n) = k.strip_prefix("ema.") {
             c.ema.insert(n.to_string(), v);
+        } else if let Some(n) = k.strip_prefix("teacher.") {
+            c.teacher.insert(n.to_string(), v);
         }
     }
     Ok(c)
@@ -259,6 +264,7 @@ mod tests {
             loss_scaler: None,
             skipped_steps: 0,
             skipped_in_row: 0,
+            online: Default::default(),
         }
     }
 

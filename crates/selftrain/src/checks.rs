@@ -1,6 +1,6 @@
 //! Value ranges of a run config, checked before anything is built, so a bad value is an
 //! error naming its key instead of a panic or an obscure failure deep in a model.
-use crate::config::TrainConfig;
+use crate::config::{SelfTrainMode, TaskKind, TrainConfig};
 use crate::error::{Error, Result};
 use pupil_heads::anchors::AnchorConfig;
 use pupil_heads::neck::NeckConfig;
@@ -108,7 +108,47 @@ fn check_selftrain(c: &TrainConfig) -> Result<()> {
     below("selftrain.drop_path", s.drop_path, 0.0, 1.0)?;
     below("selftrain.dropout", s.dropout, 0.0, 1.0)?;
     real("selftrain.student_lr_scale", s.student_lr_scale, 0.0, 1e6)?;
-    int("selftrain.rounds", s.rounds, 1, 100)
+    int("selftrain.rounds", s.rounds, 1, 100)?;
+    check_online(c)
+}
+
+/// The online teacher's keys, and what online mode cannot do.
+fn check_online(c: &TrainConfig) -> Result<()> {
+    let s = &c.selftrain;
+    // an EMA of 0 would be the student itself, 1 would never move
+    real("selftrain.ema_decay", s.ema_decay, f64::MIN_POSITIVE, 1.0)?;
+    below("selftrain.ema_decay", s.ema_decay, 0.0, 1.0)?;
+    let [lo, hi] = s.weak_scale;
+    real("selftrain.weak_scale[0]", lo, 0.05, 8.0)?;
+    real("selftrain.weak_scale[1]", hi, lo, 8.0)?;
+    int(
+        "selftrain.silent_warn_steps",
+        s.silent_warn_steps,
+        1,
+        usize::MAX,
+    )?;
+    if s.mode != SelfTrainMode::Online {
+        return Ok(());
+    }
+    if c.task != TaskKind::Detection {
+        return Err(Error::config(format!(
+            "selftrain.mode = \"online\": the online teacher labels boxes (task = \"detection\"); task {} self-trains offline only",
+            c.task.name()
+        )));
+    }
+    if s.rounds != 1 {
+        return Err(Error::config(format!(
+            "selftrain.rounds = {}: an online teacher follows the student in one run; rounds are the offline teacher's",
+            s.rounds
+        )));
+    }
+    if s.burn_in_steps >= c.optim.steps {
+        return Err(Error::config(format!(
+            "selftrain.burn_in_steps = {}: must be below optim.steps = {} (pseudo labels would never be used)",
+            s.burn_in_steps, c.optim.steps
+        )));
+    }
+    Ok(())
 }
 
 fn check_backbone(c: &TrainConfig) -> Result<()> {
@@ -257,9 +297,38 @@ mod tests {
             ("data.labeled_fraction=0", "data.labeled_fraction"),
             ("selftrain.loss_avg_decay=2", "selftrain.loss_avg_decay"),
             ("segmenter.output_stride=4", "segmenter.output_stride"),
+            ("selftrain.ema_decay=1", "selftrain.ema_decay"),
+            ("selftrain.ema_decay=0", "selftrain.ema_decay"),
+            ("selftrain.weak_scale=[1.2, 0.8]", "selftrain.weak_scale[1]"),
+            ("selftrain.weak_scale=[0, 1]", "selftrain.weak_scale[0]"),
+            (
+                "selftrain.silent_warn_steps=0",
+                "selftrain.silent_warn_steps",
+            ),
         ] {
             let e = check(&[set]).unwrap_err().to_string();
             assert!(e.contains(key), "{set}: {e}");
         }
+    }
+
+    #[test]
+    fn online_mode_is_detection_in_one_round_with_a_burn_in_below_the_steps() {
+        let on = "selftrain.mode=online";
+        check(&[on, "optim.steps=100", "selftrain.burn_in_steps=99"]).unwrap();
+        for (sets, key) in [
+            (
+                vec![on, "optim.steps=100", "selftrain.burn_in_steps=100"],
+                "selftrain.burn_in_steps",
+            ),
+            (vec![on, "task=segmentation"], "task segmentation"),
+            (vec![on, "selftrain.rounds=2"], "selftrain.rounds"),
+        ] {
+            let e = check(&sets).unwrap_err().to_string();
+            assert!(e.contains(key), "{sets:?}: {e}");
+        }
+        // the offline defaults do not care about the burn-in
+        check(&["optim.steps=10", "selftrain.burn_in_steps=50"]).unwrap();
+        let e = check(&["selftrain.mode=ofline"]).unwrap_err().to_string();
+        assert!(e.contains("ofline"), "{e}");
     }
 }

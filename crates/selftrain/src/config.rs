@@ -187,9 +187,48 @@ impl Default for OptimConfig {
     }
 }
 
+/// Where a student's pseudo labels come from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SelfTrainMode {
+    /// The paper's: a fixed teacher labels the unlabeled source once, then the student trains.
+    #[default]
+    Offline,
+    /// An EMA of the student labels each unlabeled batch as training goes (Unbiased / Soft
+    /// Teacher style): weak view for the teacher, the student's augmentation for the student.
+    Online,
+}
+
+impl SelfTrainMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            SelfTrainMode::Offline => "offline",
+            SelfTrainMode::Online => "online",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SelfTrainConfig {
+    /// `offline` (the paper's teacher) or `online` (an EMA teacher; detection only). The
+    /// keys `ema_decay`, `burn_in_steps`, `weak_scale`, `weak_flip` and `silent_warn_steps`
+    /// are the online teacher's; `teacher_scales`, `teacher_flip` and `rounds` the offline
+    /// one's.
+    pub mode: SelfTrainMode,
+    /// Online: teacher = decay * teacher + (1 - decay) * student after every applied step,
+    /// running statistics included.
+    pub ema_decay: f64,
+    /// Online: supervised steps before pseudo labels are used; the teacher starts as a copy
+    /// of the student at the end of them (0 when the student starts from a trained teacher).
+    pub burn_in_steps: usize,
+    /// Online: the teacher's view is the whole image resized to fit `augment.size` times a
+    /// factor drawn from this range.
+    pub weak_scale: [f64; 2],
+    /// Online: the teacher's view is mirrored with probability 0.5.
+    pub weak_flip: bool,
+    /// Online: warn when the teacher has emitted no box for this many steps in a row.
+    pub silent_warn_steps: usize,
     /// Weight of the pseudo-labeled loss (alpha).
     pub alpha: f64,
     /// The paper's loss normalization, `(L_h + alpha * avg(L_h) / avg(L_p) * L_p) / (1 +
@@ -247,6 +286,12 @@ impl SelfTrainConfig {
 impl Default for SelfTrainConfig {
     fn default() -> Self {
         SelfTrainConfig {
+            mode: SelfTrainMode::Offline,
+            ema_decay: 0.999,
+            burn_in_steps: 0,
+            weak_scale: [0.8, 1.2],
+            weak_flip: true,
+            silent_warn_steps: 100,
             alpha: 1.0,
             normalize_loss: true,
             loss_avg_decay: 0.99,

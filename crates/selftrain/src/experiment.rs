@@ -1,13 +1,15 @@
 //! Runs: supervised training, evaluation of a saved model, pseudo-labeling, self-training
-//! rounds, the student's compute-matched control, and classification pre-training. The
-//! paper's grid of such runs is [`crate::grid`].
-use crate::config::{load_config, preset, TaskKind, TrainConfig};
+//! rounds (offline, as the paper) or one run with an online EMA teacher, the student's
+//! compute-matched control, and classification pre-training. The paper's grid of such runs
+//! is [`crate::grid`].
+use crate::config::{load_config, preset, SelfTrainConfig, SelfTrainMode, TaskKind, TrainConfig};
 use crate::data::{
     datasets, eval_transform, num_outputs, train_transform, unlabeled_source, unlabeled_truth,
 };
 use crate::dist::Runtime;
 use crate::error::{Error, Result};
 use crate::model::{apply_init, load_model};
+use crate::online::OnlineData;
 use crate::pseudo::{self, Labeling, PseudoLabeled, PseudoOptions, QualityRow};
 use crate::task::{self, EvalData, Metrics};
 use crate::trainer::{images_per_step, Outcome, Trainer};
@@ -24,6 +26,39 @@ pub fn train(
     rt: &Runtime,
     out: &Path,
     pseudo: Option<Arc<dyn Dataset>>,
+    resume: bool,
+    quiet: bool,
+) -> Result<Outcome> {
+    train_with(cfg, rt, out, (pseudo, None), resume, quiet)
+}
+
+/// An online student's training (`selftrain.mode = "online"`): human-labeled batches and,
+/// after the burn-in, unlabeled ones its EMA teacher labels as it goes.
+pub fn train_online(
+    cfg: &TrainConfig,
+    rt: &Runtime,
+    out: &Path,
+    resume: bool,
+    quiet: bool,
+) -> Result<Outcome> {
+    if cfg.selftrain.mode != SelfTrainMode::Online {
+        return Err(Error::config(
+            "an online student needs selftrain.mode = \"online\"",
+        ));
+    }
+    let spec = &cfg.selftrain.unlabeled;
+    let data = OnlineData {
+        source: unlabeled_source(cfg, spec)?,
+        truth: unlabeled_truth(cfg, spec),
+    };
+    train_with(cfg, rt, out, (None, Some(data)), resume, quiet)
+}
+
+fn train_with(
+    cfg: &TrainConfig,
+    rt: &Runtime,
+    out: &Path,
+    (pseudo, online): (Option<Arc<dyn Dataset>>, Option<OnlineData>),
     resume: bool,
     quiet: bool,
 ) -> Result<Outcome> {
@@ -54,6 +89,7 @@ pub fn train(
         num_outputs: k,
         human: train_ds,
         pseudo,
+        online,
         val: Some(val_ds),
         train_transform: train_transform(cfg)?,
         eval_transform: eval_transform(cfg),
@@ -246,6 +282,16 @@ pub fn self_train_from(
     quiet: bool,
 ) -> Result<Outcome> {
     crate::checks::check_config(cfg)?;
+    if cfg.selftrain.mode == SelfTrainMode::Online {
+        if let Some(dir) = labels {
+            return Err(Error::config(format!(
+                "{}: pseudo labels made beforehand are the offline teacher's; selftrain.mode = \"online\" labels as it trains",
+                dir.display()
+            )));
+        }
+        return online_self_train(Some(teacher), cfg, out, quiet);
+    }
+    warn_unused_keys(cfg);
     let _lock = crate::lock::RunLock::acquire(out)?;
     let rt = Runtime::single(&cfg.device)?;
     let mut teacher = teacher.to_path_buf();
@@ -270,6 +316,87 @@ pub fn self_train_from(
         last = Some(o);
     }
     last.ok_or_else(|| Error::msg("no rounds"))
+}
+
+/// Self-training with an online teacher: one student run in `out/student` whose EMA teacher
+/// labels the unlabeled images as it trains. `teacher` (a trained model) is needed only
+/// where the student starts from it (`selftrain.student_init = "teacher"`).
+pub fn online_self_train(
+    teacher: Option<&Path>,
+    cfg: &TrainConfig,
+    out: &Path,
+    quiet: bool,
+) -> Result<Outcome> {
+    crate::checks::check_config(cfg)?;
+    if cfg.selftrain.mode != SelfTrainMode::Online {
+        return Err(Error::config(
+            "online self-training needs selftrain.mode = \"online\"",
+        ));
+    }
+    let teacher = match (teacher, cfg.selftrain.student_init.as_str()) {
+        (Some(t), _) => t.to_path_buf(),
+        (None, "teacher") => {
+            return Err(Error::config(
+                "selftrain.student_init = \"teacher\": the online student starts from a trained teacher; give one (--teacher)",
+            ))
+        }
+        // not read: the student starts from its own init
+        (None, _) => PathBuf::new(),
+    };
+    warn_unused_keys(cfg);
+    let _lock = crate::lock::RunLock::acquire(out)?;
+    let rt = Runtime::single(&cfg.device)?;
+    let student = student_config(cfg, &teacher);
+    train_online(&student, &rt, &out.join("student"), true, quiet)
+}
+
+/// The keys of the other mode than the config's that differ from their defaults: said on
+/// stderr, as they change nothing in this run.
+pub fn unused_keys(cfg: &TrainConfig) -> Vec<&'static str> {
+    let (s, d) = (&cfg.selftrain, SelfTrainConfig::default());
+    match s.mode {
+        SelfTrainMode::Online => [
+            (
+                "selftrain.teacher_scales",
+                s.teacher_scales != d.teacher_scales,
+            ),
+            ("selftrain.teacher_flip", s.teacher_flip != d.teacher_flip),
+        ]
+        .into_iter()
+        .filter_map(|(k, set)| set.then_some(k))
+        .collect(),
+        SelfTrainMode::Offline => [
+            ("selftrain.ema_decay", s.ema_decay != d.ema_decay),
+            (
+                "selftrain.burn_in_steps",
+                s.burn_in_steps != d.burn_in_steps,
+            ),
+            ("selftrain.weak_scale", s.weak_scale != d.weak_scale),
+            ("selftrain.weak_flip", s.weak_flip != d.weak_flip),
+            (
+                "selftrain.silent_warn_steps",
+                s.silent_warn_steps != d.silent_warn_steps,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(k, set)| set.then_some(k))
+        .collect(),
+    }
+}
+
+fn warn_unused_keys(cfg: &TrainConfig) {
+    let keys = unused_keys(cfg);
+    if !keys.is_empty() {
+        let other = match cfg.selftrain.mode {
+            SelfTrainMode::Online => "offline",
+            SelfTrainMode::Offline => "online",
+        };
+        eprintln!(
+            "WARNING: {} configure the {other} teacher; selftrain.mode = \"{}\" does not read them",
+            keys.join(", "),
+            cfg.selftrain.mode.name()
+        );
+    }
 }
 
 /// The pseudo-labeled set of an existing folder.

@@ -1,14 +1,18 @@
 //! The paper's grid in miniature: init x self-training x augmentation x labeled fraction x
-//! seed. Each cell trains a supervised model (the teacher), a self-trained student and the
-//! student's compute-matched control; pre-trained inits are trained here once per seed.
+//! seed. Each cell trains a supervised model (the teacher), a self-trained student (offline,
+//! as the paper, and / or with an online EMA teacher) and the students' compute-matched
+//! control; pre-trained inits are trained here once per seed.
 //! Runs resume after an interruption (finished arms are read back, unfinished ones resume
 //! from their checkpoints) and may run side by side (`jobs`).
-use crate::config::{load_config, preset, TrainConfig};
+use crate::config::{load_config, preset, SelfTrainConfig, SelfTrainMode, TrainConfig};
 use crate::error::{Error, Result};
-use crate::experiment::{control_config, pretrain, self_train, student_config, train};
+use crate::experiment::{
+    control_config, online_self_train, pretrain, self_train, student_config, train,
+};
+use crate::online::OnlineSummary;
 use crate::pseudo::{Manifest, QualityRow};
 use crate::task::Metrics;
-use crate::trainer::images_per_step;
+use crate::trainer::images_seen;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -22,9 +26,13 @@ pub struct ExperimentConfig {
     /// set: out of domain as the paper's ImageNet, in domain as its ImageNet++); `pretrained`
     /// (pre-trained here on `pretrain_dataset`); or `pretrained:PATH|hf:...`.
     pub inits: Vec<String>,
-    pub self_training: Vec<bool>,
+    /// The students of a cell: `true` or `"offline"` (the paper's teacher), `"online"` (an
+    /// EMA teacher, `base.selftrain`'s online keys); `false` alone trains the supervised arms
+    /// only (they are always trained: they are the teachers and the baseline).
+    pub self_training: Vec<Students>,
     /// Pair every self-training arm with a supervised control: the student's init, noise,
-    /// steps and images per step, every image human-labeled.
+    /// steps and images per step, every image human-labeled (one control serves the
+    /// offline and the online student of a cell: they share all of these).
     pub controls: bool,
     pub augment: Vec<String>,
     /// Multiplies the supervised steps for each augmentation, in the order of `augment`
@@ -51,7 +59,7 @@ impl Default for ExperimentConfig {
         ExperimentConfig {
             base: TrainConfig::default(),
             inits: vec!["random".into(), "pretrained".into()],
-            self_training: vec![false, true],
+            self_training: vec![Students::None, Students::Offline],
             controls: true,
             augment: vec!["s1".into(), "s2".into(), "s3".into(), "s4".into()],
             augment_steps_factor: vec![],
@@ -67,6 +75,50 @@ impl Default for ExperimentConfig {
     }
 }
 
+/// An entry of an experiment's `self_training` list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Students {
+    /// `false`: no student.
+    None,
+    /// `true` or `"offline"`.
+    Offline,
+    /// `"online"`.
+    Online,
+}
+
+impl Serialize for Students {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            Students::None => s.serialize_bool(false),
+            Students::Offline => s.serialize_bool(true),
+            Students::Online => s.serialize_str("online"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Students {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Students;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("false, true, \"offline\" or \"online\"")
+            }
+            fn visit_bool<E>(self, v: bool) -> std::result::Result<Students, E> {
+                Ok(if v { Students::Offline } else { Students::None })
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Students, E> {
+                match v {
+                    "offline" => Ok(Students::Offline),
+                    "online" => Ok(Students::Online),
+                    other => Err(E::invalid_value(serde::de::Unexpected::Str(other), &self)),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// What an arm is to its cell.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -77,6 +129,9 @@ pub enum Role {
     SelfTraining,
     /// The student's compute-matched supervised control.
     Control,
+    /// A student of an online (EMA) teacher: the offline student's init, steps and images
+    /// per step.
+    Online,
 }
 
 impl Role {
@@ -85,6 +140,7 @@ impl Role {
             Role::Supervised => "supervised",
             Role::SelfTraining => "self-training",
             Role::Control => "control",
+            Role::Online => "online",
         }
     }
 }
@@ -108,6 +164,9 @@ pub struct ArmResult {
     pub init: String,
     pub role: Role,
     pub self_training: bool,
+    /// A student's teacher: offline or online.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<SelfTrainMode>,
     pub augment: String,
     pub labeled_fraction: f64,
     pub seed: u64,
@@ -126,6 +185,9 @@ pub struct ArmResult {
     /// Where the student started (`init`, `teacher`, ...), for self-training and controls.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub student_init: Option<String>,
+    /// An online arm's EMA teacher at the end, on the validation split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ema_teacher: Option<Metrics>,
     pub seconds: f64,
 }
 
@@ -268,7 +330,8 @@ impl Plan {
     }
 
     fn add_jobs(&mut self, exp: &ExperimentConfig) {
-        let st = exp.self_training.contains(&true);
+        let offline = exp.self_training.contains(&Students::Offline);
+        let online = exp.self_training.contains(&Students::Online);
         let from_teacher = exp.base.selftrain.student_init == "teacher";
         for c in 0..self.cells.len() {
             let pre: Vec<usize> = match &self.cells[c].init {
@@ -283,12 +346,16 @@ impl Plan {
             };
             let arm = |role| Job::Arm { cell: c, role };
             let sup = self.job(arm(Role::Supervised), pre.clone());
-            if st {
+            // where the student starts: the trained teacher, or the cell's init
+            let start = if from_teacher { vec![sup] } else { pre.clone() };
+            if offline {
                 self.job(arm(Role::SelfTraining), vec![sup]);
-                if exp.controls {
-                    let deps = if from_teacher { vec![sup] } else { pre.clone() };
-                    self.job(arm(Role::Control), deps);
-                }
+            }
+            if online {
+                self.job(arm(Role::Online), start.clone());
+            }
+            if (offline || online) && exp.controls {
+                self.job(arm(Role::Control), start);
             }
         }
     }
@@ -505,8 +572,13 @@ impl Ctx<'_> {
                 (cfg, o)
             }
             Role::SelfTraining => {
-                let base = self.student_base(cell);
+                let base = mode_config(&self.student_base(cell), SelfTrainMode::Offline);
                 let o = self_train(&teacher_path, &base, &dir, self.quiet)?;
+                (student_config(&base, &teacher_path), o)
+            }
+            Role::Online => {
+                let base = mode_config(&self.student_base(cell), SelfTrainMode::Online);
+                let o = online_self_train(Some(&teacher_path), &base, &dir, self.quiet)?;
                 (student_config(&base, &teacher_path), o)
             }
             Role::Control => {
@@ -516,35 +588,65 @@ impl Ctx<'_> {
                 (cfg, o)
             }
         };
-        let student = role == Role::SelfTraining;
+        let student = matches!(role, Role::SelfTraining | Role::Online);
         let mut r = ArmResult {
             name,
             init: cell.init_name.clone(),
             role,
             self_training: student,
+            mode: student.then_some(cfg.selftrain.mode),
             augment: cell.augment.clone(),
             labeled_fraction: cell.fraction,
             seed: cell.seed,
             steps: outcome.steps,
-            images_seen: outcome.steps * images_per_step(&cfg, student),
+            images_seen: images_seen(&cfg, student, outcome.steps),
             metrics: outcome.final_metrics.unwrap_or_default(),
             control: None,
             teacher: None,
             pseudo: None,
             student_init: None,
+            ema_teacher: outcome.teacher_metrics,
             seconds: t0.elapsed().as_secs_f64(),
         };
         if role != Role::Supervised {
             r.student_init = Some(self.exp.base.selftrain.student_init.clone());
         }
         if student {
-            r.teacher = Some(cell.arm_name(Role::Supervised));
             r.control = self.exp.controls.then(|| cell.arm_name(Role::Control));
+        }
+        if role == Role::SelfTraining {
+            r.teacher = Some(cell.arm_name(Role::Supervised));
             r.pseudo = pseudo_summary(&dir.join("round-0").join("pseudo"));
+        }
+        if role == Role::Online {
+            r.pseudo = online_summary(&dir.join("student"));
         }
         pupil_data::io::write_json_atomic(&result_path, &r)?;
         Ok(r)
     }
+}
+
+/// A student's config in one mode: the other mode's teacher keys back at their defaults, so a
+/// grid's base may hold both (the offline student labels with `teacher_scales` and
+/// `teacher_flip`, the online one with its weak view).
+pub fn mode_config(cfg: &TrainConfig, mode: SelfTrainMode) -> TrainConfig {
+    let (mut c, d) = (cfg.clone(), SelfTrainConfig::default());
+    let s = &mut c.selftrain;
+    s.mode = mode;
+    match mode {
+        SelfTrainMode::Offline => {
+            s.ema_decay = d.ema_decay;
+            s.burn_in_steps = d.burn_in_steps;
+            s.weak_scale = d.weak_scale;
+            s.weak_flip = d.weak_flip;
+            s.silent_warn_steps = d.silent_warn_steps;
+        }
+        SelfTrainMode::Online => {
+            s.teacher_scales = d.teacher_scales;
+            s.teacher_flip = d.teacher_flip;
+        }
+    }
+    c
 }
 
 /// The supervised steps of an (augmentation, fraction) cell.
@@ -578,9 +680,23 @@ fn pseudo_summary(dir: &Path) -> Option<PseudoSummary> {
     })
 }
 
+/// An online arm's labels over its run (`online.json`), precision and recall where the
+/// unlabeled source has ground truth.
+fn online_summary(dir: &Path) -> Option<PseudoSummary> {
+    let s: OnlineSummary = pupil_data::io::read_json(dir.join("online.json")).ok()?;
+    Some(PseudoSummary {
+        images: s.total.images,
+        labels: s.total.labels,
+        threshold: s.score_threshold,
+        precision: s.precision,
+        recall: s.recall,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::trainer::images_per_step;
 
     #[test]
     fn a_control_matches_its_student_in_steps_and_images_per_step() {
@@ -645,5 +761,78 @@ mod tests {
         .unwrap()
         .to_string();
         assert!(e.contains("imagenet"), "{e}");
+    }
+
+    #[test]
+    fn the_online_preset_plans_both_students_per_seed() {
+        let text = include_str!("../../../configs/paper-miniature-online.toml");
+        let exp: ExperimentConfig = load_config(None, Some(text.parse().unwrap()), &[]).unwrap();
+        crate::checks::check_config(&exp.base).unwrap();
+        let plan = Plan::new(&exp).unwrap();
+        assert_eq!((plan.cells.len(), plan.jobs.len()), (3, 12));
+        let online = mode_config(&exp.base, SelfTrainMode::Online);
+        crate::checks::check_config(&online).unwrap();
+        assert_eq!(online.selftrain.teacher_scales, None);
+    }
+
+    #[test]
+    fn online_students_share_the_offline_students_control() {
+        let sets = |v: &str| vec![format!("self_training={v}"), "augment=[\"s1\"]".into()];
+        let exp: ExperimentConfig =
+            load_config(None, None, &sets("[false, \"offline\", \"online\"]")).unwrap();
+        assert_eq!(
+            exp.self_training,
+            vec![Students::None, Students::Offline, Students::Online]
+        );
+        let exp = ExperimentConfig {
+            inits: vec!["random".into()],
+            labeled_fractions: vec![0.2],
+            ..exp
+        };
+        let plan = Plan::new(&exp).unwrap();
+        let roles: Vec<Role> = (plan.jobs.iter())
+            .map(|j| match j {
+                Job::Arm { role, .. } => *role,
+                Job::Pretrain { .. } => unreachable!("a random init pre-trains nothing"),
+            })
+            .collect();
+        assert_eq!(
+            roles,
+            vec![
+                Role::Supervised,
+                Role::SelfTraining,
+                Role::Online,
+                Role::Control
+            ]
+        );
+        // the student starts from its own init: the online arm does not wait for a teacher
+        assert_eq!(plan.deps[2], Vec::<usize>::new());
+        assert_eq!(
+            plan.cells[0].arm_name(Role::Online),
+            "random-s1-f0.2-seed0-online"
+        );
+        // the list goes back to TOML as it came (false / true / "online")
+        let text = toml::to_string(&exp).unwrap();
+        let back: ExperimentConfig = load_config(None, Some(text.parse().unwrap()), &[]).unwrap();
+        assert_eq!(back.self_training, exp.self_training);
+        let e = load_config::<ExperimentConfig>(None, None, &sets("[\"onlin\"]"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("onlin") && e.contains("\"online\""), "{e}");
+        // each mode's student leaves the other mode's keys at their defaults
+        let mut base = TrainConfig::default();
+        base.selftrain.teacher_flip = true;
+        base.selftrain.ema_decay = 0.9;
+        let on = mode_config(&base, SelfTrainMode::Online);
+        assert!(!on.selftrain.teacher_flip && on.selftrain.ema_decay == 0.9);
+        let off = mode_config(&base, SelfTrainMode::Offline);
+        assert!(off.selftrain.teacher_flip && off.selftrain.ema_decay == 0.999);
+        assert!(crate::experiment::unused_keys(&on).is_empty());
+        assert!(crate::experiment::unused_keys(&off).is_empty());
+        assert_eq!(
+            crate::experiment::unused_keys(&base),
+            vec!["selftrain.ema_decay"]
+        );
     }
 }

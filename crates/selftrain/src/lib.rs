@@ -12,6 +12,7 @@
 //! - [`trainer`]: the loop, human + pseudo mixing with the loss normalization, checkpoints and
 //!   exact resume.
 //! - [`lock`]: one writer per run folder.
+//! - [`online`]: the online (EMA) teacher's views, labels and diagnostics.
 //! - [`pseudo`]: teacher pseudo-labels in resumable COCO shards, their quality report.
 //! - [`predict`]: a saved model over images, to drawings and COCO results.
 //! - [`evaluate`]: a saved model scored on a split, with its detections as COCO results.
@@ -34,6 +35,7 @@ pub mod experiment;
 pub mod grid;
 pub mod lock;
 pub mod model;
+pub mod online;
 pub mod optim;
 pub mod plots;
 pub mod predict;

@@ -407,6 +407,34 @@ mod tests {
     }
 
     #[test]
+    fn ema_update_weighs_the_old_average_by_the_decay_running_statistics_too() {
+        let store = ParamStore::new(&Device::Cpu, DType::F32, 0);
+        let r = store.root();
+        r.get(2, "w", Init::Const(1.0), ParamKind::Kernel).unwrap();
+        r.get(1, "mean", Init::Const(0.0), ParamKind::Buffer)
+            .unwrap();
+        let mut ema = Ema::new(&store, 0.75).unwrap();
+        let set = |n: &str, v: &[f32]| {
+            store
+                .set(n, &Tensor::new(v, &Device::Cpu).unwrap())
+                .unwrap()
+        };
+        set("w", &[5.0, -3.0]);
+        set("mean", &[8.0]);
+        ema.update(&store).unwrap();
+        // 0.75 * 1 + 0.25 * 5, 0.75 * 1 + 0.25 * -3, 0.75 * 0 + 0.25 * 8
+        assert_eq!(ema.shadow["w"].to_vec1::<f32>().unwrap(), vec![2.0, 0.0]);
+        assert_eq!(ema.shadow["mean"].to_vec1::<f32>().unwrap(), vec![2.0]);
+        ema.update(&store).unwrap();
+        assert_eq!(ema.shadow["w"].to_vec1::<f32>().unwrap(), vec![2.75, -0.75]);
+        // the live weights are the student's: the update reads them, never writes them
+        assert_eq!(
+            store.get("w").unwrap().to_vec1::<f32>().unwrap(),
+            vec![5.0, -3.0]
+        );
+    }
+
+    #[test]
     fn loss_scaler_skips_overflow_halves_and_grows() {
         let store = ParamStore::new(&Device::Cpu, DType::F32, 0);
         let w = store

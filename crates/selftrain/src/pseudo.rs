@@ -650,6 +650,27 @@ pub struct QualityRow {
     pub boxes: usize,
 }
 
+/// Which labels (box, class), taken in order (highest score first), match a true box of
+/// their class at IoU >= 0.5 not matched before; `used` marks the true boxes taken.
+pub fn match_truth(labels: &[([f32; 4], usize)], gt: &Sample, used: &mut [bool]) -> Vec<bool> {
+    labels
+        .iter()
+        .map(|(b, c)| {
+            let best = (0..gt.boxes.len())
+                .filter(|&g| !used[g] && gt.classes[g] as usize == *c)
+                .map(|g| (pupil_heads::boxes::iou(b, &gt.boxes[g]), g))
+                .max_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
+            match best {
+                Some((o, g)) if o >= 0.5 => {
+                    used[g] = true;
+                    true
+                }
+                _ => false,
+            }
+        })
+        .collect()
+}
+
 pub fn quality(
     shard: &Shard,
     truth: &dyn Dataset,
@@ -688,22 +709,15 @@ pub fn quality(
                 ng[*c as usize] += 1;
                 ng[k] += 1;
             }
-            for d in dets {
-                let c = d.category_id as usize - 1;
-                np[c] += 1;
+            let labels: Vec<([f32; 4], usize)> = dets
+                .iter()
+                .map(|d| (d.xyxy(), d.category_id as usize - 1))
+                .collect();
+            for ((_, c), hit) in labels.iter().zip(match_truth(&labels, gt, &mut used)) {
+                np[*c] += 1;
                 np[k] += 1;
-                let b = d.xyxy();
-                let best = (0..gt.boxes.len())
-                    .filter(|&g| !used[g] && gt.classes[g] as usize == c)
-                    .map(|g| (pupil_heads::boxes::iou(&b, &gt.boxes[g]), g))
-                    .max_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
-                if let Some((o, g)) = best {
-                    if o >= 0.5 {
-                        used[g] = true;
-                        tp[c] += 1;
-                        tp[k] += 1;
-                    }
-                }
+                tp[*c] += hit as usize;
+                tp[k] += hit as usize;
             }
         }
         for c in 0..=k {

@@ -1,8 +1,9 @@
 //! The experiment's report: the paper-style table (mean and spread over seeds), every
 //! self-training arm against its compute-matched control with per-seed paired gains, the
-//! paper's three findings tested on the numbers, CSV, results.json, and plots.
+//! offline teacher against the online one where the grid has both, the paper's three
+//! findings tested on the numbers, CSV, results.json, and plots.
 use crate::error::Result;
-use crate::grid::{ArmResult, ExperimentConfig, Role};
+use crate::grid::{ArmResult, ExperimentConfig, Role, Students};
 use crate::plots::{self, Bar, BarChart, LinePlot, Point, Series, XAxis};
 use pupil_data::io;
 use std::collections::BTreeMap;
@@ -35,6 +36,7 @@ fn row_name(r: &ArmResult) -> String {
         Role::Supervised => "",
         Role::SelfTraining => " + self-training",
         Role::Control => " + control",
+        Role::Online => " + online self-training",
     };
     format!("{}{role}", init_label(&r.init))
 }
@@ -189,9 +191,20 @@ fn st_table(ix: &Index, results: &[ArmResult]) -> String {
 /// Mean pseudo labels per image and mean precision / recall at the threshold of a cell's
 /// self-training arms.
 fn pseudo_cells(results: &[ArmResult], init: &str, a: &str, f: f64) -> (String, String) {
+    role_pseudo_cells(results, Role::SelfTraining, init, a, f)
+}
+
+/// [`pseudo_cells`] of the arms of one role (offline or online students).
+fn role_pseudo_cells(
+    results: &[ArmResult],
+    role: Role,
+    init: &str,
+    a: &str,
+    f: f64,
+) -> (String, String) {
     let ps: Vec<_> = results
         .iter()
-        .filter(|r| r.role == Role::SelfTraining && r.init == init && r.augment == a)
+        .filter(|r| r.role == role && r.init == init && r.augment == a)
         .filter(|r| frac_key(r.labeled_fraction) == frac_key(f))
         .filter_map(|r| r.pseudo.as_ref())
         .collect();
@@ -210,6 +223,144 @@ fn pseudo_cells(results: &[ArmResult], init: &str, a: &str, f: f64) -> (String, 
         format!("{:.2} / {:.2}", mean_sd(&p).0, mean_sd(&r).0)
     };
     (format!("{:.2}", mean_sd(&per).0), pr)
+}
+
+/// A cell's arms of one role, in seed order.
+fn cell_arms<'a>(ix: &Index<'a>, role: Role, init: &str, a: &str, f: f64) -> Vec<&'a ArmResult> {
+    (ix.exp.seeds.iter())
+        .filter_map(|&s| {
+            let k = (init.to_string(), a.to_string(), frac_key(f), s, role);
+            ix.arms.get(&k).copied()
+        })
+        .collect()
+}
+
+/// The offline and the online student of every cell with both, against each other and the
+/// control they share, with the online run's EMA teacher and what each teacher emitted.
+fn online_table(ix: &Index, results: &[ArmResult]) -> String {
+    let exp = ix.exp;
+    let mut md = String::from(
+        "| Init | Augment | Labeled | Control | Offline student | Online student | Online EMA teacher | Online - offline (per seed) | Offline - control | Online - control | Labels / image (offline / online) | Label P / R (offline; online) |\n|---|---|---:|---:|---:|---:|---:|---|---|---|---:|---|\n",
+    );
+    for init in &exp.inits {
+        for a in &exp.augment {
+            for &f in &exp.labeled_fractions {
+                let on = ix.values(init, a, f, Role::Online);
+                if on.is_empty() {
+                    continue;
+                }
+                let pair = |x: Role, y: Role| ix.paired((init, x), (init, y), a, f);
+                let teacher: Vec<f64> = cell_arms(ix, Role::Online, init, a, f)
+                    .iter()
+                    .filter_map(|r| r.ema_teacher.as_ref().map(|m| 100.0 * m.primary))
+                    .collect();
+                let (off_n, off_pr) = role_pseudo_cells(results, Role::SelfTraining, init, a, f);
+                let (on_n, on_pr) = role_pseudo_cells(results, Role::Online, init, a, f);
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {:.0}% | {} | {} | {} | {} | {} | {} | {} | {off_n} / {on_n} | {off_pr}; {on_pr} |",
+                    init_label(init),
+                    a.to_uppercase(),
+                    f * 100.0,
+                    fmt_ms(&ix.values(init, a, f, Role::Control)),
+                    fmt_ms(&ix.values(init, a, f, Role::SelfTraining)),
+                    fmt_ms(&on),
+                    fmt_ms(&teacher),
+                    fmt_gain(&pair(Role::Online, Role::SelfTraining)),
+                    fmt_gain(&pair(Role::SelfTraining, Role::Control)),
+                    fmt_gain(&pair(Role::Online, Role::Control)),
+                );
+            }
+        }
+    }
+    md
+}
+
+/// Whether paired differences are resolved by their seeds: their mean is more than two
+/// standard errors from zero.
+fn resolved(d: &[f64]) -> &'static str {
+    let (m, sd) = mean_sd(d);
+    match d.len() {
+        0 | 1 => "one seed: no spread to judge it by",
+        n if m.abs() > 2.0 * sd / (n as f64).sqrt() => "beyond two standard errors",
+        _ => "within two standard errors of zero: not resolved by these seeds",
+    }
+}
+
+/// Which teacher's student wins in each cell, and over the grid, from the paired
+/// differences.
+fn online_verdict(ix: &Index) -> String {
+    let exp = ix.exp;
+    let (mut on, mut off, mut tie) = (0, 0, 0);
+    let mut lines = String::new();
+    for init in &exp.inits {
+        for a in &exp.augment {
+            for &f in &exp.labeled_fractions {
+                let d = ix.paired((init, Role::Online), (init, Role::SelfTraining), a, f);
+                if d.is_empty() {
+                    continue;
+                }
+                let m = mean_sd(&d).0;
+                let favour = d.iter().filter(|&&x| x > 0.0).count();
+                let who = if m > 0.0 {
+                    on += 1;
+                    format!("the online teacher's student wins by {m:.1} points")
+                } else if m < 0.0 {
+                    off += 1;
+                    format!("the offline teacher's student wins by {:.1} points", -m)
+                } else {
+                    tie += 1;
+                    "the two students tie".to_string()
+                };
+                let gain = |r: Role| fmt_gain(&ix.paired((init, r), (init, Role::Control), a, f));
+                let _ = writeln!(
+                    lines,
+                    "- {} {}: {who} ({favour} of {} seeds favour online; {}). Against the control: offline {}, online {}.",
+                    init_label(init),
+                    col_name(a, f),
+                    d.len(),
+                    resolved(&d),
+                    gain(Role::SelfTraining),
+                    gain(Role::Online),
+                );
+            }
+        }
+    }
+    let cells = on + off + tie;
+    if cells == 0 {
+        return "No cell has both an offline and an online student with results.\n".into();
+    }
+    let mut s = format!(
+        "Over {cells} cell(s) the online teacher's student wins in {on} and the offline teacher's in {off}"
+    );
+    if tie > 0 {
+        s += &format!(" ({tie} tied)");
+    }
+    s + ":\n\n" + &lines
+}
+
+/// How the two teachers differ, from the config.
+fn online_setup(exp: &ExperimentConfig) -> String {
+    let (b, st) = (&exp.base, &exp.base.selftrain);
+    let off = crate::grid::mode_config(b, crate::config::SelfTrainMode::Offline);
+    let start = match st.burn_in_steps {
+        0 => "from the student's first step (no burn-in)".to_string(),
+        n => {
+            format!("from the end of a burn-in of {n} supervised steps (human-labeled images only)")
+        }
+    };
+    format!(
+        "Both students start where `selftrain.student_init = \"{}\"` puts them, train the same steps on as many images per step and share the control. The offline teacher is the cell's supervised arm; it labels the unlabeled images once, at scales {:?}{}. The online teacher is the exponential moving average of its student (decay {}) {start}; it labels every unlabeled batch on a weak view (the whole image at {}-{} times the size{}) and its boxes are moved onto the student's augmented view. Thresholds ({}; ignored from {}) and the loss normalization are the same. The online arm's EMA teacher is scored too; the students are compared at equal steps. An online step costs one more forward pass (the teacher's).\n\n",
+        st.student_init,
+        off.selftrain.scales(b.task),
+        if off.selftrain.teacher_flip { " and mirrored" } else { "" },
+        st.ema_decay,
+        st.weak_scale[0],
+        st.weak_scale[1],
+        if st.weak_flip { ", mirrored at random" } else { "" },
+        st.score_threshold,
+        st.ignore_from.map_or("-".into(), |v| v.to_string()),
+    )
 }
 
 /// Finding (a): self-training against its control in every cell.
@@ -375,6 +526,13 @@ pub fn write(
         report += "\n## Self-training against its control\n\nGains in points; per-seed paired differences in parentheses. The control trains from the student's init for the student's steps on as many images per step, all human-labeled, so the difference is what the pseudo labels bring.\n\n";
         report += &st_table(&ix, results);
     }
+    if results.iter().any(|r| r.role == Role::Online) {
+        report += "\n## Offline vs online teacher\n\nPoints; per-seed paired differences in parentheses. ";
+        report += &online_setup(exp);
+        report += &online_table(&ix, results);
+        report += "\n";
+        report += &online_verdict(&ix);
+    }
     report += "\n## Findings\n\n";
     for f in [finding_a(&ix), finding_b(&ix), finding_c(&ix)] {
         report += &f;
@@ -386,11 +544,11 @@ pub fn write(
 }
 
 fn csv(results: &[ArmResult]) -> String {
-    let mut csv = String::from("name,init,role,self_training,augment,labeled_fraction,seed,steps,images_seen,metric,AP50,control,seconds\n");
+    let mut csv = String::from("name,init,role,self_training,augment,labeled_fraction,seed,steps,images_seen,metric,AP50,control,seconds,mode\n");
     for r in results {
         let _ = writeln!(
             csv,
-            "{},{},{},{},{},{},{},{},{},{:.6},{:.6},{},{:.1}",
+            "{},{},{},{},{},{},{},{},{},{:.6},{:.6},{},{:.1},{}",
             r.name,
             r.init,
             r.role.name(),
@@ -403,7 +561,8 @@ fn csv(results: &[ArmResult]) -> String {
             r.metrics.primary,
             r.metrics.values.get("AP50").copied().unwrap_or(f64::NAN),
             r.control.as_deref().unwrap_or(""),
-            r.seconds
+            r.seconds,
+            r.mode.map_or("", |m| m.name()),
         );
     }
     csv
@@ -434,7 +593,7 @@ fn setup_text(exp: &ExperimentConfig, results: &[ArmResult], wall: Option<f64>) 
         b.task.name(), b.backbone.name, opt(b.backbone.width), opt(b.backbone.depth), b.augment.size,
         steps_text(exp), b.optim.batch_size, exp.seeds.len(), b.task.metric()
     );
-    if exp.self_training.contains(&true) {
+    if exp.self_training.contains(&Students::Offline) {
         s += &format!(
             "Self-training: the supervised arm is the teacher; the student starts from `{}` (`init` = the arm's own init), trains {} times the teacher's steps on {} human + {} pseudo-labeled images a step with stochastic depth {}, dropout {}, augmentation {}, learning rate x{}; pseudo labels at score {} (teacher boxes in [{}, {}) ignored), teacher scales {:?}; loss {} with alpha {} (moving-average decay {}).\n\n",
             st.student_init,

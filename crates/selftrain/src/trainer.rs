@@ -2,19 +2,24 @@
 //! pseudo-labeled images with the paper's loss normalization, JSON-lines metrics, a progress
 //! bar, periodic evaluation, and atomic checkpoints with exact resume. A step whose loss or
 //! gradient is not finite is skipped (and counted); the run folder is locked for one writer.
+//! An online student ([`crate::online`]) draws unlabeled images instead of labeled ones and
+//! its EMA teacher labels them each step; the teacher is checkpointed with the student.
 use crate::checkpoint::{self, Checkpoint};
 pub use crate::checkpoint::{checkpoint_dir, latest_checkpoint};
-use crate::config::TrainConfig;
+use crate::config::{SelfTrainMode, TrainConfig};
 use crate::dist::Runtime;
 use crate::error::{bail, Error, Result};
 use crate::lock::RunLock;
 use crate::model::save_model;
+use crate::online::{
+    attach_labels, weak_view, OnlineData, OnlineState, OnlineSummary, Tally, STRONG_KEY, WEAK_KEY,
+};
 use crate::optim::{learning_rate, Ema, LossScaler, Sgd, StepInfo};
-use crate::task::{EvalData, Metrics, Task};
+use crate::task::{EvalData, Metrics, Prediction, Task};
 use candle_core::{DType, Tensor};
 use pupil_data::batch::{collate, Batch, BatchConfig};
 use pupil_data::dataset::{EpochIter, Loader, LoaderConfig, Transform};
-use pupil_data::{Dataset, Sample};
+use pupil_data::{Dataset, Rng, Sample};
 use pupil_nn::{LoadOptions, ParamKind, ParamStore};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -82,6 +87,9 @@ pub struct TrainState {
     pub skipped_steps: usize,
     #[serde(default)]
     pub skipped_in_row: usize,
+    /// An online run's teacher diagnostics.
+    #[serde(default)]
+    pub online: OnlineState,
 }
 
 /// One stream of batches that moves on to the next epoch when one ends.
@@ -165,6 +173,8 @@ pub struct Trainer<'a> {
     pub num_outputs: usize,
     pub human: Arc<dyn Dataset>,
     pub pseudo: Option<Arc<dyn Dataset>>,
+    /// An online student's unlabeled images (instead of `pseudo`).
+    pub online: Option<OnlineData>,
     pub val: Option<Arc<dyn Dataset>>,
     pub train_transform: Arc<Transform>,
     pub eval_transform: Arc<Transform>,
@@ -178,6 +188,9 @@ pub struct Outcome {
     pub seconds: f64,
     pub final_metrics: Option<Metrics>,
     pub model_path: PathBuf,
+    /// An online run's teacher (`teacher.safetensors`) on the validation split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher_metrics: Option<Metrics>,
 }
 
 /// (human, pseudo) images per global step of a student: the human batch keeps its size and
@@ -200,10 +213,23 @@ pub fn images_per_step(cfg: &TrainConfig, student: bool) -> usize {
     }
 }
 
+/// Images through the loss over `steps` steps of a run: an online student takes no
+/// unlabeled images during its burn-in.
+pub fn images_seen(cfg: &TrainConfig, student: bool, steps: usize) -> usize {
+    let all = images_per_step(cfg, student) * steps;
+    if student && cfg.selftrain.mode == SelfTrainMode::Online {
+        let (_, p) = batch_sizes(cfg, 1);
+        return all - p * steps.min(cfg.selftrain.burn_in_steps);
+    }
+    all
+}
+
 /// The state of a run between steps.
 struct Session {
     opt: Sgd,
     ema: Option<Ema>,
+    /// An online run's teacher, from the end of the burn-in on.
+    teacher: Option<Ema>,
     state: TrainState,
     human: Stream,
     pseudo: Option<Stream>,
@@ -248,6 +274,11 @@ impl<'a> Trainer<'a> {
                 t.insert(format!("ema.{n}"), v.clone());
             }
         }
+        if let Some(e) = &s.teacher {
+            for (n, v) in &e.shadow {
+                t.insert(format!("teacher.{n}"), v.clone());
+            }
+        }
         checkpoint::write(&self.out, &s.state, &t)
     }
 
@@ -256,10 +287,10 @@ impl<'a> Trainer<'a> {
         &self,
         path: &Path,
         c: Checkpoint,
-        opt: &mut Sgd,
-        ema: &mut Option<Ema>,
+        (opt, ema, teacher): Averages,
     ) -> Result<TrainState> {
         let at = |e: &dyn std::fmt::Display| Error::msg(format!("{}: {e}", path.display()));
+        self.check_teacher(&c).map_err(|e| at(&e))?;
         self.store
             .load_tensors(&c.model, &LoadOptions::strict())
             .map_err(|e| at(&e))?;
@@ -272,8 +303,35 @@ impl<'a> Trainer<'a> {
                 e.shadow.insert(n, v.to_device(dev)?);
             }
         }
+        if !c.teacher.is_empty() {
+            let mut shadow = BTreeMap::new();
+            for (n, v) in c.teacher {
+                shadow.insert(n, v.to_device(dev)?);
+            }
+            let decay = self.cfg.selftrain.ema_decay;
+            *teacher = Some(Ema { decay, shadow });
+        }
         self.store.set_noise_state(c.state.noise);
         Ok(c.state)
+    }
+
+    /// An online checkpoint past its burn-in holds a teacher of the model's tensors.
+    fn check_teacher(&self, c: &Checkpoint) -> std::result::Result<(), String> {
+        let burn_in = self.cfg.selftrain.burn_in_steps;
+        if self.online.is_none() || (c.teacher.is_empty() && c.state.step <= burn_in) {
+            return Ok(());
+        }
+        if c.teacher.is_empty() {
+            return Err(format!(
+                "an online run at step {}, past its burn-in of {burn_in} steps, without its teacher's tensors",
+                c.state.step
+            ));
+        }
+        let names = self.store.tensors();
+        if c.teacher.len() != names.len() || !names.keys().all(|n| c.teacher.contains_key(n)) {
+            return Err("the teacher's tensors are not those of the model".into());
+        }
+        Ok(())
     }
 
     pub fn evaluate(&self, ema: Option<&Ema>) -> Result<Option<Metrics>> {
@@ -326,6 +384,7 @@ impl<'a> Trainer<'a> {
         let lock = self.take_folder(resume)?;
         let mut opt = Sgd::new(self.store, o);
         let mut ema = o.ema_decay.map(|d| Ema::new(self.store, d)).transpose()?;
+        let mut teacher = None;
         let mut state = TrainState {
             format: "pupil-train".into(),
             step: 0,
@@ -341,6 +400,7 @@ impl<'a> Trainer<'a> {
             loss_scaler: (o.precision.dtype() == DType::F16).then(LossScaler::default),
             skipped_steps: 0,
             skipped_in_row: 0,
+            online: OnlineState::default(),
         };
         let quiet = self.quiet || !self.lead();
         let found = match resume {
@@ -348,7 +408,7 @@ impl<'a> Trainer<'a> {
             false => None,
         };
         if let Some((p, c)) = found {
-            state = self.resumed_state(&p, c, (&mut opt, &mut ema), quiet)?;
+            state = self.resumed_state(&p, c, (&mut opt, &mut ema, &mut teacher), quiet)?;
         }
         let (human, pseudo) = self.streams(&state);
         let log = self.open_log(state.step)?;
@@ -356,6 +416,7 @@ impl<'a> Trainer<'a> {
         Ok(Session {
             opt,
             ema,
+            teacher,
             state,
             human,
             pseudo,
@@ -396,11 +457,11 @@ impl<'a> Trainer<'a> {
         &self,
         path: &Path,
         c: Checkpoint,
-        (opt, ema): (&mut Sgd, &mut Option<Ema>),
+        averages: Averages,
         quiet: bool,
     ) -> Result<TrainState> {
         let old = c.state.config.clone();
-        let mut state = self.restore(path, c, opt, ema)?;
+        let mut state = self.restore(path, c, averages)?;
         if !quiet {
             eprintln!("resumed from {} at step {}", path.display(), state.step);
             let changes = checkpoint::config_changes(&old, self.cfg);
@@ -432,7 +493,9 @@ impl<'a> Trainer<'a> {
     }
 
     /// The human stream and, for a student, the pseudo stream. As the paper, the human
-    /// batch keeps its size and pseudo-labeled images are added (256 + 256 at 1:1).
+    /// batch keeps its size and pseudo-labeled images are added (256 + 256 at 1:1). An
+    /// online student's second stream yields the unlabeled images as they are (its teacher
+    /// labels and the student's augmentation follow in the step).
     fn streams(&self, state: &TrainState) -> (Stream, Option<Stream>) {
         let cfg = self.cfg;
         let (rank, world) = (self.runtime.rank(), self.runtime.world_size());
@@ -459,7 +522,17 @@ impl<'a> Trainer<'a> {
                 state.pseudo,
             )
         });
-        (human, pseudo)
+        let unlabeled = self.online.as_ref().map(|d| {
+            let as_is: Arc<Transform> = Arc::new(|s, _| Ok(s));
+            Stream::new(
+                "unlabeled",
+                d.source.clone(),
+                as_is,
+                spec(bp, cfg.seed ^ 0x5053_4555),
+                state.pseudo,
+            )
+        });
+        (human, pseudo.or(unlabeled))
     }
 
     fn next_batch(&self, stream: &mut Stream) -> Result<Batch> {
@@ -471,13 +544,25 @@ impl<'a> Trainer<'a> {
     /// The step's loss: the human batch's, or for a student the normalized mix of the human
     /// and pseudo losses.
     fn loss(&self, s: &mut Session, record: &mut Record) -> Result<(Tensor, Vec<(String, f64)>)> {
+        // The online teacher labels first: its weights are in the store while it predicts.
+        let online = match &self.online {
+            Some(d) if s.state.step >= self.cfg.selftrain.burn_in_steps => {
+                Some(self.online_batch(s, d, record)?)
+            }
+            Some(_) => {
+                record.insert("burn_in".into(), true.into());
+                None
+            }
+            None => None,
+        };
         let hb = self.next_batch(&mut s.human)?;
         let (lh, mut parts) = self.task.loss(&hb, true)?;
         s.images += hb.num_boxes.len();
-        let Some(ps) = s.pseudo.as_mut() else {
-            return Ok((lh, parts));
+        let pb = match (online, s.pseudo.as_mut()) {
+            (Some(b), _) => b,
+            (None, Some(ps)) if self.online.is_none() => self.next_batch(ps)?,
+            _ => return Ok((lh, parts)),
         };
-        let pb = self.next_batch(ps)?;
         s.images += pb.num_boxes.len();
         let (lp, pparts) = self.task.loss(&pb, true)?;
         let mut hp = [scalar(&lh)?, scalar(&lp)?];
@@ -505,8 +590,92 @@ impl<'a> Trainer<'a> {
         Ok((total, parts))
     }
 
+    /// An online step's pseudo-labeled batch: the EMA teacher (a copy of the student when
+    /// the burn-in has just ended) labels the weak view of each unlabeled image, the labels go
+    /// on the original and the student's augmentation makes its view of it. Every view draws
+    /// from a generator of (seed, step, position in the global batch).
+    fn online_batch(
+        &self,
+        s: &mut Session,
+        data: &OnlineData,
+        record: &mut Record,
+    ) -> Result<Batch> {
+        let (cfg, st) = (self.cfg, &self.cfg.selftrain);
+        if s.teacher.is_none() {
+            s.teacher = Some(Ema::new(self.store, st.ema_decay)?);
+        }
+        let Some(ps) = s.pseudo.as_mut() else {
+            bail!("an online student has no unlabeled stream")
+        };
+        let originals = ps.next()?;
+        let first = self.runtime.rank() * originals.len();
+        let step = s.state.step as u64;
+        let rng = |key: u64, i: usize| Rng::derive(&[cfg.seed, key, step, (first + i) as u64]);
+        let weak: Vec<Sample> = (originals.iter().enumerate())
+            .map(|(i, o)| weak_view(o, cfg, &mut rng(WEAK_KEY, i)))
+            .collect();
+        // f32, as evaluation: the teacher predicts as the model is scored
+        let wb = collate(&weak, &self.batch_config(), &self.runtime.device)?;
+        let preds = match &s.teacher {
+            Some(t) => t.with_weights(self.store, || self.task.predict(&wb))?,
+            None => bail!("an online student has no teacher"),
+        };
+        let mut tally = Tally::new(self.num_outputs);
+        let mut strong = Vec::with_capacity(originals.len());
+        for (i, (mut o, p)) in originals.into_iter().zip(preds).enumerate() {
+            let Prediction::Boxes(dets) = p else {
+                bail!(
+                    "selftrain.mode = \"online\": a {} model predicts no boxes",
+                    self.task.kind().name()
+                )
+            };
+            attach_labels(&mut o, &dets, st.score_threshold, st.ignore_from);
+            let truth = match &data.truth {
+                Some(t) => truth_of(t.as_ref(), o.image_id)?,
+                None => None,
+            };
+            tally.add_image(&o, truth.as_ref());
+            strong.push((self.train_transform)(o, &mut rng(STRONG_KEY, i))?);
+        }
+        if self.runtime.world_size() > 1 {
+            // the counts of the whole job, the same on every rank
+            let mut v = tally.to_counts();
+            crate::dist::mean_over_ranks(self.runtime.group.as_ref(), &mut v)?;
+            let w = self.runtime.world_size() as f64;
+            tally = Tally::from_counts(&v.iter().map(|x| x * w).collect::<Vec<_>>());
+        }
+        self.count_teacher(s, &tally, record);
+        let mut pb = collate(&strong, &self.batch_config(), &self.runtime.device)?;
+        pb.images = pb.images.to_dtype(cfg.optim.precision.dtype())?;
+        Ok(pb)
+    }
+
+    /// Adds a step's labels to the diagnostics; warns every `silent_warn_steps` steps in a
+    /// row the teacher emits no label.
+    fn count_teacher(&self, s: &mut Session, tally: &Tally, record: &mut Record) {
+        let st = &self.cfg.selftrain;
+        let o = &mut s.state.online;
+        o.silent_steps = if tally.labels == 0 {
+            o.silent_steps + 1
+        } else {
+            0
+        };
+        o.window.add(tally);
+        o.total.add(tally);
+        record.insert("teacher_labels".into(), tally.labels.into());
+        if o.silent_steps > 0 && o.silent_steps % st.silent_warn_steps == 0 && self.lead() {
+            let (step, n) = (s.state.step + 1, o.silent_steps);
+            s.bar.suspend(|| {
+                eprintln!(
+                    "WARNING: step {step}: the online teacher has emitted no box at score {} for {n} steps in a row; the student learns background only from the unlabeled images (lower selftrain.score_threshold or lengthen selftrain.burn_in_steps)",
+                    st.score_threshold
+                )
+            });
+        }
+    }
+
     /// Backward pass, gradient averaging over the job, unscaling and the SGD step; the EMA
-    /// follows an applied step.
+    /// and an online teacher follow an applied step.
     fn update(
         &self,
         s: &mut Session,
@@ -541,6 +710,9 @@ impl<'a> Trainer<'a> {
         }
         if let (Some(e), true) = (s.ema.as_mut(), info.applied) {
             e.update(self.store)?;
+        }
+        if let (Some(t), true) = (s.teacher.as_mut(), info.applied) {
+            t.update(self.store)?;
         }
         Ok(info)
     }
@@ -655,6 +827,10 @@ impl<'a> Trainer<'a> {
             if let Some(m) = self.evaluate(s.ema.as_ref())? {
                 write_record(&mut s.log, serde_json::json!({"step": step, "eval": m}))?;
             }
+            if let Some(m) = self.evaluate_teacher(s)? {
+                let v = serde_json::json!({"step": step, "eval_teacher": m});
+                write_record(&mut s.log, v)?;
+            }
         }
         let every = o.checkpoint_every > 0 && step % o.checkpoint_every == 0;
         if self.lead() && (every || step == o.steps) {
@@ -677,7 +853,14 @@ impl<'a> Trainer<'a> {
         let world = self.runtime.world_size();
         let ips = (s.images * world) as f64 / s.t0.elapsed().as_secs_f64().max(1e-9);
         let step = s.state.step;
-        if self.lead() && (step % o.log_every.max(1) == 0 || step == o.steps || last) {
+        let logged = step % o.log_every.max(1) == 0 || step == o.steps || last;
+        // every rank starts a new window at a log line, so their states stay alike
+        let window =
+            (logged && self.online.is_some()).then(|| std::mem::take(&mut s.state.online.window));
+        if self.lead() && logged {
+            if let Some(w) = window {
+                self.teacher_record(&w, s.state.online.silent_steps, &mut record);
+            }
             record.insert("step".into(), step.into());
             record.insert("lr".into(), lr.into());
             record.insert("loss".into(), a.value.into());
@@ -695,6 +878,77 @@ impl<'a> Trainer<'a> {
         Ok(())
     }
 
+    /// The diagnostics of the teacher's labels since the last log line.
+    fn teacher_record(&self, w: &Tally, silent: usize, record: &mut Record) {
+        record.insert("teacher_silent_steps".into(), silent.into());
+        if w.images == 0 {
+            return;
+        }
+        let per = |n: usize| n as f64 / w.images as f64;
+        record.insert("pseudo_images".into(), w.images.into());
+        record.insert("pseudo_labels_per_image".into(), per(w.labels).into());
+        record.insert("pseudo_ignored_per_image".into(), per(w.ignored).into());
+        let classes: serde_json::Map<String, serde_json::Value> = (w.per_class.iter())
+            .enumerate()
+            .map(|(c, &n)| {
+                let name = self.class_names.get(c).cloned().unwrap_or(c.to_string());
+                (name, n.into())
+            })
+            .collect();
+        record.insert("pseudo_per_class".into(), classes.into());
+        if let Some(p) = w.precision() {
+            record.insert("pseudo_precision".into(), p.into());
+        }
+        if let Some(r) = w.recall() {
+            record.insert("pseudo_recall".into(), r.into());
+        }
+    }
+
+    /// An online run's teacher on the validation split.
+    fn evaluate_teacher(&self, s: &Session) -> Result<Option<Metrics>> {
+        match (&s.teacher, &self.online) {
+            (Some(t), Some(_)) => self.evaluate(Some(t)),
+            _ => Ok(None),
+        }
+    }
+
+    /// An online run's teacher: `teacher.safetensors`, its evaluation and `online.json`.
+    fn finish_teacher(&self, s: &mut Session, outcome: &mut Outcome) -> Result<()> {
+        let Some(t) = &s.teacher else { return Ok(()) };
+        let path = self.out.join("teacher.safetensors");
+        t.with_weights(self.store, || {
+            checkpoint::ensure_finite(&path, &self.store.tensors())?;
+            save_model(
+                &path,
+                self.cfg,
+                &self.class_names,
+                self.num_outputs,
+                self.store,
+            )
+        })?;
+        outcome.teacher_metrics = self.evaluate_teacher(s)?;
+        if let Some(m) = &outcome.teacher_metrics {
+            let v = serde_json::json!({"step": s.state.step, "eval_teacher": m, "final": true});
+            write_record(&mut s.log, v)?;
+        }
+        let (st, total) = (&self.cfg.selftrain, &s.state.online.total);
+        let summary = OnlineSummary {
+            ema_decay: st.ema_decay,
+            burn_in_steps: st.burn_in_steps,
+            steps: s.state.step,
+            score_threshold: st.score_threshold,
+            labels_per_image: total.labels_per_image(),
+            precision: total.precision(),
+            recall: total.recall(),
+            total: total.clone(),
+            teacher_metrics: outcome.teacher_metrics.clone(),
+        };
+        Ok(pupil_data::io::write_json_atomic(
+            self.out.join("online.json"),
+            &summary,
+        )?)
+    }
+
     /// The final model (EMA weights when kept) and its evaluation.
     fn finish(&self, mut s: Session) -> Result<Outcome> {
         let model_path = self.out.join("model.safetensors");
@@ -703,6 +957,7 @@ impl<'a> Trainer<'a> {
             seconds: s.t0.elapsed().as_secs_f64(),
             final_metrics: None,
             model_path: model_path.clone(),
+            teacher_metrics: None,
         };
         if !self.lead() {
             return Ok(outcome);
@@ -726,6 +981,9 @@ impl<'a> Trainer<'a> {
             let v = serde_json::json!({"step": s.state.step, "eval": m, "final": true});
             write_record(&mut s.log, v)?;
         }
+        if self.online.is_some() {
+            self.finish_teacher(&mut s, &mut outcome)?;
+        }
         outcome.seconds = s.t0.elapsed().as_secs_f64();
         Ok(outcome)
     }
@@ -743,6 +1001,21 @@ fn progress_bar(quiet: bool, steps: usize, at: usize) -> indicatif::ProgressBar 
     );
     bar.set_position(at as u64);
     bar
+}
+
+/// The optimizer, the weight EMA and an online teacher, which a checkpoint restores.
+type Averages<'s> = (&'s mut Sgd, &'s mut Option<Ema>, &'s mut Option<Ema>);
+
+/// The ground truth of an unlabeled image, where its source has it under that id.
+fn truth_of(truth: &dyn Dataset, image_id: u64) -> Result<Option<Sample>> {
+    let Some(i) = (image_id as usize)
+        .checked_sub(1)
+        .filter(|&i| i < truth.len())
+    else {
+        return Ok(None);
+    };
+    let s = truth.get(i)?;
+    Ok((s.image_id == image_id).then_some(s))
 }
 
 /// What one step computed: the loss (the mean over the job), the update, the loss parts.
