@@ -157,8 +157,13 @@ fn main_table(ix: &Index, results: &[ArmResult]) -> String {
 /// Every self-training arm against its control and its teacher, per cell.
 fn st_table(ix: &Index, results: &[ArmResult]) -> String {
     let exp = ix.exp;
-    let mut md = String::from(
-        "| Init | Augment | Labeled | Supervised | Control | Self-training | ST - control (per seed) | ST - supervised | Pseudo boxes / image | Pseudo P / R |\n|---|---|---:|---:|---:|---:|---|---|---:|---|\n",
+    // a segmentation teacher writes one label map per image, scored pixel by pixel
+    let (count, pr) = match exp.base.task {
+        crate::config::TaskKind::Segmentation => ("Label maps / image", "Pixel P / R"),
+        _ => ("Pseudo boxes / image", "Pseudo P / R"),
+    };
+    let mut md = format!(
+        "| Init | Augment | Labeled | Supervised | Control | Self-training | ST - control (per seed) | ST - supervised | {count} | {pr} |\n|---|---|---:|---:|---:|---:|---|---|---:|---|\n",
     );
     for init in &exp.inits {
         for a in &exp.augment {
