@@ -1,32 +1,8 @@
 //! End-to-end checks of the `pupil` binary: exports that external readers (and pupil's own)
 //! read back, previews, and bad input giving a clear error and a nonzero exit.
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn pupil(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pupil"))
-        .args(args)
-        .output()
-        .expect("run pupil")
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = pupil(args);
-    assert!(
-        o.status.success(),
-        "pupil {args:?} failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn fails(args: &[&str]) -> String {
-    let o = pupil(args);
-    assert!(!o.status.success(), "pupil {args:?} should fail");
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(!err.contains("panicked"), "pupil {args:?} panicked: {err}");
-    err
-}
+mod common;
+use common::{fails, ok};
 
 #[test]
 fn digits_export_reads_back_as_coco_and_voc() {

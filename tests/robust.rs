@@ -4,89 +4,15 @@
 //! writer per run folder; a failed write keeps the last checkpoint; runs give the same bits
 //! on one thread or two. Every run here uses one thread (as the README says resume tests do).
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const TINY: &str = r#"
-task = "detection"
-seed = 3
-[backbone]
-name = "efficientnet"
-width = 0.25
-depth = 0.1
-drop_path = 0.2
-[detector]
-head_convs = 1
-head_channels = 16
-[detector.neck]
-channels = 16
-min_level = 3
-max_level = 5
-bn_momentum = 0.1
-[detector.anchors]
-min_level = 3
-max_level = 5
-anchor_size = 2.0
-[data]
-size_divisor = 32
-workers = 1
-[data.digits]
-image_size = 64
-max_digit_size = 30
-train = 12
-unlabeled = 10
-val = 6
-[augment]
-policy = "s4"
-size = 64
-[optim]
-steps = 30
-batch_size = 2
-lr_per_256 = 2.0
-warmup_steps = 5
-checkpoint_every = 5
-log_every = 1
-ema_decay = 0.9
-"#;
-
-fn cmd(args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_pupil"));
-    c.args(args)
-        .env("RAYON_NUM_THREADS", "1")
-        .env_remove("RUST_BACKTRACE");
-    c
-}
-
-fn run(args: &[&str]) -> Output {
-    cmd(args).output().expect("run pupil")
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = run(args);
-    assert!(
-        o.status.success(),
-        "pupil {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
-}
-
-/// Fails without a panic; the stderr.
-fn fails(args: &[&str]) -> String {
-    let o = run(args);
-    let e = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert_eq!(o.status.code(), Some(1), "pupil {args:?}: {e}");
-    assert!(!e.contains("panicked"), "{e}");
-    e
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+mod common;
+use common::{cmd, fails, ok_logs as ok, run, s, tiny_config};
 
 fn tiny(dir: &Path) -> PathBuf {
     let p = dir.join("tiny.toml");
-    std::fs::write(&p, TINY).unwrap();
+    std::fs::write(&p, tiny_config(30, "log_every = 1\n")).unwrap();
     p
 }
 
@@ -132,26 +58,6 @@ fn latest_step(out: &Path) -> Option<u64> {
     serde_json::from_str::<serde_json::Value>(&t).ok()?["step"].as_u64()
 }
 
-fn tensors(p: &Path) -> Vec<(String, Vec<u32>)> {
-    let t = candle_core::safetensors::load(p, &candle_core::Device::Cpu)
-        .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    let mut v: Vec<(String, Vec<u32>)> = t
-        .into_iter()
-        .map(|(k, t)| {
-            let f: Vec<f32> = t
-                .flatten_all()
-                .unwrap()
-                .to_dtype(candle_core::DType::F32)
-                .unwrap()
-                .to_vec1()
-                .unwrap();
-            (k, f.iter().map(|x| x.to_bits()).collect())
-        })
-        .collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
-}
-
 /// The training state in a checkpoint's header.
 fn state(p: &Path) -> serde_json::Value {
     let b = std::fs::read(p).unwrap();
@@ -161,7 +67,10 @@ fn state(p: &Path) -> serde_json::Value {
 }
 
 fn same_weights(a: &Path, b: &Path, what: &str) {
-    let (x, y) = (tensors(a), tensors(b));
+    let (x, y) = (
+        pupil_testkit::safetensors_bits(a),
+        pupil_testkit::safetensors_bits(b),
+    );
     assert_eq!(x.len(), y.len(), "{what}");
     for ((na, va), (nb, vb)) in x.iter().zip(&y) {
         assert_eq!(na, nb, "{what}");
@@ -173,7 +82,7 @@ fn same_weights(a: &Path, b: &Path, what: &str) {
 fn consistent(out: &Path) {
     if let Some(step) = latest_step(out) {
         let p = out.join(format!("checkpoints/step-{step:07}.safetensors"));
-        tensors(&p);
+        pupil_testkit::safetensors_bits(&p);
     }
 }
 
@@ -401,13 +310,12 @@ fn a_student_killed_anywhere_resumes_to_the_same_weights() {
 fn an_experiment_killed_anywhere_resumes_to_the_same_results() {
     let d = tempfile::tempdir().unwrap();
     // TINY as the grid's base: every table goes under [base]
-    let base = TINY
+    let base = tiny_config(15, "log_every = 1\n")
         .replace("\n[", "\n[base.")
         .replace("task = \"detection\"", "[base]\ntask = \"detection\"");
     let exp = format!(
         "inits = [\"random\"]\nself_training = [false, true]\naugment = [\"s1\"]\nlabeled_fractions = [1.0]\nseeds = [0]\n{base}\n[base.selftrain]\nscore_threshold = 0.05\n"
-    )
-    .replace("steps = 30", "steps = 15");
+    );
     let f = d.path().join("exp.toml");
     std::fs::write(&f, exp).unwrap();
     let args = |out: &Path| -> Vec<String> {
@@ -622,7 +530,7 @@ fn non_finite_steps_are_skipped_and_stop_the_run_before_a_nan_is_written() {
     {
         if f.path().extension().is_some_and(|x| x == "safetensors") {
             files += 1;
-            for (n, v) in tensors(&f.path()) {
+            for (n, v) in pupil_testkit::safetensors_bits(&f.path()) {
                 assert!(
                     v.iter().all(|&b| f32::from_bits(b).is_finite()),
                     "{n} in {:?}",

@@ -1,92 +1,15 @@
 //! End-to-end training through the binary: exact resume after a kill, config errors,
 //! sharded pseudo-labeling that resumes without duplicates, prediction.
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
-const TINY: &str = r#"
-task = "detection"
-seed = 3
-[backbone]
-name = "efficientnet"
-width = 0.25
-depth = 0.1
-drop_path = 0.2
-[detector]
-head_convs = 1
-head_channels = 16
-[detector.neck]
-channels = 16
-min_level = 3
-max_level = 5
-bn_momentum = 0.1
-[detector.anchors]
-min_level = 3
-max_level = 5
-anchor_size = 2.0
-[data]
-size_divisor = 32
-workers = 1
-[data.digits]
-image_size = 64
-max_digit_size = 30
-train = 12
-unlabeled = 10
-val = 6
-[augment]
-policy = "s4"
-size = 64
-[optim]
-steps = STEPS
-batch_size = 2
-lr_per_256 = 2.0
-warmup_steps = 5
-checkpoint_every = 5
-ema_decay = 0.9
-"#;
-
-fn pupil(args: &[&str], threads: bool) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_pupil"));
-    c.args(args);
-    if threads {
-        c.env("RAYON_NUM_THREADS", "1");
-    }
-    c.output().expect("run pupil")
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = pupil(args, true);
-    assert!(
-        o.status.success(),
-        "pupil {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+mod common;
+use common::{ok, run, tiny_config};
 
 fn config(dir: &Path, steps: usize) -> PathBuf {
     let p = dir.join(format!("tiny-{steps}.toml"));
-    std::fs::write(&p, TINY.replace("STEPS", &steps.to_string())).unwrap();
+    std::fs::write(&p, tiny_config(steps, "")).unwrap();
     p
-}
-
-fn tensors(p: &Path) -> Vec<(String, Vec<f32>)> {
-    let t = candle_core::safetensors::load(p, &candle_core::Device::Cpu).unwrap();
-    let mut v: Vec<(String, Vec<f32>)> = t
-        .into_iter()
-        .map(|(k, t)| {
-            (
-                k,
-                t.flatten_all()
-                    .unwrap()
-                    .to_dtype(candle_core::DType::F32)
-                    .unwrap()
-                    .to_vec1()
-                    .unwrap(),
-            )
-        })
-        .collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
 }
 
 #[test]
@@ -144,8 +67,8 @@ fn killed_run_resumes_to_the_same_weights() {
     ]);
     assert!(out.contains("trained 60 steps"), "{out}");
     let (a, b) = (
-        tensors(&full.join("model.safetensors")),
-        tensors(&cut.join("model.safetensors")),
+        pupil_testkit::safetensors_bits(&full.join("model.safetensors")),
+        pupil_testkit::safetensors_bits(&cut.join("model.safetensors")),
     );
     assert_eq!(a.len(), b.len());
     for ((na, va), (nb, vb)) in a.iter().zip(&b) {
@@ -161,50 +84,41 @@ fn killed_run_resumes_to_the_same_weights() {
 fn config_errors_are_clear() {
     let d = tempfile::tempdir().unwrap();
     let cfg = config(d.path(), 2);
-    let o = pupil(
-        &[
-            "train",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--set",
-            "optim.stepz=3",
-            "--out",
-            d.path().join("x").to_str().unwrap(),
-        ],
-        false,
-    );
+    let o = run(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--set",
+        "optim.stepz=3",
+        "--out",
+        d.path().join("x").to_str().unwrap(),
+    ]);
     assert!(!o.status.success());
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(e.contains("stepz") && !e.contains("panicked"), "{e}");
     let bad = d.path().join("bad.toml");
     std::fs::write(&bad, "[optim]\nsteps = \"many\"\n").unwrap();
-    let o = pupil(
-        &[
-            "train",
-            "--config",
-            bad.to_str().unwrap(),
-            "--out",
-            d.path().join("y").to_str().unwrap(),
-        ],
-        false,
-    );
+    let o = run(&[
+        "train",
+        "--config",
+        bad.to_str().unwrap(),
+        "--out",
+        d.path().join("y").to_str().unwrap(),
+    ]);
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(
         !o.status.success() && e.contains("bad.toml") && !e.contains("panicked"),
         "{e}"
     );
-    let o = pupil(
-        &[
-            "pseudo-label",
-            "--teacher",
-            bad.to_str().unwrap(),
-            "--images",
-            "digits:unlabeled",
-            "--out",
-            d.path().join("z").to_str().unwrap(),
-        ],
-        false,
-    );
+    let o = run(&[
+        "pseudo-label",
+        "--teacher",
+        bad.to_str().unwrap(),
+        "--images",
+        "digits:unlabeled",
+        "--out",
+        d.path().join("z").to_str().unwrap(),
+    ]);
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(
         !o.status.success() && e.contains("bad.toml") && !e.contains("panicked"),
@@ -559,7 +473,7 @@ fn self_train_online_needs_no_teacher_and_says_what_it_cannot_do() {
         let mut args = vec!["self-train", "--config", cfg.to_str().unwrap()];
         args.extend(extra);
         args.extend(["--out", x.to_str().unwrap()]);
-        let o = pupil(&args, true);
+        let o = common::run(&args);
         let e = String::from_utf8_lossy(&o.stderr);
         assert!(
             !o.status.success() && e.contains(want) && !e.contains("panicked"),
@@ -700,20 +614,17 @@ fn data_parallel_training_runs_two_cpu_ranks_and_reports_a_failing_rank() {
     assert!(d.path().join("one/model.safetensors").exists());
     // 3 ranks cannot split a batch of 2: every rank fails and the launcher says which
     let port = free_port();
-    let o = pupil(
-        &[
-            "train",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--out",
-            d.path().join("bad").to_str().unwrap(),
-            "--nproc-per-node",
-            "3",
-            "--master-port",
-            &port,
-        ],
-        true,
-    );
+    let o = run(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        d.path().join("bad").to_str().unwrap(),
+        "--nproc-per-node",
+        "3",
+        "--master-port",
+        &port,
+    ]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -753,18 +664,15 @@ fn half_precision_training_scales_the_loss() {
             .unwrap();
     assert!(t.values().all(|v| v.dtype() == candle_core::DType::F32));
     // bf16 has no CPU matmul in candle: a clear error, not a crash
-    let o = pupil(
-        &[
-            "train",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--out",
-            d.path().join("bf16").to_str().unwrap(),
-            "--set",
-            "optim.precision=bf16",
-        ],
-        true,
-    );
+    let o = run(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        d.path().join("bf16").to_str().unwrap(),
+        "--set",
+        "optim.precision=bf16",
+    ]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("needs a CUDA device"));
 }
@@ -776,18 +684,15 @@ fn cuda_devices_in_a_cpu_build_say_how_to_get_them() {
     }
     let d = tempfile::tempdir().unwrap();
     let cfg = config(d.path(), 2);
-    let o = pupil(
-        &[
-            "train",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--out",
-            d.path().join("gpu").to_str().unwrap(),
-            "--device",
-            "cuda:0",
-        ],
-        true,
-    );
+    let o = run(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        d.path().join("gpu").to_str().unwrap(),
+        "--device",
+        "cuda:0",
+    ]);
     assert!(!o.status.success());
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(

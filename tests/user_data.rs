@@ -5,8 +5,10 @@
 use pupil_data::coco::eval::{evaluate_files, EvalParams, STAT_NAMES};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::sync::OnceLock;
+
+mod common;
+use common::{fails, ok, run, s};
 
 const TINY: &str = r#"
 task = "detection"
@@ -48,36 +50,6 @@ checkpoint_every = 0
 log_every = 5
 eval_every = 150
 "#;
-
-fn pupil(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pupil"))
-        .args(args)
-        .env("RAYON_NUM_THREADS", "1")
-        .output()
-        .expect("run pupil")
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = pupil(args);
-    assert!(
-        o.status.success(),
-        "pupil {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn fails(args: &[&str]) -> String {
-    let o = pupil(args);
-    assert!(!o.status.success(), "pupil {args:?} should fail");
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(!err.contains("panicked"), "pupil {args:?} panicked: {err}");
-    err
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 fn json(p: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
@@ -414,7 +386,7 @@ fn self_train_from_a_sharded_folder_and_its_refusal_when_a_shard_is_missing() {
         "{e}"
     );
     shard("0/2");
-    let o = pupil(&[
+    let o = run(&[
         "self-train",
         "--pseudo",
         s(&pl),

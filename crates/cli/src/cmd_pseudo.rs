@@ -52,12 +52,7 @@ pub fn pseudo_label(a: PseudoArgs) -> Result<()> {
         scales: a.scales.clone(),
         ..Default::default()
     };
-    let job = Labeling {
-        teacher: &teacher,
-        teacher_path: &a.teacher,
-        source,
-        source_name: &a.images,
-    };
+    let job = Labeling::new(&teacher, &a.teacher, source, &a.images)?;
     let s = pseudo::label_shard(&job, &a.out, &opts, &dev)?;
     let kept = s
         .detections

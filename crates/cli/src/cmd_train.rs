@@ -75,9 +75,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
         // The launcher holds the folder for its ranks (they skip the lock).
         let _lock = pupil_selftrain::lock::RunLock::acquire(&a.out)?;
         if a.restart {
-            let ck = pupil_selftrain::trainer::checkpoint_dir(&a.out);
-            let _ = std::fs::remove_dir_all(ck);
-            let _ = std::fs::remove_file(a.out.join("metrics.jsonl"));
+            pupil_selftrain::trainer::reset_folder(&a.out)?;
         }
         job.run()?;
         println!(

@@ -65,14 +65,8 @@ impl ClassFolder {
         let mut items = Vec::new();
         for (k, c) in classes.iter().enumerate() {
             let dir = root.join(c);
+            // an image folder without images is ImageFolder's error, naming the folder
             let images = ImageFolder::open(&dir)?.paths;
-            if images.is_empty() {
-                return Err(Error::invalid(
-                    &dir,
-                    format!("class {c:?}"),
-                    "holds no jpg or png image",
-                ));
-            }
             items.extend(images.into_iter().map(|p| (p, k as u32)));
         }
         Ok(ClassFolder {

@@ -143,8 +143,12 @@ pub fn read_limited(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>> {
 /// [`max_json_bytes`] are refused before they are read.
 pub fn read_json<T: serde::de::DeserializeOwned>(path: impl AsRef<Path>) -> Result<T> {
     let path = path.as_ref();
-    let bytes = read_limited(path, max_json_bytes(), "a JSON file (PUPIL_MAX_JSON_BYTES)")?;
-    parse_json(&bytes, path)
+    parse_json(&read_json_bytes(path)?, path)
+}
+
+/// A JSON file's bytes, refused above [`max_json_bytes`] before it is read.
+pub fn read_json_bytes(path: &Path) -> Result<Vec<u8>> {
+    read_limited(path, max_json_bytes(), "a JSON file (PUPIL_MAX_JSON_BYTES)")
 }
 
 /// Parses JSON bytes; `path` names the source in errors.
@@ -164,13 +168,12 @@ pub fn read_image(path: impl AsRef<Path>) -> Result<Image> {
 /// [`MAX_IMAGE_PIXELS`] are refused from their header, before decoding; a JPEG whose data
 /// ends before its last scan does is an error (as PIL's "image file is truncated").
 pub fn decode_image(bytes: &[u8], path: &Path) -> Result<Image> {
-    let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| Error::image(path, e))?;
     if reader.format() == Some(image::ImageFormat::Jpeg) {
         jpeg_complete(bytes).map_err(|m| Error::image(path, m))?;
     }
-    let mut reader = reader;
     let mut limits = image::Limits::default();
     limits.max_alloc = Some(MAX_IMAGE_PIXELS * 4);
     reader.limits(limits);
@@ -214,7 +217,7 @@ fn to_image(img: image::DynamicImage) -> Image {
 
 /// Walks a JPEG's marker segments and entropy-coded scans up to its EOI marker; an error
 /// when the data ends first. The decoder itself pads a cut scan with gray silently.
-pub fn jpeg_complete(b: &[u8]) -> std::result::Result<(), &'static str> {
+fn jpeg_complete(b: &[u8]) -> std::result::Result<(), &'static str> {
     let mut i = 2; // after SOI
     loop {
         // Next marker: 0xFF, fill bytes, then the code (stray bytes skipped, as libjpeg).
@@ -244,8 +247,16 @@ pub fn jpeg_complete(b: &[u8]) -> std::result::Result<(), &'static str> {
         if m == 0xDA {
             // Entropy-coded data: runs to the next marker that is not a stuffed 0xFF00 or
             // a restart marker.
-            while i + 1 < b.len() && !(b[i] == 0xFF && !matches!(b[i + 1], 0x00 | 0xD0..=0xD7)) {
-                i += 1;
+            loop {
+                let Some(k) = b[i..].iter().position(|&x| x == 0xFF) else {
+                    i = b.len();
+                    break;
+                };
+                i += k;
+                if i + 1 >= b.len() || !matches!(b[i + 1], 0x00 | 0xD0..=0xD7) {
+                    break;
+                }
+                i += 2;
             }
         }
     }

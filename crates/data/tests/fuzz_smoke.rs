@@ -43,6 +43,11 @@ fn instances(data: &[u8]) {
     }
 }
 
+/// The ground truth the results are scored against, read once for every case.
+static GT: std::sync::LazyLock<CocoFile> = std::sync::LazyLock::new(|| {
+    CocoFile::from_slice(&fuzz_seeds("coco_instances")[0], Path::new("gt")).unwrap()
+});
+
 proptest! {
     #![proptest_config(cases())]
 
@@ -53,9 +58,8 @@ proptest! {
 
     #[test]
     fn coco_results(data in input("coco_results")) {
-        let gt = CocoFile::from_slice(&fuzz_seeds("coco_instances")[0], Path::new("gt")).unwrap();
         if let Ok(d) = coco::parse_results(&data, Path::new("f.json")) {
-            let _ = eval::evaluate(&gt, &d, &eval::EvalParams::default());
+            let _ = eval::evaluate(&GT, &d, &eval::EvalParams::default());
         }
     }
 

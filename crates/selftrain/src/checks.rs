@@ -116,8 +116,7 @@ fn check_selftrain(c: &TrainConfig) -> Result<()> {
 fn check_online(c: &TrainConfig) -> Result<()> {
     let s = &c.selftrain;
     // an EMA of 0 would be the student itself, 1 would never move
-    real("selftrain.ema_decay", s.ema_decay, f64::MIN_POSITIVE, 1.0)?;
-    below("selftrain.ema_decay", s.ema_decay, 0.0, 1.0)?;
+    below("selftrain.ema_decay", s.ema_decay, f64::MIN_POSITIVE, 1.0)?;
     let [lo, hi] = s.weak_scale;
     real("selftrain.weak_scale[0]", lo, 0.05, 8.0)?;
     real("selftrain.weak_scale[1]", hi, lo, 8.0)?;

@@ -206,6 +206,13 @@ impl SelfTrainMode {
             SelfTrainMode::Online => "online",
         }
     }
+
+    pub fn other(self) -> SelfTrainMode {
+        match self {
+            SelfTrainMode::Offline => SelfTrainMode::Online,
+            SelfTrainMode::Online => SelfTrainMode::Offline,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -308,6 +315,36 @@ impl Default for SelfTrainConfig {
             rounds: 1,
             unlabeled: "digits:unlabeled".into(),
         }
+    }
+}
+
+impl SelfTrainConfig {
+    /// Puts back at their defaults the keys that only the other teacher than `mode`'s reads;
+    /// the names of those that were set otherwise.
+    pub fn reset_other_mode(&mut self, mode: SelfTrainMode) -> Vec<&'static str> {
+        let d = SelfTrainConfig::default();
+        let mut set = Vec::new();
+        macro_rules! reset {
+            ($($k:ident),*) => {{$(
+                if self.$k != d.$k {
+                    set.push(concat!("selftrain.", stringify!($k)));
+                    self.$k = d.$k.clone();
+                }
+            )*}};
+        }
+        match mode {
+            SelfTrainMode::Offline => {
+                reset!(
+                    ema_decay,
+                    burn_in_steps,
+                    weak_scale,
+                    weak_flip,
+                    silent_warn_steps
+                )
+            }
+            SelfTrainMode::Online => reset!(teacher_scales, teacher_flip),
+        }
+        set
     }
 }
 

@@ -2,7 +2,7 @@
 //! rounds (offline, as the paper) or one run with an online EMA teacher, the student's
 //! compute-matched control, and classification pre-training. The paper's grid of such runs
 //! is [`crate::grid`].
-use crate::config::{load_config, preset, SelfTrainConfig, SelfTrainMode, TaskKind, TrainConfig};
+use crate::config::{load_config, preset, SelfTrainMode, TaskKind, TrainConfig};
 use crate::data::{
     datasets, eval_transform, num_outputs, train_transform, unlabeled_source, unlabeled_truth,
 };
@@ -148,12 +148,7 @@ pub fn pseudo_label_all(
     let teacher = load_model(teacher_path, &dev)?;
     let spec = &cfg.selftrain.unlabeled;
     let source = unlabeled_source(cfg, spec)?;
-    let job = Labeling {
-        teacher: &teacher,
-        teacher_path,
-        source: source.clone(),
-        source_name: spec,
-    };
+    let job = Labeling::new(&teacher, teacher_path, source.clone(), spec)?;
     for i in 0..opts.shard.1 {
         let o = PseudoOptions {
             shard: (i, opts.shard.1),
@@ -327,12 +322,8 @@ pub fn online_self_train(
     out: &Path,
     quiet: bool,
 ) -> Result<Outcome> {
+    // the mode is train_online's to check; a bad config fails before the folder is taken
     crate::checks::check_config(cfg)?;
-    if cfg.selftrain.mode != SelfTrainMode::Online {
-        return Err(Error::config(
-            "online self-training needs selftrain.mode = \"online\"",
-        ));
-    }
     let teacher = match (teacher, cfg.selftrain.student_init.as_str()) {
         (Some(t), _) => t.to_path_buf(),
         (None, "teacher") => {
@@ -353,44 +344,13 @@ pub fn online_self_train(
 /// The keys of the other mode than the config's that differ from their defaults: said on
 /// stderr, as they change nothing in this run.
 pub fn unused_keys(cfg: &TrainConfig) -> Vec<&'static str> {
-    let (s, d) = (&cfg.selftrain, SelfTrainConfig::default());
-    match s.mode {
-        SelfTrainMode::Online => [
-            (
-                "selftrain.teacher_scales",
-                s.teacher_scales != d.teacher_scales,
-            ),
-            ("selftrain.teacher_flip", s.teacher_flip != d.teacher_flip),
-        ]
-        .into_iter()
-        .filter_map(|(k, set)| set.then_some(k))
-        .collect(),
-        SelfTrainMode::Offline => [
-            ("selftrain.ema_decay", s.ema_decay != d.ema_decay),
-            (
-                "selftrain.burn_in_steps",
-                s.burn_in_steps != d.burn_in_steps,
-            ),
-            ("selftrain.weak_scale", s.weak_scale != d.weak_scale),
-            ("selftrain.weak_flip", s.weak_flip != d.weak_flip),
-            (
-                "selftrain.silent_warn_steps",
-                s.silent_warn_steps != d.silent_warn_steps,
-            ),
-        ]
-        .into_iter()
-        .filter_map(|(k, set)| set.then_some(k))
-        .collect(),
-    }
+    cfg.selftrain.clone().reset_other_mode(cfg.selftrain.mode)
 }
 
 fn warn_unused_keys(cfg: &TrainConfig) {
     let keys = unused_keys(cfg);
     if !keys.is_empty() {
-        let other = match cfg.selftrain.mode {
-            SelfTrainMode::Online => "offline",
-            SelfTrainMode::Offline => "online",
-        };
+        let other = cfg.selftrain.mode.other().name();
         eprintln!(
             "WARNING: {} configure the {other} teacher; selftrain.mode = \"{}\" does not read them",
             keys.join(", "),

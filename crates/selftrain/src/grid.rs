@@ -4,7 +4,7 @@
 //! control; pre-trained inits are trained here once per seed.
 //! Runs resume after an interruption (finished arms are read back, unfinished ones resume
 //! from their checkpoints) and may run side by side (`jobs`).
-use crate::config::{load_config, preset, SelfTrainConfig, SelfTrainMode, TrainConfig};
+use crate::config::{load_config, preset, SelfTrainMode, TrainConfig};
 use crate::error::{Error, Result};
 use crate::experiment::{
     control_config, online_self_train, pretrain, self_train, student_config, train,
@@ -320,6 +320,14 @@ impl Plan {
         Ok(plan)
     }
 
+    /// The planned arms (every job but the pre-trainings), in grid order.
+    pub fn arms(&self) -> impl Iterator<Item = (&Cell, Role)> {
+        self.jobs.iter().filter_map(|j| match j {
+            Job::Arm { cell, role } => Some((&self.cells[*cell], *role)),
+            Job::Pretrain { .. } => None,
+        })
+    }
+
     fn job(&mut self, j: Job, deps: Vec<usize>) -> usize {
         if let Some(i) = self.jobs.iter().position(|x| *x == j) {
             return i;
@@ -407,19 +415,14 @@ pub fn run_grid(
 /// plans; trains nothing (a report of a partial grid).
 pub fn finished_arms(exp: &ExperimentConfig, out: &Path) -> Result<(Vec<ArmResult>, usize)> {
     let plan = Plan::new(exp)?;
-    let (mut done, mut planned) = (Vec::new(), 0);
-    for j in &plan.jobs {
-        if let Job::Arm { cell, role } = j {
-            planned += 1;
-            let p = out
-                .join(plan.cells[*cell].arm_name(*role))
-                .join("result.json");
-            if p.exists() {
-                done.push(pupil_data::io::read_json::<ArmResult>(&p)?);
-            }
+    let mut done = Vec::new();
+    for (cell, role) in plan.arms() {
+        let p = out.join(cell.arm_name(role)).join("result.json");
+        if p.exists() {
+            done.push(pupil_data::io::read_json::<ArmResult>(&p)?);
         }
     }
-    Ok((done, planned))
+    Ok((done, plan.arms().count()))
 }
 
 /// Runs every job once its dependencies are done, up to `jobs` at a time on scoped threads;
@@ -630,22 +633,9 @@ impl Ctx<'_> {
 /// grid's base may hold both (the offline student labels with `teacher_scales` and
 /// `teacher_flip`, the online one with its weak view).
 pub fn mode_config(cfg: &TrainConfig, mode: SelfTrainMode) -> TrainConfig {
-    let (mut c, d) = (cfg.clone(), SelfTrainConfig::default());
-    let s = &mut c.selftrain;
-    s.mode = mode;
-    match mode {
-        SelfTrainMode::Offline => {
-            s.ema_decay = d.ema_decay;
-            s.burn_in_steps = d.burn_in_steps;
-            s.weak_scale = d.weak_scale;
-            s.weak_flip = d.weak_flip;
-            s.silent_warn_steps = d.silent_warn_steps;
-        }
-        SelfTrainMode::Online => {
-            s.teacher_scales = d.teacher_scales;
-            s.teacher_flip = d.teacher_flip;
-        }
-    }
+    let mut c = cfg.clone();
+    c.selftrain.mode = mode;
+    c.selftrain.reset_other_mode(mode);
     c
 }
 

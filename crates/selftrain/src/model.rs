@@ -80,7 +80,8 @@ pub fn apply_init(store: &ParamStore, init: &str) -> Result<()> {
 }
 
 /// A trained model saved with its config: `model.safetensors` holds every tensor and a header
-/// with the run config, task, class names and number of outputs.
+/// with the run config, task, class names and number of outputs. A non-finite weight is an
+/// error naming the tensor, and nothing is written.
 pub fn save_model(
     path: &Path,
     cfg: &TrainConfig,
@@ -94,6 +95,8 @@ pub fn save_model(
         "class_names": names,
         "num_outputs": num_outputs,
     });
+    // a run never writes non-finite weights
+    crate::checkpoint::ensure_finite(path, &store.tensors())?;
     Ok(store.save_safetensors(path, &header)?)
 }
 

@@ -60,13 +60,15 @@ pub fn weak_view(s: &Sample, cfg: &TrainConfig, rng: &mut Rng) -> Sample {
 /// `[ignore_from, threshold)` ignore regions (crowd boxes); clipped to the image, empty ones
 /// dropped. Whatever labels the image had are replaced.
 pub fn attach_labels(s: &mut Sample, dets: &[Detection], threshold: f64, ignore_from: Option<f64>) {
-    let lo = ignore_from.unwrap_or(threshold).min(threshold);
     let (w, h) = (s.image.width as f32, s.image.height as f32);
     s.boxes.clear();
     s.classes.clear();
     s.crowd.clear();
     s.masks = None;
-    for d in dets.iter().filter(|d| d.score as f64 >= lo) {
+    for d in dets {
+        let Some(crowd) = crate::pseudo::label_kind(d.score as f64, threshold, ignore_from) else {
+            continue;
+        };
         let b = d.bbox;
         let b = [
             b[0].clamp(0.0, w),
@@ -77,7 +79,7 @@ pub fn attach_labels(s: &mut Sample, dets: &[Detection], threshold: f64, ignore_
         if b[2] > b[0] && b[3] > b[1] {
             s.boxes.push(b);
             s.classes.push(d.class);
-            s.crowd.push((d.score as f64) < threshold);
+            s.crowd.push(crowd);
         }
     }
 }

@@ -53,6 +53,17 @@ pub struct StepInfo {
     pub applied: bool,
 }
 
+impl StepInfo {
+    /// A step that changed nothing.
+    pub fn skipped(grad_norm: f64) -> StepInfo {
+        StepInfo {
+            grad_norm,
+            clipped: false,
+            applied: false,
+        }
+    }
+}
+
 /// One f64 scalar from per-parameter 0-d values, reduced on the device (one sync).
 fn reduce(parts: Vec<Tensor>, max: bool) -> Result<f64> {
     if parts.is_empty() {
@@ -104,11 +115,7 @@ impl Sgd {
     /// would overflow.
     pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<StepInfo> {
         let (gs, norm) = self.gradients(grads)?;
-        let skipped = StepInfo {
-            grad_norm: norm,
-            clipped: false,
-            applied: false,
-        };
+        let skipped = StepInfo::skipped(norm);
         if !norm.is_finite() {
             return Ok(skipped);
         }

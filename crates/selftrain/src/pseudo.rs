@@ -61,18 +61,16 @@ pub struct LabeledWith {
 }
 
 impl LabeledWith {
-    pub fn new(teacher: &Path, source: &str, opts: &PseudoOptions) -> Result<Self> {
-        let bytes = std::fs::read(teacher)
-            .map_err(|e| Error::msg(format!("{}: {e}", teacher.display())))?;
-        Ok(LabeledWith {
-            teacher_bytes: bytes.len() as u64,
-            teacher_crc32: crc32fast::hash(&bytes),
-            source: source.to_string(),
+    fn new(job: &Labeling, opts: &PseudoOptions) -> Self {
+        LabeledWith {
+            teacher_bytes: job.teacher_file.0,
+            teacher_crc32: job.teacher_file.1,
+            source: job.source_name.to_string(),
             score_threshold: opts.score_threshold,
             keep_from: opts.keep_from,
             flip: opts.flip,
             scales: opts.scales.clone(),
-        })
+        }
     }
 }
 
@@ -170,6 +168,27 @@ pub struct Labeling<'a> {
     pub teacher_path: &'a Path,
     pub source: Arc<dyn Dataset>,
     pub source_name: &'a str,
+    /// The teacher file's size and CRC-32, read once for every shard of the job.
+    teacher_file: (u64, u32),
+}
+
+impl<'a> Labeling<'a> {
+    pub fn new(
+        teacher: &'a Loaded,
+        teacher_path: &'a Path,
+        source: Arc<dyn Dataset>,
+        source_name: &'a str,
+    ) -> Result<Self> {
+        let bytes = std::fs::read(teacher_path)
+            .map_err(|e| Error::msg(format!("{}: {e}", teacher_path.display())))?;
+        Ok(Labeling {
+            teacher,
+            teacher_path,
+            source,
+            source_name,
+            teacher_file: (bytes.len() as u64, crc32fast::hash(&bytes)),
+        })
+    }
 }
 
 /// Labels shard `opts.shard` of the source with the teacher; returns the shard (also written
@@ -187,7 +206,7 @@ pub fn label_shard(
     }
     std::fs::create_dir_all(out).map_err(|e| Error::msg(format!("{}: {e}", out.display())))?;
     let path = shard_path(out, i, n);
-    let with = LabeledWith::new(job.teacher_path, job.source_name, opts)?;
+    let with = LabeledWith::new(job, opts);
     io::remove_stale_temporaries(out)?;
     io::remove_stale_temporaries(&out.join("labels"))?;
     if let Some(s) = existing_shard(&path, &with) {
@@ -543,6 +562,14 @@ pub fn to_coco(m: &Manifest, s: &Shard) -> CocoFile {
     f
 }
 
+/// The teachers' rule for one box, offline and online alike: `Some(false)` a label (score at
+/// least `threshold`), `Some(true)` an ignore region (score in `[ignore_from, threshold)`),
+/// `None` dropped.
+pub fn label_kind(score: f64, threshold: f64, ignore_from: Option<f64>) -> Option<bool> {
+    let lo = ignore_from.unwrap_or(threshold).min(threshold);
+    (score >= lo).then_some(score < threshold)
+}
+
 /// The unlabeled source with the teacher's hard labels attached; images the teacher could
 /// not read are left out.
 pub struct PseudoLabeled {
@@ -571,12 +598,14 @@ impl PseudoLabeled {
     ) -> Self {
         let mut boxes: HashMap<u64, (Vec<[f32; 4]>, Vec<u32>, Vec<bool>)> = HashMap::new();
         let mut scores: HashMap<u64, Vec<f32>> = HashMap::new();
-        let lo = ignore_from.unwrap_or(threshold).min(threshold);
-        for d in shard.detections.iter().filter(|d| d.score >= lo) {
+        for d in &shard.detections {
+            let Some(crowd) = label_kind(d.score, threshold, ignore_from) else {
+                continue;
+            };
             let e = boxes.entry(d.image_id).or_default();
             e.0.push(d.xyxy());
             e.1.push(d.category_id as u32 - 1);
-            e.2.push(d.score < threshold);
+            e.2.push(crowd);
             scores.entry(d.image_id).or_default().push(d.score as f32);
         }
         let maps = shard

@@ -347,7 +347,6 @@ fn online_verdict(ix: &Index) -> String {
 /// How the two teachers differ, from the config.
 fn online_setup(exp: &ExperimentConfig) -> String {
     let (b, st) = (&exp.base, &exp.base.selftrain);
-    let off = crate::grid::mode_config(b, crate::config::SelfTrainMode::Offline);
     let start = match st.burn_in_steps {
         0 => "from the student's first step (no burn-in)".to_string(),
         n => {
@@ -357,8 +356,9 @@ fn online_setup(exp: &ExperimentConfig) -> String {
     format!(
         "Both students start where `selftrain.student_init = \"{}\"` puts them, train the same steps on as many images per step and share the control. The offline teacher is the cell's supervised arm; it labels the unlabeled images once, at scales {:?}{}. The online teacher is the exponential moving average of its student (decay {}) {start}; it labels every unlabeled batch on a weak view (the whole image at {}-{} times the size{}) and its boxes are moved onto the student's augmented view. Thresholds ({}; ignored from {}) and the loss normalization are the same. The online arm's EMA teacher is scored too; the students are compared at equal steps. An online step costs one more forward pass (the teacher's).\n\n",
         st.student_init,
-        off.selftrain.scales(b.task),
-        if off.selftrain.teacher_flip { " and mirrored" } else { "" },
+        // the offline student's config keeps these (mode_config resets the online keys)
+        st.scales(b.task),
+        if st.teacher_flip { " and mirrored" } else { "" },
         st.ema_decay,
         st.weak_scale[0],
         st.weak_scale[1],
@@ -514,11 +514,7 @@ pub fn write(
     let md = main_table(&ix, results);
     let mut report = String::from("# pupil experiment\n\n");
     report += &setup_text(exp, results, wall);
-    let planned = crate::grid::Plan::new(exp)?
-        .jobs
-        .iter()
-        .filter(|j| matches!(j, crate::grid::Job::Arm { .. }))
-        .count();
+    let planned = crate::grid::Plan::new(exp)?.arms().count();
     if results.len() < planned {
         report += &format!(
             "\n**Partial grid**: {} of the {planned} planned arms have finished; the others are blank below and the findings use only the finished ones.\n",

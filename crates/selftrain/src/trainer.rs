@@ -303,7 +303,8 @@ impl<'a> Trainer<'a> {
                 e.shadow.insert(n, v.to_device(dev)?);
             }
         }
-        if !c.teacher.is_empty() {
+        // only an online run has a teacher to go on with
+        if self.online.is_some() && !c.teacher.is_empty() {
             let mut shadow = BTreeMap::new();
             for (n, v) in c.teacher {
                 shadow.insert(n, v.to_device(dev)?);
@@ -327,8 +328,8 @@ impl<'a> Trainer<'a> {
                 c.state.step
             ));
         }
-        let names = self.store.tensors();
-        if c.teacher.len() != names.len() || !names.keys().all(|n| c.teacher.contains_key(n)) {
+        let names = self.store.names();
+        if c.teacher.len() != names.len() || !names.iter().all(|n| c.teacher.contains_key(n)) {
             return Err("the teacher's tensors are not those of the model".into());
         }
         Ok(())
@@ -445,8 +446,7 @@ impl<'a> Trainer<'a> {
         pupil_data::io::remove_stale_temporaries(&self.out)?;
         pupil_data::io::remove_stale_temporaries(&ck)?;
         if !resume {
-            remove_if_there(&ck, true)?;
-            remove_if_there(&self.out.join("metrics.jsonl"), false)?;
+            reset_folder(&self.out)?;
         }
         Ok(lock)
     }
@@ -601,9 +601,10 @@ impl<'a> Trainer<'a> {
         record: &mut Record,
     ) -> Result<Batch> {
         let (cfg, st) = (self.cfg, &self.cfg.selftrain);
-        if s.teacher.is_none() {
-            s.teacher = Some(Ema::new(self.store, st.ema_decay)?);
-        }
+        let teacher = match &mut s.teacher {
+            Some(t) => t,
+            slot => slot.insert(Ema::new(self.store, st.ema_decay)?),
+        };
         let Some(ps) = s.pseudo.as_mut() else {
             bail!("an online student has no unlabeled stream")
         };
@@ -616,10 +617,7 @@ impl<'a> Trainer<'a> {
             .collect();
         // f32, as evaluation: the teacher predicts as the model is scored
         let wb = collate(&weak, &self.batch_config(), &self.runtime.device)?;
-        let preds = match &s.teacher {
-            Some(t) => t.with_weights(self.store, || self.task.predict(&wb))?,
-            None => bail!("an online student has no teacher"),
-        };
+        let preds = teacher.with_weights(self.store, || self.task.predict(&wb))?;
         let mut tally = Tally::new(self.num_outputs);
         let mut strong = Vec::with_capacity(originals.len());
         for (i, (mut o, p)) in originals.into_iter().zip(preds).enumerate() {
@@ -699,11 +697,7 @@ impl<'a> Trainer<'a> {
         } else {
             // Overflow in half precision: this step's update is dropped.
             record.insert("skipped_overflow".into(), true.into());
-            StepInfo {
-                grad_norm: f64::NAN,
-                clipped: false,
-                applied: false,
-            }
+            StepInfo::skipped(f64::NAN)
         };
         if let Some(sc) = &s.state.loss_scaler {
             record.insert("loss_scale".into(), sc.scale.into());
@@ -731,23 +725,20 @@ impl<'a> Trainer<'a> {
     /// The loss and, when it is finite on every rank, the update.
     fn attempt(&self, s: &mut Session, lr: f64, record: &mut Record) -> Result<Attempt> {
         let (total, parts) = self.loss(s, record)?;
-        let mut v = [scalar(&total)?];
+        let local = scalar(&total)?;
+        let mut v = [local];
         // Every rank skips or none: the mean is NaN when any rank's loss is.
         crate::dist::mean_over_ranks(self.runtime.group.as_ref(), &mut v)?;
         if !v[0].is_finite() {
             return Ok(Attempt {
                 value: v[0],
-                info: StepInfo {
-                    grad_norm: f64::NAN,
-                    clipped: false,
-                    applied: false,
-                },
+                info: StepInfo::skipped(f64::NAN),
                 parts,
             });
         }
         let info = self.update(s, &total, lr, record)?;
         Ok(Attempt {
-            value: scalar(&total)?,
+            value: local,
             info,
             parts,
         })
@@ -906,9 +897,9 @@ impl<'a> Trainer<'a> {
 
     /// An online run's teacher on the validation split.
     fn evaluate_teacher(&self, s: &Session) -> Result<Option<Metrics>> {
-        match (&s.teacher, &self.online) {
-            (Some(t), Some(_)) => self.evaluate(Some(t)),
-            _ => Ok(None),
+        match &s.teacher {
+            Some(t) => self.evaluate(Some(t)),
+            None => Ok(None),
         }
     }
 
@@ -917,7 +908,6 @@ impl<'a> Trainer<'a> {
         let Some(t) = &s.teacher else { return Ok(()) };
         let path = self.out.join("teacher.safetensors");
         t.with_weights(self.store, || {
-            checkpoint::ensure_finite(&path, &self.store.tensors())?;
             save_model(
                 &path,
                 self.cfg,
@@ -963,7 +953,6 @@ impl<'a> Trainer<'a> {
             return Ok(outcome);
         }
         let save = || {
-            checkpoint::ensure_finite(&model_path, &self.store.tensors())?;
             save_model(
                 &model_path,
                 self.cfg,
@@ -981,9 +970,7 @@ impl<'a> Trainer<'a> {
             let v = serde_json::json!({"step": s.state.step, "eval": m, "final": true});
             write_record(&mut s.log, v)?;
         }
-        if self.online.is_some() {
-            self.finish_teacher(&mut s, &mut outcome)?;
-        }
+        self.finish_teacher(&mut s, &mut outcome)?;
         outcome.seconds = s.t0.elapsed().as_secs_f64();
         Ok(outcome)
     }
@@ -1026,6 +1013,13 @@ struct Attempt {
 }
 
 /// Removes a file or folder that may not exist.
+/// A run folder made ready for a fresh start: its checkpoints and metrics log removed (a
+/// restart), the model and other outputs left to be overwritten.
+pub fn reset_folder(out: &Path) -> Result<()> {
+    remove_if_there(&checkpoint_dir(out), true)?;
+    remove_if_there(&out.join("metrics.jsonl"), false)
+}
+
 fn remove_if_there(p: &Path, dir: bool) -> Result<()> {
     let r = match dir {
         true => std::fs::remove_dir_all(p),

@@ -66,25 +66,6 @@ fn config() -> TrainConfig {
     parse_config(Some(TINY), "tiny", None, &[]).unwrap()
 }
 
-fn tensors(p: &Path) -> Vec<(String, Vec<f32>)> {
-    let t = candle_core::safetensors::load(p, &candle_core::Device::Cpu).unwrap();
-    let mut v: Vec<(String, Vec<f32>)> = t
-        .into_iter()
-        .map(|(k, t)| {
-            let t = t.flatten_all().unwrap();
-            (
-                k,
-                t.to_dtype(candle_core::DType::F32)
-                    .unwrap()
-                    .to_vec1()
-                    .unwrap(),
-            )
-        })
-        .collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
-}
-
 /// The metrics log without its timings.
 fn log(dir: &Path) -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
@@ -120,7 +101,7 @@ fn an_online_run_resumed_mid_way_ends_as_the_run_that_went_through() {
         .unwrap()
         .unwrap();
     assert_eq!(header["step"], 4);
-    let names = tensors(&ck.join(name));
+    let names = pupil_testkit::safetensors_bits(&ck.join(name));
     assert!(
         names.iter().any(|(n, _)| n.starts_with("teacher.")),
         "the checkpoint holds the teacher"
@@ -128,7 +109,10 @@ fn an_online_run_resumed_mid_way_ends_as_the_run_that_went_through() {
     train_online(&cfg, &rt, &cut, true, true).unwrap();
 
     for file in ["model.safetensors", "teacher.safetensors"] {
-        let (a, b) = (tensors(&full.join(file)), tensors(&cut.join(file)));
+        let (a, b) = (
+            pupil_testkit::safetensors_bits(&full.join(file)),
+            pupil_testkit::safetensors_bits(&cut.join(file)),
+        );
         assert_eq!(a.len(), b.len());
         for ((na, va), (nb, vb)) in a.iter().zip(&b) {
             assert_eq!(na, nb);

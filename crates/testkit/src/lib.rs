@@ -81,6 +81,26 @@ pub fn mutate(seed: &[u8], edits: &[(usize, u8, u8)]) -> Vec<u8> {
     v
 }
 
+/// The tensors of a safetensors file, sorted by name, each as the bit patterns of its values
+/// in f32 (bit-identity checks: `-0.0` and `0.0` differ, as they must for "the same weights").
+pub fn safetensors_bits(p: &Path) -> Vec<(String, Vec<u32>)> {
+    let t = candle_core::safetensors::load(p, &candle_core::Device::Cpu)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let mut v: Vec<(String, Vec<u32>)> = t
+        .into_iter()
+        .map(|(k, t)| {
+            let f: Vec<f32> = t
+                .flatten_all()
+                .and_then(|t| t.to_dtype(candle_core::DType::F32))
+                .and_then(|t| t.to_vec1())
+                .unwrap_or_else(|e| panic!("{}: {k}: {e}", p.display()));
+            (k, f.iter().map(|x| x.to_bits()).collect())
+        })
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
 /// Deterministic test inputs without a rand dependency (the workspace's SplitMix64).
 pub struct SplitMix(pub u64);
 

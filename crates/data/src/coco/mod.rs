@@ -523,12 +523,7 @@ pub fn xywh_to_xyxy(b: [f64; 4]) -> [f32; 4] {
 /// Reads a COCO results file (a JSON array of detections).
 pub fn read_results(path: impl AsRef<Path>) -> Result<Vec<CocoDetection>> {
     let path = path.as_ref();
-    let bytes = io::read_limited(
-        path,
-        io::max_json_bytes(),
-        "a JSON file (PUPIL_MAX_JSON_BYTES)",
-    )?;
-    parse_results(&bytes, path)
+    parse_results(&io::read_json_bytes(path)?, path)
 }
 
 /// Parses and checks results JSON bytes; `path` names them in errors.

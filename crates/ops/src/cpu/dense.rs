@@ -207,6 +207,7 @@ fn run_tasks<T: Real, S: Default + Send>(
     let states = Mutex::new(Vec::with_capacity(parts));
     candle_core::utils::barrier_pool().execute(|_| {
         let mut scratch = Scratch::take();
+        let mut mine = Vec::new();
         // A shared cursor lets a thread that got descheduled fall behind
         // without the others waiting for its share.
         loop {
@@ -216,11 +217,13 @@ fn run_tasks<T: Real, S: Default + Send>(
             }
             let mut st = S::default();
             run(part, &mut st, &mut scratch);
-            states
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push((part, st));
+            mine.push((part, st));
         }
+        // one lock per thread, not per part
+        states
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(mine);
     });
     let mut states = states.into_inner().unwrap_or_else(|e| e.into_inner());
     states.sort_by_key(|s| s.0);

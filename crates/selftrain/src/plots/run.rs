@@ -2,6 +2,7 @@
 //! moving averages, the learning rate and the validation metrics over steps.
 use super::{panels, LinePlot, Point, Series, XAxis};
 use crate::error::{Error, Result};
+use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -39,15 +40,14 @@ fn read_records(path: &Path) -> Result<Records> {
             continue;
         };
         match v.get("eval") {
-            Some(Value::Object(m)) => {
-                // flat metrics, or nested under "values" as earlier builds wrote them
-                let mut vals = match m.get("values").and_then(Value::as_object) {
-                    Some(v) => v.clone(),
-                    None => m.clone(),
+            Some(e @ Value::Object(_)) => {
+                // either form `Metrics` reads; an evaluation it cannot read is not drawn
+                let Ok(m) = crate::task::Metrics::deserialize(e) else {
+                    continue;
                 };
-                if let Some(p) = m.get("primary") {
-                    vals.insert("primary".into(), p.clone());
-                }
+                let mut vals: Map<String, Value> =
+                    m.values.into_iter().map(|(k, v)| (k, v.into())).collect();
+                vals.insert("primary".into(), m.primary.into());
                 r.eval.insert(step, vals);
             }
             _ if v.contains_key("loss") => {
