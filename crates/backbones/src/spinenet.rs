@@ -128,7 +128,7 @@ impl ConvBn {
         })
     }
     fn forward_t(&self, x: &Tensor, train: bool, act: Act) -> Result<Tensor> {
-        act.apply(&self.bn.forward_t(&self.conv.forward(x)?, train)?)
+        self.bn.forward_act(&self.conv.forward(x)?, train, act)
     }
 }
 
@@ -179,10 +179,17 @@ impl Block {
             None => x.clone(),
         };
         let mut y = x.clone();
-        let last = self.layers.len() - 1;
-        for (i, l) in self.layers.iter().enumerate() {
-            y = l.forward_t(&y, train, if i == last { Act::None } else { act })?;
+        let (last, head) = self.layers.split_last().expect("a block has layers");
+        for l in head {
+            y = l.forward_t(&y, train, act)?;
         }
+        if act == Act::Relu && (drop <= 0.0 || !train) {
+            // no stochastic depth in the way: the last batch norm, shortcut and ReLU in one op
+            return last
+                .bn
+                .forward_add_relu(&last.conv.forward(&y)?, &shortcut, train);
+        }
+        let y = last.forward_t(&y, train, Act::None)?;
         act.apply(&(drop_path(&y, drop, train, vb)? + shortcut)?)
     }
 }

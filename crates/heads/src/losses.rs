@@ -10,7 +10,34 @@ pub fn sigmoid_focal_loss(
     alpha: f64,
     gamma: f64,
 ) -> Result<Tensor> {
-    focal_elements(logits, targets, alpha, gamma)?.sum_all()
+    let mut rows = logits.dims().to_vec();
+    if let Some(k) = rows.last_mut() {
+        *k = 1;
+    }
+    let ones = Tensor::ones(rows, logits.dtype(), logits.device())?;
+    weighted_focal_loss(logits, targets, &ones, alpha, gamma)
+}
+
+/// Sigmoid focal loss summed, each element weighted by `weight` (any shape that broadcasts
+/// to the logits; one value per row of classes takes the fused op on CPU).
+pub fn weighted_focal_loss(
+    logits: &Tensor,
+    targets: &Tensor,
+    weight: &Tensor,
+    alpha: f64,
+    gamma: f64,
+) -> Result<Tensor> {
+    let k = logits.dims().last().copied().unwrap_or(1);
+    if weight.elem_count() * k == logits.elem_count() && weight.dims().last() == Some(&1) {
+        if let Some(s) =
+            pupil_ops::focal::weighted_focal_sum(logits, targets, weight, alpha, gamma)?
+        {
+            return Ok(s);
+        }
+    }
+    focal_elements(logits, targets, alpha, gamma)?
+        .broadcast_mul(weight)?
+        .sum_all()
 }
 
 /// Per-element focal loss.
@@ -67,4 +94,50 @@ pub fn softmax_cross_entropy(logits: &Tensor, labels: &Tensor, ignore: u32) -> R
     let picked = lp.gather(&idx, D::Minus1)?.squeeze(D::Minus1)?;
     let mask = Tensor::from_vec(valid, b * h * w, dev)?.to_dtype(picked.dtype())?;
     (picked * mask)?.sum_all()?.neg()? / (n_valid.max(1.0) as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    #[test]
+    fn fused_weighted_focal_loss_matches_the_composed_form() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f64, 2.0, (2, 50, 4), &dev).unwrap();
+        let t = Tensor::randn(0f64, 1.0, (2, 50, 4), &dev)
+            .unwrap()
+            .gt(1.0)
+            .unwrap()
+            .to_dtype(DType::F64)
+            .unwrap();
+        let w: Vec<f64> = (0..100).map(|i| (i % 3) as f64 / 2.0).collect();
+        let w = Tensor::from_vec(w, (2, 50, 1), &dev).unwrap();
+        let v = Var::from_tensor(&x).unwrap();
+        let fused = weighted_focal_loss(v.as_tensor(), &t, &w, 0.25, 1.5).unwrap();
+        let composed = focal_elements(v.as_tensor(), &t, 0.25, 1.5)
+            .unwrap()
+            .broadcast_mul(&w)
+            .unwrap()
+            .sum_all()
+            .unwrap();
+        let (a, b) = (
+            fused.to_scalar::<f64>().unwrap(),
+            composed.to_scalar::<f64>().unwrap(),
+        );
+        assert!((a - b).abs() < 1e-9 * b.abs(), "{a} vs {b}");
+        let ga = fused.backward().unwrap();
+        let gb = composed.backward().unwrap();
+        let flat = |g: &candle_core::backprop::GradStore| -> Vec<f64> {
+            g.get(v.as_tensor())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap()
+        };
+        for (p, q) in flat(&ga).iter().zip(flat(&gb)) {
+            assert!((p - q).abs() < 1e-9 * (1.0 + q.abs()), "{p} vs {q}");
+        }
+    }
 }

@@ -4,7 +4,7 @@
 use crate::anchors::AnchorConfig;
 use crate::boxes::{batched_nms, soft_nms};
 use crate::coder::BoxCoder;
-use crate::losses::{focal_elements, huber_elements};
+use crate::losses::{huber_elements, weighted_focal_loss};
 use crate::matcher::{Matcher, IGNORE};
 use crate::neck::{Neck, NeckConfig, HEAD_INIT};
 use candle_core::{DType, Module, Result, Tensor};
@@ -151,7 +151,7 @@ impl Subnet {
     fn forward_t(&self, x: &Tensor, level_idx: usize, act: Act, train: bool) -> Result<Tensor> {
         let mut y = x.clone();
         for (c, bns) in self.convs.iter().zip(&self.bns) {
-            y = act.apply(&bns[level_idx].forward_t(&c.forward(&y)?, train)?)?;
+            y = bns[level_idx].forward_act(&c.forward(&y)?, train, act)?;
         }
         self.predict
             .forward(&dropout2d(&y, self.dropout, train, &self.noise)?)
@@ -292,15 +292,13 @@ impl RetinaNet {
         let norm = num_pos as f64 + 1.0;
         let onehot = Tensor::from_vec(onehot, (b, a, k), dev)?.to_dtype(dt)?;
         let weight = Tensor::from_vec(weight, (b, a, 1), dev)?.to_dtype(dt)?;
-        let cls_loss = (focal_elements(
+        let cls_loss = (weighted_focal_loss(
             &cls.to_dtype(dt)?,
             &onehot,
+            &weight,
             cfg.focal_alpha,
             cfg.focal_gamma,
-        )?
-        .broadcast_mul(&weight)?
-        .sum_all()?
-            / norm)?;
+        )? / norm)?;
         let box_t = Tensor::from_vec(box_t, (b, a, 4), dev)?.to_dtype(dt)?;
         let pos = Tensor::from_vec(pos, (b, a, 1), dev)?.to_dtype(dt)?;
         let box_loss = (huber_elements(&reg.to_dtype(dt)?, &box_t, cfg.huber_delta)?

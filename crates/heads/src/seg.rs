@@ -93,7 +93,8 @@ impl ConvBnRelu {
         })
     }
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.bn.forward_t(&self.conv.forward(x)?, train)?.relu()
+        self.bn
+            .forward_act(&self.conv.forward(x)?, train, Act::Relu)
     }
 }
 

@@ -237,21 +237,43 @@ impl BatchNorm2d {
         self.train_forward(x, Act::None)
     }
 
+    /// `relu(bn(x) + shortcut)`, a residual block's tail, as one pass on CPU: the normalised
+    /// tensor and the sum are never stored.
+    pub fn forward_add_relu(&self, x: &Tensor, shortcut: &Tensor, train: bool) -> Result<Tensor> {
+        if !train {
+            let (scale, shift) = self.eval_affine()?;
+            return pupil_ops::fused::affine_add_relu(x, &scale, &shift, shortcut);
+        }
+        self.train_forward_with(x, Act::Relu, Some(shortcut))
+    }
+
     fn train_forward(&self, x: &Tensor, act: Act) -> Result<Tensor> {
+        self.train_forward_with(x, act, None)
+    }
+
+    /// Batch statistics, then `act(bn(x) + shortcut)` (the shortcut only with ReLU).
+    fn train_forward_with(
+        &self,
+        x: &Tensor,
+        act: Act,
+        shortcut: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let (n, c, h, w) = x.dims4()?;
         let shape = (1, c, 1, 1);
         let mut count = (n * h * w) as f64;
         let dev = x.device();
         let sync = self.group.clone();
         let fused = sync.is_none() && dev.is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64);
+        let fused = fused && shortcut.is_none_or(|r| r.dtype() == x.dtype());
         let (y, bm, bv) = if fused {
-            let (y, moments) = pupil_ops::fused::batch_norm_train_act(
-                x,
-                &self.weight.to_dtype(x.dtype())?,
-                &self.bias.to_dtype(x.dtype())?,
-                self.eps,
-                act,
-            )?;
+            let (g, b) = (
+                self.weight.to_dtype(x.dtype())?,
+                self.bias.to_dtype(x.dtype())?,
+            );
+            let (y, moments) = match shortcut {
+                Some(r) => pupil_ops::fused::batch_norm_train_add_relu(x, &g, &b, self.eps, r)?,
+                None => pupil_ops::fused::batch_norm_train_act(x, &g, &b, self.eps, act)?,
+            };
             let (bm, bv): (Vec<f64>, Vec<f64>) = moments.into_iter().unzip();
             (
                 y,
@@ -297,9 +319,12 @@ impl BatchNorm2d {
                 .to_dtype(inner)?
                 .reshape(shape)?
                 .broadcast_mul(&inv)?;
-            let y = centred
+            let mut y = centred
                 .broadcast_mul(&scale)?
                 .broadcast_add(&self.bias.to_dtype(inner)?.reshape(shape)?)?;
+            if let Some(r) = shortcut {
+                y = (y + r.to_dtype(inner)?)?;
+            }
             let y = match act {
                 Act::Silu => y.silu()?,
                 a => a.apply(&y)?,
@@ -497,5 +522,67 @@ mod tests {
             .to_vec1::<f32>()
             .unwrap();
         assert!((e[0] - (0.0 - rm[0]) / (rv[0] + 1e-5).sqrt()).abs() < 1e-5);
+    }
+
+    #[test]
+    fn batch_norm_add_relu_matches_the_separate_ops() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 2.0, (2, 3, 4, 5), &dev).unwrap();
+        let r = Tensor::randn(0f32, 1.0, (2, 3, 4, 5), &dev).unwrap();
+        let w = Tensor::randn(0f32, 1.0, (2, 3, 4, 5), &dev).unwrap();
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let close = |a: &[f32], b: &[f32], what: &str| {
+            let d = a
+                .iter()
+                .zip(b)
+                .map(|(p, q)| (p - q).abs())
+                .fold(0f32, f32::max);
+            assert!(a.len() == b.len() && d < 1e-5, "{what}: {d}");
+        };
+        for train in [true, false] {
+            let mut outs = Vec::new();
+            for fused in [true, false] {
+                let s = ParamStore::new(&dev, DType::F32, 0);
+                let bn = BatchNorm2d::new(&s.root().pp("bn"), 3, 1e-5, 0.1).unwrap();
+                let gamma = Tensor::new(&[1.5f32, -0.5, 2.0], &dev).unwrap();
+                s.var("bn.weight").unwrap().set(&gamma).unwrap();
+                bn.running_var
+                    .set(&Tensor::new(&[0.5f32, 2.0, 1.0], &dev).unwrap())
+                    .unwrap();
+                let (xv, rv) = (Var::from_tensor(&x).unwrap(), Var::from_tensor(&r).unwrap());
+                let y = if fused {
+                    bn.forward_add_relu(xv.as_tensor(), rv.as_tensor(), train)
+                        .unwrap()
+                } else {
+                    (bn.forward_t(xv.as_tensor(), train).unwrap() + rv.as_tensor())
+                        .unwrap()
+                        .relu()
+                        .unwrap()
+                };
+                let g = (&y * &w).unwrap().sum_all().unwrap().backward().unwrap();
+                let grad = |t: &Tensor| flat(g.get(t).unwrap());
+                outs.push([
+                    flat(&y),
+                    grad(xv.as_tensor()),
+                    grad(rv.as_tensor()),
+                    grad(&bn.weight),
+                    grad(&bn.bias),
+                    flat(bn.running_mean.as_tensor()),
+                    flat(bn.running_var.as_tensor()),
+                ]);
+            }
+            let names = [
+                "output",
+                "dx",
+                "dshortcut",
+                "dgamma",
+                "dbeta",
+                "mean",
+                "var",
+            ];
+            for (k, name) in names.iter().enumerate() {
+                close(&outs[0][k], &outs[1][k], &format!("train={train} {name}"));
+            }
+        }
     }
 }

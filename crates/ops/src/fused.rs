@@ -612,6 +612,252 @@ pub fn affine_act(x: &Tensor, a: &Tensor, b: &Tensor, act: Act) -> Result<Tensor
     act.apply(&z)
 }
 
+/// `relu(x * s[c] + t[c] + r)` over NCHW buffers: a residual block's last batch norm, the
+/// shortcut and the ReLU in one pass, so neither the normalised tensor nor the sum is stored.
+fn affine_add_relu_fwd<T: Real>(x: &[T], s: &[T], t: &[T], r: &[T], c: usize, hw: usize) -> Vec<T> {
+    let mut y = vec![T::f(0.0); x.len()];
+    par::for_chunks(&mut y, hw, |plane, o| {
+        let (a, b) = (s[plane % c], t[plane % c]);
+        let (xs, rs) = (&x[plane * hw..][..hw], &r[plane * hw..][..hw]);
+        for ((o, &v), &q) in o.iter_mut().zip(xs).zip(rs) {
+            *o = relu(v * a + b + q);
+        }
+    });
+    y
+}
+
+/// The per-channel scale and shift of a batch norm with batch statistics.
+fn bn_scale_shift<T: Real>(g: &[T], b: &[T], st: &[(f64, f64)]) -> (Vec<T>, Vec<T>) {
+    st.iter()
+        .zip(g.iter().zip(b))
+        .map(|(&(mean, inv), (&g, &b))| {
+            let s = inv * g.to();
+            (T::f(s), T::f(b.to() - mean * s))
+        })
+        .unzip()
+}
+
+/// `relu(bn(x) + r)` with batch statistics; inputs x [N,C,H,W], [gamma; beta] [2C], r like x.
+struct BnAddRelu {
+    stats: Arc<Vec<(f64, f64)>>,
+}
+
+/// `relu(x * a[c] + b[c] + r)` (eval batch norm, shortcut, ReLU); inputs x, [a; b] [2C], r.
+struct AffineAddRelu;
+
+fn add_relu_cpu(
+    (s1, l1): (&CpuStorage, &Layout),
+    (s2, l2): (&CpuStorage, &Layout),
+    (s3, l3): (&CpuStorage, &Layout),
+    stats: Option<&[(f64, f64)]>,
+) -> Result<(CpuStorage, Shape)> {
+    if l1.shape() != l3.shape() {
+        candle_core::bail!(
+            "batch norm + shortcut: {:?} against {:?}",
+            l1.shape(),
+            l3.shape()
+        )
+    }
+    let (_, c, h, w) = l1.shape().dims4()?;
+    fn go<T: Real>(
+        x: &[T],
+        p: &[T],
+        r: &[T],
+        c: usize,
+        hw: usize,
+        st: Option<&[(f64, f64)]>,
+    ) -> Vec<T> {
+        let (g, b) = p.split_at(c);
+        match st {
+            Some(st) => {
+                let (s, t) = bn_scale_shift(g, b, st);
+                affine_add_relu_fwd(x, &s, &t, r, c, hw)
+            }
+            None => affine_add_relu_fwd(x, g, b, r, c, hw),
+        }
+    }
+    let out = match s1.dtype() {
+        DType::F32 => CpuStorage::F32(go(
+            slice::<f32>(s1, l1)?,
+            slice::<f32>(s2, l2)?,
+            slice::<f32>(s3, l3)?,
+            c,
+            h * w,
+            stats,
+        )),
+        DType::F64 => CpuStorage::F64(go(
+            slice::<f64>(s1, l1)?,
+            slice::<f64>(s2, l2)?,
+            slice::<f64>(s3, l3)?,
+            c,
+            h * w,
+            stats,
+        )),
+        d => candle_core::bail!("batch norm + shortcut: unsupported dtype {d:?}"),
+    };
+    Ok((out, l1.shape().clone()))
+}
+
+impl CustomOp3 for BnAddRelu {
+    fn name(&self) -> &'static str {
+        "pupil-bn-add-relu"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        add_relu_cpu((s1, l1), (s2, l2), (s3, l3), Some(&self.stats))
+    }
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gb: &Tensor,
+        _r: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        // The ReLU's mask comes from the output, so only x and y are kept from the forward.
+        let dz = dy.contiguous()?.apply_op2(y, ReluMask)?;
+        let packed = x.apply_op3(
+            gb,
+            &dz,
+            BnBackward {
+                act: Act::None,
+                stats: self.stats.clone(),
+            },
+        )?;
+        let n = x.elem_count();
+        let dx = packed.narrow(0, 0, n)?.reshape(x.shape())?;
+        let dgb = packed.narrow(0, n, gb.elem_count())?;
+        Ok((Some(dx), Some(dgb), Some(dz)))
+    }
+}
+
+impl CustomOp3 for AffineAddRelu {
+    fn name(&self) -> &'static str {
+        "pupil-affine-add-relu"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        add_relu_cpu((s1, l1), (s2, l2), (s3, l3), None)
+    }
+    fn bwd(
+        &self,
+        x: &Tensor,
+        ab: &Tensor,
+        _r: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        // Rare (gradients through eval-mode batch norm): composed ops are enough.
+        let c = x.dim(1)?;
+        let dz = dy.contiguous()?.apply_op2(y, ReluMask)?;
+        let a = ab.narrow(0, 0, c)?.reshape((1, c, 1, 1))?;
+        let reduce = |t: &Tensor| -> Result<Tensor> { t.sum((0, 2, 3)) };
+        let dab = Tensor::cat(&[reduce(&(&dz * x)?)?, reduce(&dz)?], 0)?;
+        Ok((Some(dz.broadcast_mul(&a)?), Some(dab), Some(dz)))
+    }
+}
+
+/// `dy` where `y > 0`, else 0: a ReLU's backward read from its output.
+struct ReluMask;
+
+impl CustomOp2 for ReluMask {
+    fn name(&self) -> &'static str {
+        "pupil-relu-mask"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        fn go<T: Real>(dy: &[T], y: &[T]) -> Vec<T> {
+            let mut out = vec![T::f(0.0); dy.len()];
+            par::for_chunks(&mut out, 4096, |k, o| {
+                let (ds, ys) = (&dy[k * 4096..][..o.len()], &y[k * 4096..][..o.len()]);
+                for ((a, &d), &v) in o.iter_mut().zip(ds).zip(ys) {
+                    *a = if v > T::f(0.0) { d } else { T::f(0.0) };
+                }
+            });
+            out
+        }
+        let out = match s1.dtype() {
+            DType::F32 => CpuStorage::F32(go(slice::<f32>(s1, l1)?, slice::<f32>(s2, l2)?)),
+            DType::F64 => CpuStorage::F64(go(slice::<f64>(s1, l1)?, slice::<f64>(s2, l2)?)),
+            d => candle_core::bail!("relu mask: unsupported dtype {d:?}"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+}
+
+fn fused_ok(x: &Tensor, r: &Tensor) -> bool {
+    x.device().is_cpu()
+        && matches!(x.dtype(), DType::F32 | DType::F64)
+        && x.dtype() == r.dtype()
+        && x.rank() == 4
+}
+
+/// `relu(bn(x) + r)` with batch statistics, one op on CPU (the residual block's tail):
+/// stores only x and the output. Also returns the per-channel (mean, biased variance).
+pub fn batch_norm_train_add_relu(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+    r: &Tensor,
+) -> Result<(Tensor, Vec<(f64, f64)>)> {
+    if !fused_ok(x, r) {
+        candle_core::bail!("batch norm + shortcut: the fused op runs on CPU in f32 / f64")
+    }
+    let x = x.contiguous()?;
+    let (n, c, h, w) = x.dims4()?;
+    let m = {
+        let (st, l) = x.storage_and_layout();
+        match &*st {
+            candle_core::Storage::Cpu(cpu) => match cpu.dtype() {
+                DType::F32 => moments(slice::<f32>(cpu, l)?, n, c, h * w),
+                _ => moments(slice::<f64>(cpu, l)?, n, c, h * w),
+            },
+            _ => candle_core::bail!("batch norm + shortcut: the fused op runs on CPU"),
+        }
+    };
+    let op = BnAddRelu {
+        stats: Arc::new(inv_std(&m, eps)),
+    };
+    let gb = Tensor::cat(&[gamma.flatten_all()?, beta.flatten_all()?], 0)?;
+    let y = x.apply_op3(&gb.to_dtype(x.dtype())?, &r.contiguous()?, op)?;
+    Ok((y, m))
+}
+
+/// `relu(x * a[c] + b[c] + r)` over NCHW: eval batch norm, shortcut and ReLU in one pass on
+/// CPU, composed ops elsewhere.
+pub fn affine_add_relu(x: &Tensor, a: &Tensor, b: &Tensor, r: &Tensor) -> Result<Tensor> {
+    if fused_ok(x, r) {
+        let ab = Tensor::cat(&[a.flatten_all()?, b.flatten_all()?], 0)?.to_dtype(x.dtype())?;
+        if ab.elem_count() != 2 * x.dim(1)? {
+            candle_core::bail!("affine: {} channels, scale {:?}", x.dim(1)?, a.shape())
+        }
+        return x
+            .contiguous()?
+            .apply_op3(&ab, &r.contiguous()?, AffineAddRelu);
+    }
+    (affine_act(x, a, b, Act::None)? + r)?.relu()
+}
+
 struct PlaneScale;
 
 impl CustomOp2 for PlaneScale {
@@ -788,6 +1034,56 @@ mod tests {
             fd_check(&|g: &Tensor| (act(&xx, g, &bb)? * &w)?.sum_all(), &g, 1e-5);
             fd_check(&|b: &Tensor| (act(&xx, &gg, b)? * &w)?.sum_all(), &b, 1e-5);
         }
+    }
+
+    #[test]
+    fn bn_add_relu_matches_composed_ops_and_finite_differences() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f64, 2.0, (3, 4, 5, 7), &dev).unwrap();
+        let r = Tensor::randn(0f64, 1.0, (3, 4, 5, 7), &dev).unwrap();
+        let g = Tensor::new(&[1.5f64, 0.5, -1.0, 2.0], &dev).unwrap();
+        let b = Tensor::new(&[0.1f64, -0.2, 0.3, 0.0], &dev).unwrap();
+        let w = Tensor::randn(0f64, 1.0, (3, 4, 5, 7), &dev).unwrap();
+        let max_diff = |a: Tensor, b: Tensor| -> f64 {
+            (a - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar()
+                .unwrap()
+        };
+        // training: against batch norm, add and ReLU as separate ops
+        let (fused, m) = batch_norm_train_add_relu(&x, &g, &b, 1e-3, &r).unwrap();
+        let (bn, m2) = batch_norm_train_act(&x, &g, &b, 1e-3, Act::None).unwrap();
+        assert_eq!(m, m2);
+        assert!(max_diff(fused, (bn + &r).unwrap().relu().unwrap()) < 1e-12);
+        let f = |x: &Tensor, g: &Tensor, b: &Tensor, r: &Tensor| -> Result<Tensor> {
+            (batch_norm_train_add_relu(x, g, b, 1e-3, r)?.0 * &w)?.sum_all()
+        };
+        fd_check(&|t: &Tensor| f(t, &g, &b, &r), &x, 1e-5);
+        fd_check(&|t: &Tensor| f(&x, t, &b, &r), &g, 1e-5);
+        fd_check(&|t: &Tensor| f(&x, &g, t, &r), &b, 1e-5);
+        fd_check(&|t: &Tensor| f(&x, &g, &b, t), &r, 1e-5);
+        // eval: against affine then add and ReLU
+        let (a, s) = (g.clone(), b.clone());
+        let want = (affine_act(&x, &a, &s, Act::None).unwrap() + &r)
+            .unwrap()
+            .relu()
+            .unwrap();
+        assert!(max_diff(affine_add_relu(&x, &a, &s, &r).unwrap(), want) < 1e-12);
+        let f = |x: &Tensor, a: &Tensor, s: &Tensor, r: &Tensor| -> Result<Tensor> {
+            (affine_add_relu(x, a, s, r)? * &w)?.sum_all()
+        };
+        fd_check(&|t: &Tensor| f(t, &a, &s, &r), &x, 1e-5);
+        fd_check(&|t: &Tensor| f(&x, t, &s, &r), &a, 1e-5);
+        fd_check(&|t: &Tensor| f(&x, &a, t, &r), &s, 1e-5);
+        fd_check(&|t: &Tensor| f(&x, &a, &s, t), &r, 1e-5);
+        // a shortcut of another shape is an error, not a panic
+        let bad = Tensor::zeros((3, 4, 5, 6), DType::F64, &dev).unwrap();
+        assert!(batch_norm_train_add_relu(&x, &g, &b, 1e-3, &bad).is_err());
+        assert!(affine_add_relu(&x, &a, &s, &bad).is_err());
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! `cuda` feature adds `cuda_fwd` to the same op structs, with the kernels in
 //! `cuda/kernels.cu` (compiled to PTX by build.rs) launched from `cuda.rs`.
 //! `fused` holds the fused CPU element-wise kernels (batch norm, affine + activation,
-//! SiLU, the squeeze-excite gate), `dist` the collectives of data-parallel training, `par`
+//! SiLU, the squeeze-excite gate), `focal` the detector's class loss, `dist` the collectives of data-parallel training, `par`
 //! the CPU parallel loops.
 
 mod conv;
@@ -15,6 +15,7 @@ mod cpu;
 mod cuda;
 mod depthwise;
 pub mod dist;
+pub mod focal;
 pub mod fused;
 pub mod par;
 mod pool;

@@ -1,0 +1,323 @@
+//! The sigmoid focal loss of a detector's class outputs, summed with per-row weights, as one
+//! op on CPU: the composed form keeps a dozen tensors the size of (anchors x classes) alive
+//! until the backward ends and passes over them as many times.
+use crate::par;
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
+
+#[derive(Clone, Copy)]
+struct Focal {
+    alpha: f64,
+    gamma: f64,
+    /// d loss / d output, set for the gradient pass.
+    scale: f64,
+}
+
+/// `(1 - p_t)^gamma` and its derivative in `1 - p_t`, with the common gammas without powf.
+#[inline(always)]
+fn modulator(q: f64, gamma: f64) -> (f64, f64) {
+    if q <= 0.0 {
+        // clamped as the composed form's relu; no slope at the clamp
+        return (if gamma == 0.0 { 1.0 } else { 0.0 }, 0.0);
+    }
+    if gamma == 2.0 {
+        (q * q, 2.0 * q)
+    } else if gamma == 1.5 {
+        let s = q.sqrt();
+        (q * s, 1.5 * s)
+    } else if gamma == 0.0 {
+        (1.0, 0.0)
+    } else {
+        let m = q.powf(gamma);
+        (m, gamma * m / q)
+    }
+}
+
+/// Loss of one element and its derivative in the logit.
+#[inline(always)]
+fn focal_one(x: f64, t: f64, alpha: f64, gamma: f64) -> (f64, f64) {
+    // BCE with logits, stable: max(x, 0) - x t + ln(1 + exp(-|x|))
+    let e = (-x.abs()).exp();
+    let ce = x.max(0.0) - x * t + e.ln_1p();
+    let p = if x >= 0.0 {
+        1.0 / (1.0 + e)
+    } else {
+        e / (1.0 + e)
+    };
+    let p_t = p * t + (1.0 - p) * (1.0 - t);
+    let (m, dm_dq) = modulator(1.0 - p_t, gamma);
+    let alpha_t = alpha * t + (1.0 - alpha) * (1.0 - t);
+    // dq/dx = -dp_t/dx = -p (1 - p) (2t - 1)
+    let dq = -p * (1.0 - p) * (2.0 * t - 1.0);
+    (alpha_t * ce * m, alpha_t * ((p - t) * m + ce * dm_dq * dq))
+}
+
+trait Float: candle_core::WithDType + Copy + Send + Sync {
+    fn to64(self) -> f64;
+    fn of(v: f64) -> Self;
+}
+impl Float for f32 {
+    fn to64(self) -> f64 {
+        self as f64
+    }
+    fn of(v: f64) -> Self {
+        v as f32
+    }
+}
+impl Float for f64 {
+    fn to64(self) -> f64 {
+        self
+    }
+    fn of(v: f64) -> Self {
+        v
+    }
+}
+
+const ROWS: usize = 256;
+
+fn fwd<T: Float>(x: &[T], t: &[T], w: &[T], k: usize, op: Focal) -> f64 {
+    let rows = w.len();
+    let parts = par::map(rows.div_ceil(ROWS), |c| {
+        let mut s = 0f64;
+        for r in c * ROWS..((c + 1) * ROWS).min(rows) {
+            let wr = w[r].to64();
+            if wr == 0.0 {
+                continue;
+            }
+            let mut row = 0f64;
+            for j in r * k..(r + 1) * k {
+                row += focal_one(x[j].to64(), t[j].to64(), op.alpha, op.gamma).0;
+            }
+            s += wr * row;
+        }
+        s
+    });
+    parts.iter().sum()
+}
+
+fn bwd<T: Float>(x: &[T], t: &[T], w: &[T], k: usize, op: Focal) -> Vec<T> {
+    let mut dx = vec![T::of(0.0); x.len()];
+    par::for_chunks(&mut dx, ROWS * k, |c, out| {
+        let base = c * ROWS * k;
+        for (i, o) in out.iter_mut().enumerate() {
+            let j = base + i;
+            let wr = w[j / k].to64();
+            if wr != 0.0 {
+                let d = focal_one(x[j].to64(), t[j].to64(), op.alpha, op.gamma).1;
+                *o = T::of(op.scale * wr * d);
+            }
+        }
+    });
+    dx
+}
+
+fn slices<'a, T: candle_core::WithDType>(
+    s: [(&'a CpuStorage, &Layout); 3],
+) -> Result<[&'a [T]; 3]> {
+    let one = |(s, l): (&'a CpuStorage, &Layout)| -> Result<&'a [T]> {
+        match l.contiguous_offsets() {
+            Some((a, b)) => Ok(&s.as_slice::<T>()?[a..b]),
+            None => candle_core::bail!("focal loss: input is not contiguous"),
+        }
+    };
+    Ok([one(s[0])?, one(s[1])?, one(s[2])?])
+}
+
+/// Forward: the weighted sum, a scalar. The same struct with `scale` set is the gradient op.
+struct FocalSum(Focal);
+struct FocalGrad(Focal);
+
+impl CustomOp3 for FocalSum {
+    fn name(&self) -> &'static str {
+        "pupil-focal-sum"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let k = l1.shape().dims().last().copied().unwrap_or(1).max(1);
+        let s = [(s1, l1), (s2, l2), (s3, l3)];
+        let out = match s1.dtype() {
+            DType::F32 => {
+                let [x, t, w] = slices::<f32>(s)?;
+                CpuStorage::F32(vec![fwd(x, t, w, k, self.0) as f32])
+            }
+            DType::F64 => {
+                let [x, t, w] = slices::<f64>(s)?;
+                CpuStorage::F64(vec![fwd(x, t, w, k, self.0)])
+            }
+            d => candle_core::bail!("focal loss: unsupported dtype {d:?}"),
+        };
+        Ok((out, Shape::from(())))
+    }
+    fn bwd(
+        &self,
+        x: &Tensor,
+        t: &Tensor,
+        w: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let scale = dy.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        let op = FocalGrad(Focal { scale, ..self.0 });
+        // targets and weights are data, not parameters: no gradient for them
+        Ok((Some(x.apply_op3(t, w, op)?), None, None))
+    }
+}
+
+impl CustomOp3 for FocalGrad {
+    fn name(&self) -> &'static str {
+        "pupil-focal-grad"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let k = l1.shape().dims().last().copied().unwrap_or(1).max(1);
+        let s = [(s1, l1), (s2, l2), (s3, l3)];
+        let out = match s1.dtype() {
+            DType::F32 => {
+                let [x, t, w] = slices::<f32>(s)?;
+                CpuStorage::F32(bwd(x, t, w, k, self.0))
+            }
+            DType::F64 => {
+                let [x, t, w] = slices::<f64>(s)?;
+                CpuStorage::F64(bwd(x, t, w, k, self.0))
+            }
+            d => candle_core::bail!("focal loss: unsupported dtype {d:?}"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+}
+
+/// `sum_r w[r] sum_j focal(x[r, j], t[r, j])`: the sigmoid focal loss of logits `x`
+/// [..., K] against targets `t` (same shape, in [0, 1]), each row of K weighted by `w`
+/// (one value per row: 0 ignores an anchor). One op on CPU in f32 / f64 (the per-element
+/// arithmetic in f64); `None` elsewhere, for the caller's composed form. Gradients flow to
+/// `x` only.
+pub fn weighted_focal_sum(
+    x: &Tensor,
+    t: &Tensor,
+    w: &Tensor,
+    alpha: f64,
+    gamma: f64,
+) -> Result<Option<Tensor>> {
+    if !x.device().is_cpu() || !matches!(x.dtype(), DType::F32 | DType::F64) {
+        return Ok(None);
+    }
+    let k = x.dims().last().copied().unwrap_or(1);
+    if t.shape() != x.shape() || k == 0 || w.elem_count() * k != x.elem_count() {
+        candle_core::bail!(
+            "focal loss: logits {:?}, targets {:?}, weights {:?}",
+            x.shape(),
+            t.shape(),
+            w.shape()
+        )
+    }
+    if !(gamma >= 0.0) || !alpha.is_finite() {
+        candle_core::bail!("focal loss: gamma {gamma} must be >= 0, alpha {alpha} finite")
+    }
+    let op = FocalSum(Focal {
+        alpha,
+        gamma,
+        scale: 1.0,
+    });
+    let (t, w) = (t.to_dtype(x.dtype())?, w.to_dtype(x.dtype())?);
+    Ok(Some(x.contiguous()?.apply_op3(
+        &t.contiguous()?.detach(),
+        &w.contiguous()?.detach(),
+        op,
+    )?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    /// The composed form, written out independently.
+    fn reference(x: f64, t: f64, alpha: f64, gamma: f64) -> f64 {
+        let p = 1.0 / (1.0 + (-x).exp());
+        let ce = -(t * p.ln() + (1.0 - t) * (1.0 - p).ln());
+        let p_t = p * t + (1.0 - p) * (1.0 - t);
+        let alpha_t = alpha * t + (1.0 - alpha) * (1.0 - t);
+        alpha_t * (1.0 - p_t).max(0.0).powf(gamma) * ce
+    }
+
+    #[test]
+    fn focal_sum_matches_the_formula_and_finite_differences() {
+        let dev = Device::Cpu;
+        let (rows, k) = (700, 3);
+        let x = Tensor::randn(0f64, 3.0, (rows, k), &dev).unwrap();
+        // hard and soft targets; a third of the rows ignored
+        let tv: Vec<f64> = (0..rows * k)
+            .map(|i| match i % 5 {
+                0 => 1.0,
+                1 => 0.3,
+                _ => 0.0,
+            })
+            .collect();
+        let t = Tensor::from_vec(tv.clone(), (rows, k), &dev).unwrap();
+        let wv: Vec<f64> = (0..rows).map(|r| [1.0, 0.0, 2.0][r % 3]).collect();
+        let w = Tensor::from_vec(wv.clone(), (rows, 1), &dev).unwrap();
+        let xv: Vec<f64> = x.flatten_all().unwrap().to_vec1().unwrap();
+        for gamma in [0.0, 1.0, 1.5, 2.0, 2.5] {
+            let want: f64 = (0..rows * k)
+                .map(|j| wv[j / k] * reference(xv[j], tv[j], 0.25, gamma))
+                .sum();
+            let v = Var::from_tensor(&x).unwrap();
+            let got = weighted_focal_sum(v.as_tensor(), &t, &w, 0.25, gamma)
+                .unwrap()
+                .unwrap();
+            let gs = (got.clone() * 3.0).unwrap().backward().unwrap();
+            let got = got.to_scalar::<f64>().unwrap();
+            assert!(
+                (got - want).abs() < 1e-7 * want.abs().max(1.0),
+                "gamma {gamma}: {got} vs {want}"
+            );
+            let g: Vec<f64> = gs
+                .get(v.as_tensor())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let eps = 1e-6;
+            for j in (0..rows * k).step_by(13) {
+                let f = |d: f64| 3.0 * wv[j / k] * reference(xv[j] + d, tv[j], 0.25, gamma);
+                let num = (f(eps) - f(-eps)) / (2.0 * eps);
+                assert!(
+                    (num - g[j]).abs() < 1e-5 * (1.0 + num.abs()),
+                    "gamma {gamma} element {j}: {} vs {num}",
+                    g[j]
+                );
+            }
+        }
+        // f32 agrees with f64
+        let x32 = x.to_dtype(DType::F32).unwrap();
+        let a = weighted_focal_sum(&x32, &t, &w, 0.25, 1.5)
+            .unwrap()
+            .unwrap();
+        let b = weighted_focal_sum(&x, &t, &w, 0.25, 1.5).unwrap().unwrap();
+        let (a, b) = (
+            a.to_scalar::<f32>().unwrap() as f64,
+            b.to_scalar::<f64>().unwrap(),
+        );
+        assert!((a - b).abs() < 1e-5 * b.abs());
+        // shapes that do not fit are an error, not a panic
+        let bad = Tensor::zeros((rows, k + 1), DType::F64, &dev).unwrap();
+        assert!(weighted_focal_sum(&x, &bad, &w, 0.25, 1.5).is_err());
+        assert!(weighted_focal_sum(&x, &t, &bad, 0.25, 1.5).is_err());
+        assert!(weighted_focal_sum(&x, &t, &w, 0.25, -1.0).is_err());
+    }
+}
