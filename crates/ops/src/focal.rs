@@ -1,6 +1,7 @@
 //! The sigmoid focal loss of a detector's class outputs, summed with per-row weights, as one
 //! op on CPU: the composed form keeps a dozen tensors the size of (anchors x classes) alive
 //! until the backward ends and passes over them as many times.
+use crate::fused::{slice, Real};
 use crate::par;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
@@ -9,8 +10,6 @@ use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 struct Focal {
     alpha: f64,
     gamma: f64,
-    /// d loss / d output, set for the gradient pass.
-    scale: f64,
 }
 
 /// `(1 - p_t)^gamma` and its derivative in `1 - p_t`, with the common gammas without powf.
@@ -52,41 +51,20 @@ fn focal_one(x: f64, t: f64, alpha: f64, gamma: f64) -> (f64, f64) {
     (alpha_t * ce * m, alpha_t * ((p - t) * m + ce * dm_dq * dq))
 }
 
-trait Float: candle_core::WithDType + Copy + Send + Sync {
-    fn to64(self) -> f64;
-    fn of(v: f64) -> Self;
-}
-impl Float for f32 {
-    fn to64(self) -> f64 {
-        self as f64
-    }
-    fn of(v: f64) -> Self {
-        v as f32
-    }
-}
-impl Float for f64 {
-    fn to64(self) -> f64 {
-        self
-    }
-    fn of(v: f64) -> Self {
-        v
-    }
-}
-
 const ROWS: usize = 256;
 
-fn fwd<T: Float>(x: &[T], t: &[T], w: &[T], k: usize, op: Focal) -> f64 {
+fn fwd<T: Real>(x: &[T], t: &[T], w: &[T], k: usize, f: Focal) -> f64 {
     let rows = w.len();
     let parts = par::map(rows.div_ceil(ROWS), |c| {
         let mut s = 0f64;
         for r in c * ROWS..((c + 1) * ROWS).min(rows) {
-            let wr = w[r].to64();
+            let wr = w[r].to();
             if wr == 0.0 {
                 continue;
             }
             let mut row = 0f64;
             for j in r * k..(r + 1) * k {
-                row += focal_one(x[j].to64(), t[j].to64(), op.alpha, op.gamma).0;
+                row += focal_one(x[j].to(), t[j].to(), f.alpha, f.gamma).0;
             }
             s += wr * row;
         }
@@ -95,41 +73,36 @@ fn fwd<T: Float>(x: &[T], t: &[T], w: &[T], k: usize, op: Focal) -> f64 {
     parts.iter().sum()
 }
 
-fn bwd<T: Float>(x: &[T], t: &[T], w: &[T], k: usize, op: Focal) -> Vec<T> {
-    let mut dx = vec![T::of(0.0); x.len()];
+fn bwd<T: Real>(x: &[T], t: &[T], w: &[T], k: usize, f: Focal, scale: f64) -> Vec<T> {
+    let mut dx = vec![T::f(0.0); x.len()];
     par::for_chunks(&mut dx, ROWS * k, |c, out| {
-        let base = c * ROWS * k;
-        for (i, o) in out.iter_mut().enumerate() {
-            let j = base + i;
-            let wr = w[j / k].to64();
-            if wr != 0.0 {
-                let d = focal_one(x[j].to64(), t[j].to64(), op.alpha, op.gamma).1;
-                *o = T::of(op.scale * wr * d);
+        for (i, o) in out.chunks_mut(k).enumerate() {
+            let r = c * ROWS + i;
+            let wr = scale * w[r].to();
+            if wr == 0.0 {
+                continue;
+            }
+            for (j, o) in (r * k..).zip(o) {
+                *o = T::f(wr * focal_one(x[j].to(), t[j].to(), f.alpha, f.gamma).1);
             }
         }
     });
     dx
 }
 
-fn slices<'a, T: candle_core::WithDType>(
-    s: [(&'a CpuStorage, &Layout); 3],
-) -> Result<[&'a [T]; 3]> {
-    let one = |(s, l): (&'a CpuStorage, &Layout)| -> Result<&'a [T]> {
-        match l.contiguous_offsets() {
-            Some((a, b)) => Ok(&s.as_slice::<T>()?[a..b]),
-            None => candle_core::bail!("focal loss: input is not contiguous"),
-        }
-    };
-    Ok([one(s[0])?, one(s[1])?, one(s[2])?])
+/// Inputs (logits, targets, row weights). Without `grad` the op is the weighted sum, a
+/// scalar; with `grad` (d loss / d sum) it is that sum's gradient in the logits.
+struct FocalOp {
+    focal: Focal,
+    grad: Option<f64>,
 }
 
-/// Forward: the weighted sum, a scalar. The same struct with `scale` set is the gradient op.
-struct FocalSum(Focal);
-struct FocalGrad(Focal);
-
-impl CustomOp3 for FocalSum {
+impl CustomOp3 for FocalOp {
     fn name(&self) -> &'static str {
-        "pupil-focal-sum"
+        match self.grad {
+            None => "pupil-focal-sum",
+            Some(_) => "pupil-focal-grad",
+        }
     }
     fn cpu_fwd(
         &self,
@@ -140,20 +113,35 @@ impl CustomOp3 for FocalSum {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
+        fn go<T: Real>(x: &[T], t: &[T], w: &[T], k: usize, op: &FocalOp) -> Vec<T> {
+            match op.grad {
+                None => vec![T::f(fwd(x, t, w, k, op.focal))],
+                Some(scale) => bwd(x, t, w, k, op.focal, scale),
+            }
+        }
         let k = l1.shape().dims().last().copied().unwrap_or(1).max(1);
-        let s = [(s1, l1), (s2, l2), (s3, l3)];
         let out = match s1.dtype() {
-            DType::F32 => {
-                let [x, t, w] = slices::<f32>(s)?;
-                CpuStorage::F32(vec![fwd(x, t, w, k, self.0) as f32])
-            }
-            DType::F64 => {
-                let [x, t, w] = slices::<f64>(s)?;
-                CpuStorage::F64(vec![fwd(x, t, w, k, self.0)])
-            }
+            DType::F32 => CpuStorage::F32(go::<f32>(
+                slice(s1, l1)?,
+                slice(s2, l2)?,
+                slice(s3, l3)?,
+                k,
+                self,
+            )),
+            DType::F64 => CpuStorage::F64(go::<f64>(
+                slice(s1, l1)?,
+                slice(s2, l2)?,
+                slice(s3, l3)?,
+                k,
+                self,
+            )),
             d => candle_core::bail!("focal loss: unsupported dtype {d:?}"),
         };
-        Ok((out, Shape::from(())))
+        let shape = match self.grad {
+            None => Shape::from(()),
+            Some(_) => l1.shape().clone(),
+        };
+        Ok((out, shape))
     }
     fn bwd(
         &self,
@@ -163,40 +151,12 @@ impl CustomOp3 for FocalSum {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let scale = dy.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        let op = FocalGrad(Focal { scale, ..self.0 });
+        let op = FocalOp {
+            focal: self.focal,
+            grad: Some(dy.to_dtype(DType::F64)?.to_scalar::<f64>()?),
+        };
         // targets and weights are data, not parameters: no gradient for them
         Ok((Some(x.apply_op3(t, w, op)?), None, None))
-    }
-}
-
-impl CustomOp3 for FocalGrad {
-    fn name(&self) -> &'static str {
-        "pupil-focal-grad"
-    }
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let k = l1.shape().dims().last().copied().unwrap_or(1).max(1);
-        let s = [(s1, l1), (s2, l2), (s3, l3)];
-        let out = match s1.dtype() {
-            DType::F32 => {
-                let [x, t, w] = slices::<f32>(s)?;
-                CpuStorage::F32(bwd(x, t, w, k, self.0))
-            }
-            DType::F64 => {
-                let [x, t, w] = slices::<f64>(s)?;
-                CpuStorage::F64(bwd(x, t, w, k, self.0))
-            }
-            d => candle_core::bail!("focal loss: unsupported dtype {d:?}"),
-        };
-        Ok((out, l1.shape().clone()))
     }
 }
 
@@ -227,11 +187,10 @@ pub fn weighted_focal_sum(
     if !(gamma >= 0.0) || !alpha.is_finite() {
         candle_core::bail!("focal loss: gamma {gamma} must be >= 0, alpha {alpha} finite")
     }
-    let op = FocalSum(Focal {
-        alpha,
-        gamma,
-        scale: 1.0,
-    });
+    let op = FocalOp {
+        focal: Focal { alpha, gamma },
+        grad: None,
+    };
     let (t, w) = (t.to_dtype(x.dtype())?, w.to_dtype(x.dtype())?);
     Ok(Some(x.contiguous()?.apply_op3(
         &t.contiguous()?.detach(),
@@ -243,7 +202,7 @@ pub fn weighted_focal_sum(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{Device, Var};
+    use candle_core::Device;
 
     /// The composed form, written out independently.
     fn reference(x: f64, t: f64, alpha: f64, gamma: f64) -> f64 {
@@ -275,33 +234,19 @@ mod tests {
             let want: f64 = (0..rows * k)
                 .map(|j| wv[j / k] * reference(xv[j], tv[j], 0.25, gamma))
                 .sum();
-            let v = Var::from_tensor(&x).unwrap();
-            let got = weighted_focal_sum(v.as_tensor(), &t, &w, 0.25, gamma)
+            let got = weighted_focal_sum(&x, &t, &w, 0.25, gamma)
                 .unwrap()
+                .unwrap()
+                .to_scalar::<f64>()
                 .unwrap();
-            let gs = (got.clone() * 3.0).unwrap().backward().unwrap();
-            let got = got.to_scalar::<f64>().unwrap();
             assert!(
                 (got - want).abs() < 1e-7 * want.abs().max(1.0),
                 "gamma {gamma}: {got} vs {want}"
             );
-            let g: Vec<f64> = gs
-                .get(v.as_tensor())
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1()
-                .unwrap();
-            let eps = 1e-6;
-            for j in (0..rows * k).step_by(13) {
-                let f = |d: f64| 3.0 * wv[j / k] * reference(xv[j] + d, tv[j], 0.25, gamma);
-                let num = (f(eps) - f(-eps)) / (2.0 * eps);
-                assert!(
-                    (num - g[j]).abs() < 1e-5 * (1.0 + num.abs()),
-                    "gamma {gamma} element {j}: {} vs {num}",
-                    g[j]
-                );
-            }
+            let loss = |x: &Tensor| -> Result<Tensor> {
+                Ok((weighted_focal_sum(x, &t, &w, 0.25, gamma)?.expect("cpu") * 3.0)?)
+            };
+            crate::fused::tests::fd_check(&loss, &x, 1e-5);
         }
         // f32 agrees with f64
         let x32 = x.to_dtype(DType::F32).unwrap();

@@ -10,7 +10,10 @@ use candle_core::{
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
-fn slice<'a, T: candle_core::WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
+pub(crate) fn slice<'a, T: candle_core::WithDType>(
+    s: &'a CpuStorage,
+    l: &Layout,
+) -> Result<&'a [T]> {
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&s.as_slice::<T>()?[a..b]),
         None => candle_core::bail!("fused op: input is not contiguous"),
@@ -41,7 +44,7 @@ impl Act {
 }
 
 /// Numeric type the kernels run on.
-trait Real:
+pub(crate) trait Real:
     candle_core::WithDType
     + Copy
     + Send
@@ -121,6 +124,20 @@ fn moments<T: Real>(x: &[T], n: usize, c: usize, hw: usize) -> Vec<(f64, f64)> {
     })
 }
 
+/// Per-channel (mean, biased variance) of a contiguous NCHW tensor on CPU.
+fn batch_moments(x: &Tensor) -> Result<Vec<(f64, f64)>> {
+    let (n, c, h, w) = x.dims4()?;
+    let (st, l) = x.storage_and_layout();
+    match &*st {
+        candle_core::Storage::Cpu(cpu) => match cpu.dtype() {
+            DType::F32 => Ok(moments(slice::<f32>(cpu, l)?, n, c, h * w)),
+            DType::F64 => Ok(moments(slice::<f64>(cpu, l)?, n, c, h * w)),
+            d => candle_core::bail!("batch norm: unsupported dtype {d:?}"),
+        },
+        _ => candle_core::bail!("batch norm: the fused op runs on CPU"),
+    }
+}
+
 /// Per-channel (mean, 1 / sqrt(var + eps)) from (mean, variance).
 fn inv_std(m: &[(f64, f64)], eps: f64) -> Vec<(f64, f64)> {
     m.iter()
@@ -145,16 +162,8 @@ fn bn_fwd<T: Real>(
     st: &[(f64, f64)],
     act: Act,
 ) -> Vec<T> {
-    let mut y = vec![T::f(0.0); x.len()];
-    par::for_chunks(&mut y, hw, |row, out| {
-        let ch = row % c;
-        let (mean, inv) = st[ch];
-        let scale = inv * g[ch].to();
-        let shift = b[ch].to() - mean * scale;
-        let (scale, shift) = (T::f(scale), T::f(shift));
-        affine_plane(out, &x[row * hw..(row + 1) * hw], scale, shift, act);
-    });
-    y
+    let (s, t) = bn_scale_shift(g, b, st);
+    affine_fwd(x, &s, &t, c, hw, act)
 }
 
 /// `out = act(x * s + t)` over one plane.
@@ -386,18 +395,7 @@ pub fn batch_norm_train_act(
     act: Act,
 ) -> Result<(Tensor, Vec<(f64, f64)>)> {
     let x = x.contiguous()?;
-    let (n, c, h, w) = x.dims4()?;
-    let m = {
-        let (st, l) = x.storage_and_layout();
-        match &*st {
-            candle_core::Storage::Cpu(cpu) => match cpu.dtype() {
-                DType::F32 => moments(slice::<f32>(cpu, l)?, n, c, h * w),
-                DType::F64 => moments(slice::<f64>(cpu, l)?, n, c, h * w),
-                d => candle_core::bail!("batch norm: unsupported dtype {d:?}"),
-            },
-            _ => candle_core::bail!("batch norm: the fused op runs on CPU"),
-        }
-    };
+    let m = batch_moments(&x)?;
     let op = BnTrain {
         act,
         stats: Arc::new(inv_std(&m, eps)),
@@ -466,9 +464,51 @@ impl CustomOp1 for Silu {
     }
 }
 
+/// An element-wise map of two inputs of one shape: the one-line backward kernels.
+trait Zip2 {
+    const NAME: &'static str;
+    fn f<T: Real>(a: T, b: T) -> T;
+}
+
+fn zip2_cpu<Z: Zip2>(
+    s1: &CpuStorage,
+    l1: &Layout,
+    s2: &CpuStorage,
+    l2: &Layout,
+) -> Result<(CpuStorage, Shape)> {
+    fn go<T: Real, Z: Zip2>(a: &[T], b: &[T]) -> Vec<T> {
+        let mut out = vec![T::f(0.0); a.len()];
+        par::for_chunks(&mut out, 4096, |k, o| {
+            let (xs, ys) = (&a[k * 4096..][..o.len()], &b[k * 4096..][..o.len()]);
+            for ((o, &p), &q) in o.iter_mut().zip(xs).zip(ys) {
+                *o = Z::f(p, q);
+            }
+        });
+        out
+    }
+    if l1.shape() != l2.shape() {
+        candle_core::bail!("{}: {:?} against {:?}", Z::NAME, l1.shape(), l2.shape())
+    }
+    let out = match s1.dtype() {
+        DType::F32 => CpuStorage::F32(go::<f32, Z>(slice(s1, l1)?, slice(s2, l2)?)),
+        DType::F64 => CpuStorage::F64(go::<f64, Z>(slice(s1, l1)?, slice(s2, l2)?)),
+        d => candle_core::bail!("{}: unsupported dtype {d:?}", Z::NAME),
+    };
+    Ok((out, l1.shape().clone()))
+}
+
+/// Inputs (x, dy): dy * silu'(x).
+impl Zip2 for SiluBackward {
+    const NAME: &'static str = "pupil-silu-backward";
+    #[inline(always)]
+    fn f<T: Real>(x: T, dy: T) -> T {
+        dy * silu_grad(x)
+    }
+}
+
 impl CustomOp2 for SiluBackward {
     fn name(&self) -> &'static str {
-        "pupil-silu-backward"
+        Self::NAME
     }
     fn cpu_fwd(
         &self,
@@ -477,22 +517,7 @@ impl CustomOp2 for SiluBackward {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        fn go<T: Real>(x: &[T], dy: &[T]) -> Vec<T> {
-            let mut out = vec![T::f(0.0); x.len()];
-            par::for_chunks(&mut out, 4096, |k, o| {
-                let (xs, ds) = (&x[k * 4096..][..o.len()], &dy[k * 4096..][..o.len()]);
-                for ((a, &v), &d) in o.iter_mut().zip(xs).zip(ds) {
-                    *a = d * silu_grad(v);
-                }
-            });
-            out
-        }
-        let out = match s1.dtype() {
-            DType::F32 => CpuStorage::F32(go(slice::<f32>(s1, l1)?, slice::<f32>(s2, l2)?)),
-            DType::F64 => CpuStorage::F64(go(slice::<f64>(s1, l1)?, slice::<f64>(s2, l2)?)),
-            d => candle_core::bail!("silu backward: unsupported dtype {d:?}"),
-        };
-        Ok((out, l1.shape().clone()))
+        zip2_cpu::<Self>(s1, l1, s2, l2)
     }
 }
 
@@ -774,9 +799,22 @@ impl CustomOp3 for AffineAddRelu {
 /// `dy` where `y > 0`, else 0: a ReLU's backward read from its output.
 struct ReluMask;
 
+/// Inputs (dy, y).
+impl Zip2 for ReluMask {
+    const NAME: &'static str = "pupil-relu-mask";
+    #[inline(always)]
+    fn f<T: Real>(dy: T, y: T) -> T {
+        if y > T::f(0.0) {
+            dy
+        } else {
+            T::f(0.0)
+        }
+    }
+}
+
 impl CustomOp2 for ReluMask {
     fn name(&self) -> &'static str {
-        "pupil-relu-mask"
+        Self::NAME
     }
     fn cpu_fwd(
         &self,
@@ -785,22 +823,7 @@ impl CustomOp2 for ReluMask {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        fn go<T: Real>(dy: &[T], y: &[T]) -> Vec<T> {
-            let mut out = vec![T::f(0.0); dy.len()];
-            par::for_chunks(&mut out, 4096, |k, o| {
-                let (ds, ys) = (&dy[k * 4096..][..o.len()], &y[k * 4096..][..o.len()]);
-                for ((a, &d), &v) in o.iter_mut().zip(ds).zip(ys) {
-                    *a = if v > T::f(0.0) { d } else { T::f(0.0) };
-                }
-            });
-            out
-        }
-        let out = match s1.dtype() {
-            DType::F32 => CpuStorage::F32(go(slice::<f32>(s1, l1)?, slice::<f32>(s2, l2)?)),
-            DType::F64 => CpuStorage::F64(go(slice::<f64>(s1, l1)?, slice::<f64>(s2, l2)?)),
-            d => candle_core::bail!("relu mask: unsupported dtype {d:?}"),
-        };
-        Ok((out, l1.shape().clone()))
+        zip2_cpu::<Self>(s1, l1, s2, l2)
     }
 }
 
@@ -824,17 +847,7 @@ pub fn batch_norm_train_add_relu(
         candle_core::bail!("batch norm + shortcut: the fused op runs on CPU in f32 / f64")
     }
     let x = x.contiguous()?;
-    let (n, c, h, w) = x.dims4()?;
-    let m = {
-        let (st, l) = x.storage_and_layout();
-        match &*st {
-            candle_core::Storage::Cpu(cpu) => match cpu.dtype() {
-                DType::F32 => moments(slice::<f32>(cpu, l)?, n, c, h * w),
-                _ => moments(slice::<f64>(cpu, l)?, n, c, h * w),
-            },
-            _ => candle_core::bail!("batch norm + shortcut: the fused op runs on CPU"),
-        }
-    };
+    let m = batch_moments(&x)?;
     let op = BnAddRelu {
         stats: Arc::new(inv_std(&m, eps)),
     };
@@ -917,11 +930,12 @@ pub fn scale_planes(x: &Tensor, g: &Tensor) -> Result<Tensor> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use candle_core::{Device, Var};
 
-    fn fd_check(f: &dyn Fn(&Tensor) -> Result<Tensor>, x: &Tensor, tol: f64) {
+    /// Gradient of the scalar `f` at `x` against central differences (every 7th element).
+    pub(crate) fn fd_check(f: &dyn Fn(&Tensor) -> Result<Tensor>, x: &Tensor, tol: f64) {
         let v = Var::from_tensor(x).unwrap();
         let g = f(v.as_tensor()).unwrap().backward().unwrap();
         let ga: Vec<f64> = g
