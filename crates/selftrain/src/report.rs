@@ -683,28 +683,30 @@ fn write_plots(
     cols: &[(String, f64)],
 ) -> Result<String> {
     let metric = exp.base.task.metric();
-    let seeds = exp.seeds.len();
-    let spread = if seeds > 1 {
-        format!(", mean ± sd over {seeds} seeds")
-    } else {
-        String::new()
+    let spread = |keep: &dyn Fn(&(String, f64)) -> bool| -> String {
+        let n = finished(rows, cells, cols, keep);
+        match (n.iter().min(), n.iter().max()) {
+            (Some(&lo), Some(&hi)) if hi > 1 && lo == hi => format!(", mean ± sd over {hi} seeds"),
+            (Some(&lo), Some(&hi)) if hi > 1 => format!(", mean ± sd over {lo}-{hi} seeds"),
+            _ => String::new(),
+        }
     };
+    let (plot_frac, plot_aug) = plot_slices(exp, rows, cells, cols);
     let y_label = format!("{metric} (%)");
-    let last_frac = exp.labeled_fractions.last().copied().unwrap_or(1.0);
-    let last_aug = exp.augment.last().cloned().unwrap_or_default();
     let mut md = String::new();
     if exp.augment.len() > 1 {
         let augs: Vec<String> = exp.augment.iter().map(|a| a.to_uppercase()).collect();
         let plot = LinePlot {
             title: format!(
-                "{metric} vs augmentation ({:.0}% labeled{spread})",
-                last_frac * 100.0
+                "{metric} vs augmentation ({:.0}% labeled{})",
+                plot_frac * 100.0,
+                spread(&|c| (c.1 - plot_frac).abs() < 1e-9)
             ),
             x_label: "augmentation strength".into(),
             y_label: y_label.clone(),
             series: setup_series(rows, cells, cols.len(), |c| {
                 let (a, f) = &cols[c];
-                ((f - last_frac).abs() < 1e-9)
+                ((f - plot_frac).abs() < 1e-9)
                     .then(|| exp.augment.iter().position(|x| x == a).map(|i| i as f64))
                     .flatten()
             }),
@@ -716,13 +718,14 @@ fn write_plots(
     if exp.labeled_fractions.len() > 1 {
         let plot = LinePlot {
             title: format!(
-                "{metric} vs labeled data ({}{spread})",
-                last_aug.to_uppercase()
+                "{metric} vs labeled data ({}{})",
+                plot_aug.to_uppercase(),
+                spread(&|c| c.0 == plot_aug)
             ),
             x_label: "labeled data (%)".into(),
             y_label: y_label.clone(),
             series: setup_series(rows, cells, cols.len(), |c| {
-                (cols[c].0 == last_aug).then(|| cols[c].1 * 100.0)
+                (cols[c].0 == plot_aug).then(|| cols[c].1 * 100.0)
             }),
             x: XAxis::Ticks(exp.labeled_fractions.iter().map(|f| f * 100.0).collect()),
         };
@@ -743,9 +746,10 @@ fn write_plots(
             .collect();
         let chart = BarChart {
             title: format!(
-                "{metric} per setup ({}, {:.0}% labeled{spread})",
-                last_aug.to_uppercase(),
-                last_frac * 100.0
+                "{metric} per setup ({}, {:.0}% labeled{})",
+                plot_aug.to_uppercase(),
+                plot_frac * 100.0,
+                spread(&|_| true)
             ),
             value_label: y_label,
             bars,
@@ -754,4 +758,84 @@ fn write_plots(
         md += "\n![metric per setup](plot_arms.png)\n";
     }
     Ok(md)
+}
+
+/// The seeds behind each finished cell of the columns `keep` takes.
+fn finished(
+    rows: &[String],
+    cells: &Cells,
+    cols: &[(String, f64)],
+    keep: &dyn Fn(&(String, f64)) -> bool,
+) -> Vec<usize> {
+    (0..cols.len())
+        .filter(|&c| keep(&cols[c]))
+        .flat_map(|c| rows.iter().filter_map(move |r| cells.get(&(r.clone(), c))))
+        .map(|v| v.len())
+        .collect()
+}
+
+/// The labeled fraction the augmentation plot is drawn at and the augmentation the fraction
+/// plot is drawn at: the slice with the most finished cells, the last on ties (for a whole
+/// grid the largest fraction and the strongest augmentation). On a partial grid the last
+/// slice may hold a single column, which says nothing about the axis.
+fn plot_slices(
+    exp: &ExperimentConfig,
+    rows: &[String],
+    cells: &Cells,
+    cols: &[(String, f64)],
+) -> (f64, String) {
+    let count = |keep: &dyn Fn(&(String, f64)) -> bool| finished(rows, cells, cols, keep).len();
+    let frac = exp
+        .labeled_fractions
+        .iter()
+        .copied()
+        .max_by_key(|&f| count(&|c| (c.1 - f).abs() < 1e-9))
+        .unwrap_or(1.0);
+    let aug = exp
+        .augment
+        .iter()
+        .max_by_key(|&a| count(&|c| &c.0 == a))
+        .cloned()
+        .unwrap_or_default();
+    (frac, aug)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plots_of_a_partial_grid_are_drawn_where_the_cells_are() {
+        let exp = ExperimentConfig {
+            augment: vec!["s1".into(), "s4".into()],
+            labeled_fractions: vec![0.2, 1.0],
+            ..Default::default()
+        };
+        let cols: Vec<(String, f64)> = ["s1", "s4"]
+            .iter()
+            .flat_map(|a| [0.2, 1.0].map(|f| (a.to_string(), f)))
+            .collect();
+        let rows = vec!["Rand init".to_string(), "Rand init + control".to_string()];
+        let mut cells = Cells::new();
+        // S1 at 20 % and 100 %, S4 at 20 % only (columns: s1/0.2, s1/1, s4/0.2, s4/1)
+        for r in &rows {
+            for c in [0, 1, 2] {
+                cells.insert((r.clone(), c), vec![1.0, 2.0, 3.0]);
+            }
+        }
+        assert_eq!(
+            plot_slices(&exp, &rows, &cells, &cols),
+            (0.2, "s1".to_string())
+        );
+        // the whole grid: the last slice of each axis, as before
+        for r in &rows {
+            cells.insert((r.clone(), 3), vec![1.0]);
+        }
+        assert_eq!(
+            plot_slices(&exp, &rows, &cells, &cols),
+            (1.0, "s4".to_string())
+        );
+        let n = finished(&rows, &cells, &cols, &|c| c.1 == 1.0);
+        assert_eq!((n.iter().min(), n.iter().max()), (Some(&1), Some(&3)));
+    }
 }
