@@ -130,8 +130,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
         } else {
             let (loss, _) = model.loss(&batch, true)?;
             let grads = loss.backward()?;
-            opt.step(&grads, 0.01)?;
             loss.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()?;
+            // as in the trainer: the graph's activations are freed before the step allocates
+            drop(loss);
+            opt.step(&grads, 0.01)?;
         }
         sync(&dev)?;
         peak = peak.max(memory_mb(&dev));

@@ -69,6 +69,21 @@ pub fn huber_elements(pred: &Tensor, target: &Tensor, delta: f64) -> Result<Tens
 /// `logits` [B, K, H, W], `labels` [B, H, W] (u8 or integer). Returns 0 when every pixel is
 /// ignored.
 pub fn softmax_cross_entropy(logits: &Tensor, labels: &Tensor, ignore: u32) -> Result<Tensor> {
+    let k = logits.dim(1)?;
+    let lab: Vec<u32> = labels.flatten_all()?.to_dtype(DType::U32)?.to_vec1()?;
+    if let Some(&bad) = lab.iter().find(|&&l| l != ignore && l as usize >= k) {
+        candle_core::bail!("label {bad} out of range for {k} classes")
+    }
+    let n_valid = lab.iter().filter(|&&l| l != ignore).count();
+    let sum = match pupil_ops::xent::softmax_xent_sum(logits, &lab, ignore)? {
+        Some(sum) => sum,
+        None => composed_xent_sum(logits, &lab, ignore)?,
+    };
+    sum / n_valid.max(1) as f64
+}
+
+/// The cross-entropy sum in candle's ops (devices without the fused op).
+fn composed_xent_sum(logits: &Tensor, lab: &[u32], ignore: u32) -> Result<Tensor> {
     let (b, k, h, w) = logits.dims4()?;
     let lp = pupil_ops::log_softmax_last_dim(
         &logits
@@ -76,15 +91,10 @@ pub fn softmax_cross_entropy(logits: &Tensor, labels: &Tensor, ignore: u32) -> R
             .contiguous()?
             .reshape((b * h * w, k))?,
     )?;
-    let lab: Vec<u32> = labels.flatten_all()?.to_dtype(DType::U32)?.to_vec1()?;
     let valid: Vec<f32> = lab
         .iter()
         .map(|&l| if l == ignore { 0.0 } else { 1.0 })
         .collect();
-    if let Some(&bad) = lab.iter().find(|&&l| l != ignore && l as usize >= k) {
-        candle_core::bail!("label {bad} out of range for {k} classes")
-    }
-    let n_valid: f32 = valid.iter().sum();
     let idx: Vec<u32> = lab
         .iter()
         .map(|&l| if l == ignore { 0 } else { l })
@@ -93,13 +103,34 @@ pub fn softmax_cross_entropy(logits: &Tensor, labels: &Tensor, ignore: u32) -> R
     let idx = Tensor::from_vec(idx, (b * h * w, 1), dev)?;
     let picked = lp.gather(&idx, D::Minus1)?.squeeze(D::Minus1)?;
     let mask = Tensor::from_vec(valid, b * h * w, dev)?.to_dtype(picked.dtype())?;
-    (picked * mask)?.sum_all()?.neg()? / (n_valid.max(1.0) as f64)
+    (picked * mask)?.sum_all()?.neg()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use candle_core::{Device, Var};
+
+    #[test]
+    fn fused_cross_entropy_matches_the_composed_form() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f64, 3.0, (2, 4, 5, 6), &dev).unwrap();
+        let lab: Vec<u32> = (0..60).map(|i| if i % 5 == 0 { 255 } else { i % 4 }).collect();
+        let labels = Tensor::from_vec(lab.clone(), (2, 5, 6), &dev).unwrap();
+        let v = Var::from_tensor(&x).unwrap();
+        let fused = softmax_cross_entropy(v.as_tensor(), &labels, 255).unwrap();
+        let composed = (composed_xent_sum(v.as_tensor(), &lab, 255).unwrap() / 48.0).unwrap();
+        let (a, b) = (
+            fused.to_scalar::<f64>().unwrap(),
+            composed.to_scalar::<f64>().unwrap(),
+        );
+        assert!((a - b).abs() < 1e-10, "{a} vs {b}");
+        let ga = fused.backward().unwrap();
+        let gb = composed.backward().unwrap();
+        let (ga, gb) = (ga.get(v.as_tensor()).unwrap(), gb.get(v.as_tensor()).unwrap());
+        let d = (ga - gb).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(d.to_scalar::<f64>().unwrap() < 1e-12);
+    }
 
     #[test]
     fn fused_weighted_focal_loss_matches_the_composed_form() {

@@ -28,6 +28,13 @@ fn backbone() -> BackboneConfig {
 fn check(store: &ParamStore, loss: &dyn Fn() -> Tensor, names: &[&str]) {
     let l = loss();
     let grads = l.backward().unwrap();
+    // A parameter's gradient that keeps a graph keeps that graph's activation gradients
+    // alive until the step (hundreds of MB on a full-size detector).
+    for (name, var, _) in store.trainable() {
+        if let Some(g) = grads.get(var.as_tensor()) {
+            assert!(!g.track_op(), "the gradient of {name} holds a graph");
+        }
+    }
     let eps = 1e-6;
     for name in names {
         let var = store

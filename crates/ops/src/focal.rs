@@ -156,7 +156,7 @@ impl CustomOp3 for FocalOp {
             grad: Some(dy.to_dtype(DType::F64)?.to_scalar::<f64>()?),
         };
         // targets and weights are data, not parameters: no gradient for them
-        Ok((Some(x.apply_op3(t, w, op)?), None, None))
+        Ok((Some(x.apply_op3_no_bwd(t, w, &op)?), None, None))
     }
 }
 

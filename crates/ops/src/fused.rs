@@ -229,11 +229,11 @@ impl CustomOp3 for BnTrain {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let c = x.dim(1)?;
         // gamma and beta travel as one [2C] input: the activation's derivative needs both.
-        let gb = Tensor::cat(&[g, b], 0)?;
-        let packed = x.apply_op3(
+        let gb = Tensor::cat(&[g.detach(), b.detach()], 0)?;
+        let packed = x.apply_op3_no_bwd(
             &gb,
             &dy.contiguous()?,
-            BnBackward {
+            &BnBackward {
                 act: self.act,
                 stats: self.stats.clone(),
             },
@@ -460,7 +460,7 @@ impl CustomOp1 for Silu {
         Ok((out, l.shape().clone()))
     }
     fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(x.apply_op2(&dy.contiguous()?, SiluBackward)?))
+        Ok(Some(x.apply_op2_no_bwd(&dy.contiguous()?, &SiluBackward)?))
     }
 }
 
@@ -587,6 +587,7 @@ impl CustomOp3 for Affine {
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         // Rare (gradients through eval-mode batch norm): composed ops are enough.
+        let (x, a, b, dy) = (&x.detach(), a.detach(), b.detach(), &dy.detach());
         let c = a.dim(0)?;
         let mut bshape = vec![1usize; x.rank()];
         bshape[1] = c;
@@ -599,7 +600,7 @@ impl CustomOp3 for Affine {
             }
             Act::Silu => {
                 let z = x.broadcast_mul(&ar)?.broadcast_add(&br)?;
-                z.apply_op2(&dy.contiguous()?, SiluBackward)?
+                z.apply_op2_no_bwd(&dy.contiguous()?, &SiluBackward)?
             }
         };
         let reduce = |t: &Tensor| -> Result<Tensor> {
@@ -747,11 +748,11 @@ impl CustomOp3 for BnAddRelu {
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         // The ReLU's mask comes from the output, so only x and y are kept from the forward.
-        let dz = dy.contiguous()?.apply_op2(y, ReluMask)?;
-        let packed = x.apply_op3(
+        let dz = dy.contiguous()?.apply_op2_no_bwd(y, &ReluMask)?;
+        let packed = x.apply_op3_no_bwd(
             gb,
             &dz,
-            BnBackward {
+            &BnBackward {
                 act: Act::None,
                 stats: self.stats.clone(),
             },
@@ -787,8 +788,9 @@ impl CustomOp3 for AffineAddRelu {
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         // Rare (gradients through eval-mode batch norm): composed ops are enough.
+        let (x, ab) = (&x.detach(), ab.detach());
         let c = x.dim(1)?;
-        let dz = dy.contiguous()?.apply_op2(y, ReluMask)?;
+        let dz = dy.contiguous()?.apply_op2_no_bwd(y, &ReluMask)?;
         let a = ab.narrow(0, 0, c)?.reshape((1, c, 1, 1))?;
         let reduce = |t: &Tensor| -> Result<Tensor> { t.sum((0, 2, 3)) };
         let dab = Tensor::cat(&[reduce(&(&dz * x)?)?, reduce(&dz)?], 0)?;
@@ -907,7 +909,8 @@ impl CustomOp2 for PlaneScale {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let dx = dy.contiguous()?.apply_op2(g, PlaneScale)?;
+        let (x, g, dy) = (&x.detach(), &g.detach(), &dy.detach());
+        let dx = dy.contiguous()?.apply_op2_no_bwd(g, &PlaneScale)?;
         let (n, c) = (x.dim(0)?, x.dim(1)?);
         let dg = (dy * x)?
             .reshape((n, c, ()))?
@@ -938,6 +941,8 @@ pub(crate) mod tests {
     pub(crate) fn fd_check(f: &dyn Fn(&Tensor) -> Result<Tensor>, x: &Tensor, tol: f64) {
         let v = Var::from_tensor(x).unwrap();
         let g = f(v.as_tensor()).unwrap().backward().unwrap();
+        // a gradient that keeps a graph keeps the tensors of its backward alive
+        assert!(!g.get(v.as_tensor()).unwrap().track_op(), "gradient holds a graph");
         let ga: Vec<f64> = g
             .get(v.as_tensor())
             .unwrap()

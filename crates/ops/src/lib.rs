@@ -22,6 +22,7 @@ mod pool;
 mod resize;
 mod softmax;
 mod storage;
+pub mod xent;
 
 pub use conv::conv2d;
 pub use depthwise::depthwise_conv2d;

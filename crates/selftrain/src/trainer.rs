@@ -677,14 +677,16 @@ impl<'a> Trainer<'a> {
     fn update(
         &self,
         s: &mut Session,
-        total: &Tensor,
+        total: Tensor,
         lr: f64,
         record: &mut Record,
     ) -> Result<StepInfo> {
         let mut grads = match &s.state.loss_scaler {
-            Some(sc) => (total * sc.scale)?.backward()?,
+            Some(sc) => (&total * sc.scale)?.backward()?,
             None => total.backward()?,
         };
+        // The graph's activations are freed before the step allocates its buffers.
+        drop(total);
         if let Some(g) = &self.runtime.group {
             crate::dist::average_gradients(&mut grads, s.opt.params(), g)?;
         }
@@ -736,7 +738,7 @@ impl<'a> Trainer<'a> {
                 parts,
             });
         }
-        let info = self.update(s, &total, lr, record)?;
+        let info = self.update(s, total, lr, record)?;
         Ok(Attempt {
             value: local,
             info,
