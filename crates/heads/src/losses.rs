@@ -115,7 +115,9 @@ mod tests {
     fn fused_cross_entropy_matches_the_composed_form() {
         let dev = Device::Cpu;
         let x = Tensor::randn(0f64, 3.0, (2, 4, 5, 6), &dev).unwrap();
-        let lab: Vec<u32> = (0..60).map(|i| if i % 5 == 0 { 255 } else { i % 4 }).collect();
+        let lab: Vec<u32> = (0..60)
+            .map(|i| if i % 5 == 0 { 255 } else { i % 4 })
+            .collect();
         let labels = Tensor::from_vec(lab.clone(), (2, 5, 6), &dev).unwrap();
         let v = Var::from_tensor(&x).unwrap();
         let fused = softmax_cross_entropy(v.as_tensor(), &labels, 255).unwrap();
@@ -127,7 +129,10 @@ mod tests {
         assert!((a - b).abs() < 1e-10, "{a} vs {b}");
         let ga = fused.backward().unwrap();
         let gb = composed.backward().unwrap();
-        let (ga, gb) = (ga.get(v.as_tensor()).unwrap(), gb.get(v.as_tensor()).unwrap());
+        let (ga, gb) = (
+            ga.get(v.as_tensor()).unwrap(),
+            gb.get(v.as_tensor()).unwrap(),
+        );
         let d = (ga - gb).unwrap().abs().unwrap().max_all().unwrap();
         assert!(d.to_scalar::<f64>().unwrap() < 1e-12);
     }

@@ -942,7 +942,10 @@ pub(crate) mod tests {
         let v = Var::from_tensor(x).unwrap();
         let g = f(v.as_tensor()).unwrap().backward().unwrap();
         // a gradient that keeps a graph keeps the tensors of its backward alive
-        assert!(!g.get(v.as_tensor()).unwrap().track_op(), "gradient holds a graph");
+        assert!(
+            !g.get(v.as_tensor()).unwrap().track_op(),
+            "gradient holds a graph"
+        );
         let ga: Vec<f64> = g
             .get(v.as_tensor())
             .unwrap()

@@ -168,7 +168,12 @@ mod tests {
     use candle_core::Device;
 
     /// -log softmax, written out per pixel.
-    fn reference(xv: &[f64], labels: &[u32], (b, k, hw): (usize, usize, usize), ignore: u32) -> f64 {
+    fn reference(
+        xv: &[f64],
+        labels: &[u32],
+        (b, k, hw): (usize, usize, usize),
+        ignore: u32,
+    ) -> f64 {
         let mut s = 0.0;
         for i in 0..b {
             for p in 0..hw {
@@ -201,7 +206,10 @@ mod tests {
                 .unwrap()
                 .to_scalar::<f64>()
                 .unwrap();
-            assert!((got - want).abs() < 1e-9 * want.abs().max(1.0), "{got} vs {want}");
+            assert!(
+                (got - want).abs() < 1e-9 * want.abs().max(1.0),
+                "{got} vs {want}"
+            );
             if b == 2 {
                 let loss = |x: &Tensor| -> Result<Tensor> {
                     Ok((softmax_xent_sum(x, &labels, 255)?.expect("cpu") * 0.5)?)
