@@ -69,12 +69,10 @@ pub fn huber_elements(pred: &Tensor, target: &Tensor, delta: f64) -> Result<Tens
 /// `logits` [B, K, H, W], `labels` [B, H, W] (u8 or integer). Returns 0 when every pixel is
 /// ignored.
 pub fn softmax_cross_entropy(logits: &Tensor, labels: &Tensor, ignore: u32) -> Result<Tensor> {
-    let k = logits.dim(1)?;
     let lab: Vec<u32> = labels.flatten_all()?.to_dtype(DType::U32)?.to_vec1()?;
-    if let Some(&bad) = lab.iter().find(|&&l| l != ignore && l as usize >= k) {
-        candle_core::bail!("label {bad} out of range for {k} classes")
-    }
+    let lab = std::sync::Arc::new(lab);
     let n_valid = lab.iter().filter(|&&l| l != ignore).count();
+    // both forms check the labels against the classes
     let sum = match pupil_ops::xent::softmax_xent_sum(logits, &lab, ignore)? {
         Some(sum) => sum,
         None => composed_xent_sum(logits, &lab, ignore)?,
@@ -85,6 +83,9 @@ pub fn softmax_cross_entropy(logits: &Tensor, labels: &Tensor, ignore: u32) -> R
 /// The cross-entropy sum in candle's ops (devices without the fused op).
 fn composed_xent_sum(logits: &Tensor, lab: &[u32], ignore: u32) -> Result<Tensor> {
     let (b, k, h, w) = logits.dims4()?;
+    if let Some(&bad) = lab.iter().find(|&&l| l != ignore && l as usize >= k) {
+        candle_core::bail!("label {bad} out of range for {k} classes")
+    }
     let lp = pupil_ops::log_softmax_last_dim(
         &logits
             .permute((0, 2, 3, 1))?

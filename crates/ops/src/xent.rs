@@ -20,47 +20,29 @@ struct Xent {
 
 /// log-sum-exp over the K planes of every pixel, [B * H * W], in f64.
 fn log_sum_exp<T: Real>(x: &[T], k: usize, hw: usize) -> Vec<f64> {
-    let n = x.len() / (k * hw).max(1) * hw;
-    let mut lse = vec![0f64; n];
-    par::for_chunks(&mut lse, PIXELS, |i, out| {
-        let p0 = i * PIXELS;
-        let (b, q0) = (p0 / hw, p0 % hw);
-        // chunks never straddle images when PIXELS divides hw; otherwise walk pixel by pixel
-        let mut m = vec![f64::NEG_INFINITY; out.len()];
-        let at = |j: usize, c: usize| {
-            let p = p0 + j;
-            x[(p / hw * k + c) * hw + p % hw].to()
-        };
-        let same_image = (p0 + out.len() - 1) / hw == b;
-        for c in 0..k {
-            if same_image {
-                let row = &x[(b * k + c) * hw + q0..][..out.len()];
-                for (mj, &v) in m.iter_mut().zip(row) {
+    let mut lse = vec![0f64; x.len() / k.max(1)];
+    // image by image, so that a chunk of pixels reads one contiguous run of each plane
+    for (b, img) in lse.chunks_mut(hw.max(1)).enumerate() {
+        par::for_chunks(img, PIXELS, |i, out| {
+            let n = out.len();
+            let plane = |c: usize| &x[(b * k + c) * hw + i * PIXELS..][..n];
+            let mut m = vec![f64::NEG_INFINITY; n];
+            for c in 0..k {
+                for (mj, &v) in m.iter_mut().zip(plane(c)) {
                     *mj = mj.max(v.to());
                 }
-            } else {
-                for (j, mj) in m.iter_mut().enumerate() {
-                    *mj = mj.max(at(j, c));
-                }
             }
-        }
-        out.fill(0.0);
-        for c in 0..k {
-            if same_image {
-                let row = &x[(b * k + c) * hw + q0..][..out.len()];
-                for ((o, &v), &mj) in out.iter_mut().zip(row).zip(&m) {
+            out.fill(0.0);
+            for c in 0..k {
+                for ((o, &v), &mj) in out.iter_mut().zip(plane(c)).zip(&m) {
                     *o += (v.to() - mj).exp();
                 }
-            } else {
-                for (j, o) in out.iter_mut().enumerate() {
-                    *o += (at(j, c) - m[j]).exp();
-                }
             }
-        }
-        for (o, &mj) in out.iter_mut().zip(&m) {
-            *o = o.ln() + mj;
-        }
-    });
+            for (o, &mj) in out.iter_mut().zip(&m) {
+                *o = o.ln() + mj;
+            }
+        });
+    }
     lse
 }
 
@@ -139,7 +121,7 @@ impl CustomOp1 for Xent {
 /// [B, K, H, W] and one label per pixel (B * H * W, row-major). One op on CPU in f32 / f64
 /// (the per-pixel arithmetic in f64); `None` elsewhere, for the caller's composed form.
 /// Labels must be below K or equal to `ignore`.
-pub fn softmax_xent_sum(x: &Tensor, labels: &[u32], ignore: u32) -> Result<Option<Tensor>> {
+pub fn softmax_xent_sum(x: &Tensor, labels: &Arc<Vec<u32>>, ignore: u32) -> Result<Option<Tensor>> {
     if !x.device().is_cpu() || !matches!(x.dtype(), DType::F32 | DType::F64) {
         return Ok(None);
     }
@@ -155,7 +137,7 @@ pub fn softmax_xent_sum(x: &Tensor, labels: &[u32], ignore: u32) -> Result<Optio
         candle_core::bail!("cross-entropy: label {bad} out of range for {k} classes")
     }
     let op = Xent {
-        labels: Arc::new(labels.to_vec()),
+        labels: labels.clone(),
         ignore,
         grad: None,
     };
@@ -193,12 +175,14 @@ mod tests {
     #[test]
     fn xent_sum_matches_the_formula_and_finite_differences() {
         let dev = Device::Cpu;
-        // 9 x 7 pixels: chunks of PIXELS straddle images when there are enough of them
+        // 40 x 70 pixels: more than one chunk of PIXELS per image, the last one short
         for (b, k, h, w) in [(2, 5, 9, 7), (3, 3, 40, 70)] {
             let x = Tensor::randn(0f64, 4.0, (b, k, h, w), &dev).unwrap();
-            let labels: Vec<u32> = (0..b * h * w)
-                .map(|i| if i % 4 == 3 { 255 } else { (i * 7 % k) as u32 })
-                .collect();
+            let labels: Arc<Vec<u32>> = Arc::new(
+                (0..b * h * w)
+                    .map(|i| if i % 4 == 3 { 255 } else { (i * 7 % k) as u32 })
+                    .collect(),
+            );
             let xv: Vec<f64> = x.flatten_all().unwrap().to_vec1().unwrap();
             let want = reference(&xv, &labels, (b, k, h * w), 255);
             let got = softmax_xent_sum(&x, &labels, 255)
@@ -226,10 +210,11 @@ mod tests {
     #[test]
     fn xent_rejects_bad_labels_and_shapes() {
         let x = Tensor::zeros((1, 3, 2, 2), DType::F32, &Device::Cpu).unwrap();
-        let e = softmax_xent_sum(&x, &[0, 1, 2, 3], 255).unwrap_err();
+        let l = |v: &[u32]| Arc::new(v.to_vec());
+        let e = softmax_xent_sum(&x, &l(&[0, 1, 2, 3]), 255).unwrap_err();
         assert!(e.to_string().contains("label 3 out of range"), "{e}");
-        let e = softmax_xent_sum(&x, &[0, 1], 255).unwrap_err();
+        let e = softmax_xent_sum(&x, &l(&[0, 1]), 255).unwrap_err();
         assert!(e.to_string().contains("2 labels"), "{e}");
-        assert!(softmax_xent_sum(&x, &[0, 255, 2, 1], 255).is_ok());
+        assert!(softmax_xent_sum(&x, &l(&[0, 255, 2, 1]), 255).is_ok());
     }
 }
