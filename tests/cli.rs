@@ -124,3 +124,53 @@ fn bad_inputs_exit_nonzero_with_the_file_named() {
     ]);
     assert!(err.contains("/nonexistent/voc"), "{err}");
 }
+
+/// `pupil bench` on tiny models of each task and mode: one JSON line with the timing keys
+/// (train mode also splits forward, backward and step); zero counts are refused.
+#[test]
+fn bench_prints_one_json_line_for_every_task_and_refuses_zero_counts() {
+    let small = [
+        "--set",
+        "backbone.name=efficientnet",
+        "--set",
+        "backbone.width=0.25",
+        "--set",
+        "backbone.depth=0.1",
+        "--set",
+        "data.size_divisor=32",
+        "--size",
+        "64",
+        "--batch",
+        "2",
+        "--classes",
+        "3",
+        "--iters",
+        "1",
+        "--warmup",
+        "0",
+    ];
+    for task in ["detection", "segmentation", "classification"] {
+        for mode in ["infer", "train"] {
+            let t = format!("task={task}");
+            let mut args = vec!["bench", "--mode", mode, "--set", &t];
+            args.extend(small);
+            let out = ok(&args);
+            let line: serde_json::Value = serde_json::from_str(out.trim())
+                .unwrap_or_else(|e| panic!("{task} {mode}: not one JSON line ({e}): {out}"));
+            assert_eq!(line["task"], task, "{line}");
+            assert_eq!(line["mode"], mode, "{line}");
+            assert!(line["ms"].as_f64().unwrap() > 0.0, "{line}");
+            assert!(line["img_per_s"].as_f64().unwrap() > 0.0, "{line}");
+            assert!(line["peak_mb"].as_f64().unwrap() > 0.0, "{line}");
+            for k in ["forward_ms", "backward_ms", "step_ms"] {
+                assert_eq!(line.get(k).is_some(), mode == "train", "{k}: {line}");
+            }
+        }
+    }
+    for flag in ["--batch", "--iters", "--size", "--classes"] {
+        let e = fails(&["bench", flag, "0"]);
+        assert!(e.contains(flag) && e.contains("at least 1"), "{flag}: {e}");
+    }
+    let e = fails(&["bench", "--mode", "fit"]);
+    assert!(e.contains("--mode"), "{e}");
+}

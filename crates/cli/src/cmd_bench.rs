@@ -96,6 +96,16 @@ pub fn run(a: BenchArgs) -> Result<()> {
     if a.mode != "infer" && a.mode != "train" {
         bail!("--mode must be infer or train, got {:?}", a.mode)
     }
+    for (flag, v) in [
+        ("--batch", a.batch),
+        ("--size", a.size),
+        ("--classes", a.classes),
+        ("--iters", a.iters),
+    ] {
+        if v == 0 {
+            bail!("{flag} must be at least 1, got 0")
+        }
+    }
     let dev = device(&cfg.device)?;
     let dt = cfg.optim.precision.dtype();
     if dt == candle_core::DType::BF16 && dev.is_cpu() {
@@ -117,6 +127,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
     batch.images = batch.images.to_dtype(dt)?;
     let mut opt = Sgd::new(&store, &cfg.optim);
     let mut times = Vec::new();
+    // train mode: forward + loss, backward, optimizer step (ms each), to show where time goes
+    let mut parts: [Vec<f64>; 3] = Default::default();
     let mut peak = 0f64;
     for i in 0..a.warmup + a.iters {
         sync(&dev)?;
@@ -129,11 +141,22 @@ pub fn run(a: BenchArgs) -> Result<()> {
             out.to_scalar::<f32>()?;
         } else {
             let (loss, _) = model.loss(&batch, true)?;
+            sync(&dev)?;
+            let t_fwd = t.elapsed().as_secs_f64();
             let grads = loss.backward()?;
             loss.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()?;
             // as in the trainer: the graph's activations are freed before the step allocates
             drop(loss);
+            sync(&dev)?;
+            let t_bwd = t.elapsed().as_secs_f64();
             opt.step(&grads, 0.01)?;
+            sync(&dev)?;
+            if i >= a.warmup {
+                let t_all = t.elapsed().as_secs_f64();
+                for (p, v) in parts.iter_mut().zip([t_fwd, t_bwd - t_fwd, t_all - t_bwd]) {
+                    p.push(v * 1e3);
+                }
+            }
         }
         sync(&dev)?;
         peak = peak.max(memory_mb(&dev));
@@ -141,11 +164,13 @@ pub fn run(a: BenchArgs) -> Result<()> {
             times.push(t.elapsed().as_secs_f64() * 1e3);
         }
     }
-    times.sort_by(f64::total_cmp);
-    let ms = times[times.len() / 2];
-    println!(
-        "{}",
-        serde_json::json!({
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).map(|m| (m * 100.0).round() / 100.0)
+    };
+    let ms = median(times).unwrap_or(f64::NAN);
+    let [fwd, bwd, step] = parts.map(median);
+    let mut line = serde_json::json!({
             "impl": "pupil",
             "task": cfg.task.name(),
             "backbone": cfg.backbone.name,
@@ -157,7 +182,12 @@ pub fn run(a: BenchArgs) -> Result<()> {
             "ms": (ms * 100.0).round() / 100.0,
             "img_per_s": ((a.batch as f64 * 1e3 / ms) * 10.0).round() / 10.0,
             "peak_mb": peak.round(),
-        })
-    );
+    });
+    if a.mode == "train" {
+        line["forward_ms"] = fwd.into();
+        line["backward_ms"] = bwd.into();
+        line["step_ms"] = step.into();
+    }
+    println!("{line}");
     Ok(())
 }

@@ -20,6 +20,7 @@ pub mod fused;
 pub mod par;
 mod pool;
 mod resize;
+pub mod sgd;
 mod softmax;
 mod storage;
 pub mod xent;

@@ -3,8 +3,9 @@
 use crate::config::{OptimConfig, ScheduleKind};
 use crate::error::Result;
 use candle_core::backprop::GradStore;
-use candle_core::{DType, Tensor, Var};
+use candle_core::{DType, Tensor, TensorId, Var};
 use pupil_nn::{ParamKind, ParamStore};
+use pupil_ops::sgd;
 use std::collections::BTreeMap;
 
 /// Learning rate at a step: linear warm-up from `warmup_lr` to `lr`, then the schedule.
@@ -42,6 +43,12 @@ pub struct Sgd {
     params: Vec<(String, Var, ParamKind)>,
     /// Momentum buffers by parameter name.
     pub buffers: BTreeMap<String, Tensor>,
+    /// Take the fused CPU kernels when every parameter allows (the tensor-op path otherwise;
+    /// both give the same step up to float rounding).
+    pub fused: bool,
+    /// Buffers the fused step made itself and so may update in place; any other (one read
+    /// from a checkpoint, or a gradient kept by the tensor-op path) is copied first.
+    owned: BTreeMap<String, TensorId>,
 }
 
 /// What a step did.
@@ -82,6 +89,8 @@ impl Sgd {
             clip_norm: cfg.clip_norm,
             params: store.trainable(),
             buffers: BTreeMap::new(),
+            fused: true,
+            owned: BTreeMap::new(),
         }
     }
 
@@ -114,6 +123,14 @@ impl Sgd {
     /// the gradient norm is not finite (clipping cannot mend a NaN) or an updated weight
     /// would overflow.
     pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<StepInfo> {
+        let fusable = self.params.iter().all(|(_, var, _)| {
+            grads
+                .get(var.as_tensor())
+                .is_none_or(|g| sgd::fusable(var.as_tensor(), g))
+        });
+        if self.fused && fusable {
+            return self.step_fused(grads, lr);
+        }
         let (gs, norm) = self.gradients(grads)?;
         let skipped = StepInfo::skipped(norm);
         if !norm.is_finite() {
@@ -143,6 +160,60 @@ impl Sgd {
             let (name, var, _) = &self.params[i];
             var.set(&(var.as_tensor().detach() - (&v * lr)?)?)?;
             self.buffers.insert(name.clone(), v);
+        }
+        Ok(StepInfo {
+            grad_norm: norm,
+            clipped,
+            applied: true,
+        })
+    }
+
+    /// [`Sgd::step`] on the fused kernels: one read pass per tensor for the norm and the
+    /// overflow bound, then the update in place. The bound uses
+    /// |w - lr v| <= max|w| + lr (momentum max|buf| + scale max|d|), a little looser than
+    /// the tensor-op path's exact max|v|, so both skip the same non-finite steps.
+    fn step_fused(&mut self, grads: &GradStore, lr: f64) -> Result<StepInfo> {
+        let mut items = Vec::with_capacity(self.params.len());
+        let mut sumsq = 0f64;
+        for (i, (name, var, kind)) in self.params.iter().enumerate() {
+            let Some(g) = grads.get(var.as_tensor()) else {
+                continue;
+            };
+            let wd = if *kind == ParamKind::Kernel {
+                self.weight_decay
+            } else {
+                0.0
+            };
+            let st = sgd::step_stats(var.as_tensor(), g, self.buffers.get(name), wd)?;
+            sumsq += st.sumsq;
+            items.push((i, g.clone(), wd, st));
+        }
+        let norm = sumsq.sqrt();
+        let skipped = StepInfo::skipped(norm);
+        if !norm.is_finite() {
+            return Ok(skipped);
+        }
+        let clipped = self.clip_norm > 0.0 && norm > self.clip_norm;
+        let scale = if clipped { self.clip_norm / norm } else { 1.0 };
+        let m = self.momentum;
+        let bound = items
+            .iter()
+            .map(|(_, _, _, st)| st.max_w + lr * (m * st.max_buf + scale * st.max_d))
+            .fold(0f64, |a, b| if b.is_nan() { b } else { a.max(b) });
+        if !bound.is_finite() || bound > f32::MAX as f64 {
+            return Ok(skipped);
+        }
+        for (i, g, wd, _) in items {
+            let (name, var, _) = &self.params[i];
+            let w = var.as_tensor();
+            let buf = match self.buffers.get(name) {
+                Some(b) if self.owned.get(name) == Some(&b.id()) => b.clone(),
+                Some(b) => b.to_dtype(DType::F32)?.copy()?,
+                None => w.zeros_like()?,
+            };
+            sgd::step_update(w, &g, &buf, wd, scale, m, lr)?;
+            self.owned.insert(name.clone(), buf.id());
+            self.buffers.insert(name.clone(), buf);
         }
         Ok(StepInfo {
             grad_norm: norm,
@@ -358,8 +429,131 @@ mod tests {
         );
     }
 
+    /// Three parameters (one big enough to be split across threads), a few steps with
+    /// weight decay, momentum and clipping on and off: the fused and the tensor-op paths
+    /// end at the same weights and buffers.
+    #[test]
+    fn fused_and_tensor_op_steps_agree() {
+        let run = |fused: bool| {
+            let store = ParamStore::new(&Device::Cpu, DType::F32, 7);
+            let r = store.root();
+            r.get(
+                (300, 300),
+                "k",
+                Init::Normal {
+                    mean: 0.0,
+                    std: 0.1,
+                },
+                ParamKind::Kernel,
+            )
+            .unwrap();
+            r.get(
+                5,
+                "b",
+                Init::Normal {
+                    mean: 0.0,
+                    std: 1.0,
+                },
+                ParamKind::Bias,
+            )
+            .unwrap();
+            r.get(
+                (3, 4),
+                "k2",
+                Init::Normal {
+                    mean: 0.0,
+                    std: 1.0,
+                },
+                ParamKind::Kernel,
+            )
+            .unwrap();
+            let cfg = OptimConfig {
+                momentum: 0.9,
+                weight_decay: 0.01,
+                clip_norm: 50.0,
+                ..Default::default()
+            };
+            let mut opt = Sgd::new(&store, &cfg);
+            opt.fused = fused;
+            let mut clipped = Vec::new();
+            for step in 0..4 {
+                // loss = sum(c * w^2) with a step-dependent c: clipped on the big steps
+                let c = [1.0, 40.0, 0.5, 60.0][step];
+                let mut loss = Tensor::zeros((), DType::F32, &Device::Cpu).unwrap();
+                for (_, v, _) in store.trainable() {
+                    let t = (v.as_tensor().sqr().unwrap() * c).unwrap();
+                    loss = (loss + t.sum_all().unwrap()).unwrap();
+                }
+                let g = loss.backward().unwrap();
+                let info = opt.step(&g, 0.05).unwrap();
+                assert!(info.applied);
+                clipped.push(info.clipped);
+            }
+            let w: Vec<Vec<f32>> = ["k", "b", "k2"]
+                .iter()
+                .map(|n| {
+                    store
+                        .get(n)
+                        .unwrap()
+                        .flatten_all()
+                        .unwrap()
+                        .to_vec1()
+                        .unwrap()
+                })
+                .collect();
+            let b: Vec<Vec<f32>> = ["k", "b", "k2"]
+                .iter()
+                .map(|n| opt.buffers[*n].flatten_all().unwrap().to_vec1().unwrap())
+                .collect();
+            (w, b, clipped)
+        };
+        let (wf, bf, cf) = run(true);
+        let (wt, bt, ct) = run(false);
+        assert_eq!(cf, ct);
+        assert!(cf.contains(&true) && cf.contains(&false), "{cf:?}");
+        for (x, y) in wf.iter().flatten().zip(wt.iter().flatten()) {
+            assert!((x - y).abs() <= 1e-5 * (1.0 + y.abs()), "{x} vs {y}");
+        }
+        for (x, y) in bf.iter().flatten().zip(bt.iter().flatten()) {
+            assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{x} vs {y}");
+        }
+    }
+
+    /// A momentum buffer put in from outside (a restored checkpoint) is not written through:
+    /// the fused step works on a copy.
+    #[test]
+    fn fused_step_never_writes_into_a_buffer_it_did_not_make() {
+        let store = ParamStore::new(&Device::Cpu, DType::F32, 0);
+        let w = store
+            .root()
+            .get(2, "w", Init::Const(1.0), ParamKind::Bias)
+            .unwrap();
+        let mut opt = Sgd::new(
+            &store,
+            &OptimConfig {
+                momentum: 0.5,
+                ..Default::default()
+            },
+        );
+        let outside = Tensor::new(&[1f32, 1.0], &Device::Cpu).unwrap();
+        opt.buffers.insert("w".into(), outside.clone());
+        let g = w.sum_all().unwrap().backward().unwrap();
+        assert!(opt.step(&g, 0.1).unwrap().applied);
+        assert_eq!(outside.to_vec1::<f32>().unwrap(), vec![1.0, 1.0]);
+        // velocity 0.5 * 1 + 1 = 1.5, w = 1 - 0.15
+        assert_eq!(opt.buffers["w"].to_vec1::<f32>().unwrap(), vec![1.5, 1.5]);
+        let wv = w.to_vec1::<f32>().unwrap();
+        assert!((wv[0] - 0.85).abs() < 1e-6, "{wv:?}");
+    }
+
     #[test]
     fn non_finite_gradients_and_overflowing_updates_change_nothing() {
+        for fused in [true, false] {
+            non_finite_steps_change_nothing(fused);
+        }
+    }
+
+    fn non_finite_steps_change_nothing(fused: bool) {
         let store = ParamStore::new(&Device::Cpu, DType::F32, 0);
         let w = store
             .root()
@@ -371,6 +565,7 @@ mod tests {
             ..Default::default()
         };
         let mut opt = Sgd::new(&store, &cfg);
+        opt.fused = fused;
         let grads_of = |v: [f32; 2]| {
             let t = Tensor::new(&v, &Device::Cpu).unwrap();
             (w.clone() * t)
