@@ -139,6 +139,7 @@ fn first_non_finite<'a>(
             continue;
         }
         // x - x is 0 for every finite x and NaN otherwise; its sum cannot overflow.
+        #[allow(clippy::eq_op)]
         let s = (t - t)?
             .sum_all()?
             .to_dtype(DType::F64)?
