@@ -164,12 +164,13 @@ pub fn run(a: BenchArgs) -> Result<()> {
             times.push(t.elapsed().as_secs_f64() * 1e3);
         }
     }
+    // --iters >= 1 was checked, so every list holds a value
     let median = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).map(|m| (m * 100.0).round() / 100.0)
+        v[v.len() / 2]
     };
-    let ms = median(times).unwrap_or(f64::NAN);
-    let [fwd, bwd, step] = parts.map(median);
+    let r2 = |x: f64| (x * 100.0).round() / 100.0;
+    let ms = median(times);
     let mut line = serde_json::json!({
             "impl": "pupil",
             "task": cfg.task.name(),
@@ -179,14 +180,17 @@ pub fn run(a: BenchArgs) -> Result<()> {
             "precision": format!("{:?}", cfg.optim.precision).to_lowercase(),
             "batch": a.batch,
             "size": a.size,
-            "ms": (ms * 100.0).round() / 100.0,
+            "ms": r2(ms),
             "img_per_s": ((a.batch as f64 * 1e3 / ms) * 10.0).round() / 10.0,
             "peak_mb": peak.round(),
     });
     if a.mode == "train" {
-        line["forward_ms"] = fwd.into();
-        line["backward_ms"] = bwd.into();
-        line["step_ms"] = step.into();
+        for (k, v) in ["forward_ms", "backward_ms", "step_ms"]
+            .into_iter()
+            .zip(parts)
+        {
+            line[k] = r2(median(v)).into();
+        }
     }
     println!("{line}");
     Ok(())

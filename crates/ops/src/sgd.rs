@@ -77,13 +77,10 @@ fn stats_range(w: &[f32], g: &[f32], b: Option<&[f32]>, wd: f32) -> StepStats {
 }
 
 fn cpu_f32<'a>(s: &'a Storage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let Storage::Cpu(CpuStorage::F32(v)) = s else {
-        bail!("fused sgd: {what} must be an f32 CPU tensor")
+    let Storage::Cpu(c) = s else {
+        bail!("fused sgd: {what} must be a CPU tensor")
     };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&v[a..b]),
-        None => bail!("fused sgd: {what} must be contiguous"),
-    }
+    src_slice(c, l, what)
 }
 
 /// The guard statistics of one parameter `w` with gradient `g`, weight decay `wd` and its
@@ -150,24 +147,26 @@ fn apply(out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
     }
 }
 
+/// The element range of a contiguous layout.
+fn span(l: &Layout, what: &str) -> Result<std::ops::Range<usize>> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(a..b),
+        None => bail!("fused sgd: {what} must be contiguous"),
+    }
+}
+
 fn dst_slice<'a>(s: &'a mut CpuStorage, l: &Layout, what: &str) -> Result<&'a mut [f32]> {
     let CpuStorage::F32(v) = s else {
         bail!("fused sgd: {what} must be f32")
     };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&mut v[a..b]),
-        None => bail!("fused sgd: {what} must be contiguous"),
-    }
+    Ok(&mut v[span(l, what)?])
 }
 
 fn src_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     let CpuStorage::F32(v) = s else {
         bail!("fused sgd: {what} must be f32")
     };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&v[a..b]),
-        None => bail!("fused sgd: {what} must be contiguous"),
-    }
+    Ok(&v[span(l, what)?])
 }
 
 impl InplaceOp3 for Velocity {

@@ -99,6 +99,15 @@ impl Sgd {
         &self.params
     }
 
+    /// Weight decay of a parameter: kernels only (biases and norm scales take none).
+    fn decay(&self, kind: ParamKind) -> f64 {
+        if kind == ParamKind::Kernel {
+            self.weight_decay
+        } else {
+            0.0
+        }
+    }
+
     /// The decayed gradients by parameter index and their global norm.
     fn gradients(&self, grads: &GradStore) -> Result<(Vec<(usize, Tensor)>, f64)> {
         let mut gs: Vec<(usize, Tensor)> = Vec::new();
@@ -109,9 +118,10 @@ impl Sgd {
             };
             // Detached: buffers must not keep the step's graph alive.
             let mut g = g.detach();
-            if *kind == ParamKind::Kernel && self.weight_decay > 0.0 {
+            let wd = self.decay(*kind);
+            if wd > 0.0 {
                 // d/dw of wd * 0.5 * |w|^2
-                g = (g + (var.as_tensor().detach() * self.weight_decay)?)?;
+                g = (g + (var.as_tensor().detach() * wd)?)?;
             }
             sq.push(g.sqr()?.sum_all()?.to_dtype(DType::F64)?);
             gs.push((i, g));
@@ -179,11 +189,7 @@ impl Sgd {
             let Some(g) = grads.get(var.as_tensor()) else {
                 continue;
             };
-            let wd = if *kind == ParamKind::Kernel {
-                self.weight_decay
-            } else {
-                0.0
-            };
+            let wd = self.decay(*kind);
             let st = sgd::step_stats(var.as_tensor(), g, self.buffers.get(name), wd)?;
             sumsq += st.sumsq;
             items.push((i, g.clone(), wd, st));
