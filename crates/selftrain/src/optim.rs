@@ -81,6 +81,11 @@ fn reduce(parts: Vec<Tensor>, max: bool) -> Result<f64> {
     Ok(r.to_scalar::<f64>()?)
 }
 
+/// An updated weight bounded by `bound` stays a finite f32.
+fn fits_f32(bound: f64) -> bool {
+    bound.is_finite() && bound <= f32::MAX as f64
+}
+
 impl Sgd {
     pub fn new(store: &ParamStore, cfg: &OptimConfig) -> Self {
         Sgd {
@@ -105,6 +110,15 @@ impl Sgd {
             self.weight_decay
         } else {
             0.0
+        }
+    }
+
+    /// Whether the step is clipped at this gradient norm, and the factor on the gradients.
+    fn clip(&self, norm: f64) -> (bool, f64) {
+        if self.clip_norm > 0.0 && norm > self.clip_norm {
+            (true, self.clip_norm / norm)
+        } else {
+            (false, 1.0)
         }
     }
 
@@ -133,12 +147,14 @@ impl Sgd {
     /// the gradient norm is not finite (clipping cannot mend a NaN) or an updated weight
     /// would overflow.
     pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<StepInfo> {
-        let fusable = self.params.iter().all(|(_, var, _)| {
-            grads
-                .get(var.as_tensor())
-                .is_none_or(|g| sgd::fusable(var.as_tensor(), g))
-        });
-        if self.fused && fusable {
+        let fusable = || {
+            self.params.iter().all(|(_, var, _)| {
+                grads
+                    .get(var.as_tensor())
+                    .is_none_or(|g| sgd::fusable(var.as_tensor(), g))
+            })
+        };
+        if self.fused && fusable() {
             return self.step_fused(grads, lr);
         }
         let (gs, norm) = self.gradients(grads)?;
@@ -146,8 +162,7 @@ impl Sgd {
         if !norm.is_finite() {
             return Ok(skipped);
         }
-        let clipped = self.clip_norm > 0.0 && norm > self.clip_norm;
-        let scale = if clipped { self.clip_norm / norm } else { 1.0 };
+        let (clipped, scale) = self.clip(norm);
         let mut velocities = Vec::with_capacity(gs.len());
         let mut bounds = Vec::with_capacity(gs.len());
         for (i, g) in gs {
@@ -162,8 +177,7 @@ impl Sgd {
             bounds.push((w + (v.abs()?.max_all()?.to_dtype(DType::F64)? * lr)?)?);
             velocities.push((i, v));
         }
-        let bound = reduce(bounds, true)?;
-        if !bound.is_finite() || bound > f32::MAX as f64 {
+        if !fits_f32(reduce(bounds, true)?) {
             return Ok(skipped);
         }
         for (i, v) in velocities {
@@ -199,14 +213,13 @@ impl Sgd {
         if !norm.is_finite() {
             return Ok(skipped);
         }
-        let clipped = self.clip_norm > 0.0 && norm > self.clip_norm;
-        let scale = if clipped { self.clip_norm / norm } else { 1.0 };
+        let (clipped, scale) = self.clip(norm);
         let m = self.momentum;
-        let bound = items
+        // Each bound on its own: a max over them would drop a NaN (f64::max ignores it).
+        let fits = items
             .iter()
-            .map(|(_, _, _, st)| st.max_w + lr * (m * st.max_buf + scale * st.max_d))
-            .fold(0f64, |a, b| if b.is_nan() { b } else { a.max(b) });
-        if !bound.is_finite() || bound > f32::MAX as f64 {
+            .all(|(_, _, _, st)| fits_f32(st.max_w + lr * (m * st.max_buf + scale * st.max_d)));
+        if !fits {
             return Ok(skipped);
         }
         for (i, g, wd, _) in items {
@@ -343,7 +356,7 @@ impl Ema {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{DType, Device};
+    use candle_core::{DType, Device, Shape};
     use pupil_nn::Init;
 
     #[test]
@@ -442,37 +455,15 @@ mod tests {
     fn fused_and_tensor_op_steps_agree() {
         let run = |fused: bool| {
             let store = ParamStore::new(&Device::Cpu, DType::F32, 7);
-            let r = store.root();
-            r.get(
-                (300, 300),
-                "k",
-                Init::Normal {
-                    mean: 0.0,
-                    std: 0.1,
-                },
-                ParamKind::Kernel,
-            )
-            .unwrap();
-            r.get(
-                5,
-                "b",
-                Init::Normal {
-                    mean: 0.0,
-                    std: 1.0,
-                },
-                ParamKind::Bias,
-            )
-            .unwrap();
-            r.get(
-                (3, 4),
-                "k2",
-                Init::Normal {
-                    mean: 0.0,
-                    std: 1.0,
-                },
-                ParamKind::Kernel,
-            )
-            .unwrap();
+            let params: [(Shape, &str, f64, ParamKind); 3] = [
+                ((300, 300).into(), "k", 0.1, ParamKind::Kernel),
+                (5.into(), "b", 1.0, ParamKind::Bias),
+                ((3, 4).into(), "k2", 1.0, ParamKind::Kernel),
+            ];
+            for (shape, name, std, kind) in params {
+                let init = Init::Normal { mean: 0.0, std };
+                store.root().get(shape, name, init, kind).unwrap();
+            }
             let cfg = OptimConfig {
                 momentum: 0.9,
                 weight_decay: 0.01,
@@ -556,6 +547,33 @@ mod tests {
     fn non_finite_gradients_and_overflowing_updates_change_nothing() {
         for fused in [true, false] {
             non_finite_steps_change_nothing(fused);
+        }
+    }
+
+    /// A NaN in one parameter's momentum buffer (the first in order) skips the step even
+    /// when a later parameter's bound is finite.
+    #[test]
+    fn a_nan_buffer_before_finite_parameters_skips_the_step() {
+        for fused in [true, false] {
+            let store = ParamStore::new(&Device::Cpu, DType::F32, 0);
+            let r = store.root();
+            let a = r.get(2, "a", Init::Const(1.0), ParamKind::Bias).unwrap();
+            let b = r.get(2, "b", Init::Const(1.0), ParamKind::Bias).unwrap();
+            let cfg = OptimConfig {
+                momentum: 0.9,
+                ..Default::default()
+            };
+            let mut opt = Sgd::new(&store, &cfg);
+            opt.fused = fused;
+            let nan = Tensor::new(&[f32::NAN, 0.0], &Device::Cpu).unwrap();
+            opt.buffers.insert("a".into(), nan);
+            let g = (a.sum_all().unwrap() + b.sum_all().unwrap())
+                .unwrap()
+                .backward()
+                .unwrap();
+            assert!(!opt.step(&g, 0.1).unwrap().applied, "fused {fused}");
+            assert_eq!(a.to_vec1::<f32>().unwrap(), vec![1.0, 1.0]);
+            assert_eq!(b.to_vec1::<f32>().unwrap(), vec![1.0, 1.0]);
         }
     }
 
