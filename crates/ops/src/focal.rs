@@ -5,6 +5,8 @@ use crate::fused::{slice, Real};
 use crate::par;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 #[derive(Clone, Copy)]
 struct Focal {
@@ -55,7 +57,7 @@ const ROWS: usize = 256;
 
 fn fwd<T: Real>(x: &[T], t: &[T], w: &[T], k: usize, f: Focal) -> f64 {
     let rows = w.len();
-    let parts = par::map(rows.div_ceil(ROWS), |c| {
+    let parts = par::map(rows.div_ceil(ROWS), #[inline(always)] |c| {
         let mut s = 0f64;
         for r in c * ROWS..((c + 1) * ROWS).min(rows) {
             let wr = w[r].to();
@@ -75,7 +77,7 @@ fn fwd<T: Real>(x: &[T], t: &[T], w: &[T], k: usize, f: Focal) -> f64 {
 
 fn bwd<T: Real>(x: &[T], t: &[T], w: &[T], k: usize, f: Focal, scale: f64) -> Vec<T> {
     let mut dx = vec![T::f(0.0); x.len()];
-    par::for_chunks(&mut dx, ROWS * k, |c, out| {
+    par::for_chunks(&mut dx, ROWS * k, #[inline(always)] |c, out| {
         for (i, o) in out.chunks_mut(k).enumerate() {
             let r = c * ROWS + i;
             let wr = scale * w[r].to();
@@ -90,11 +92,43 @@ fn bwd<T: Real>(x: &[T], t: &[T], w: &[T], k: usize, f: Focal, scale: f64) -> Ve
     dx
 }
 
+/// [`fwd`]'s sum (the same bits) and the gradient of the sum itself (d loss / d sum = 1),
+/// in one pass: the exp and log1p of each element are then paid once per training step.
+fn fwd_grad<T: Real>(x: &[T], t: &[T], w: &[T], k: usize, f: Focal) -> (f64, Vec<T>) {
+    let rows = w.len();
+    let mut dx = vec![T::f(0.0); x.len()];
+    let parts: Vec<AtomicU64> = (0..rows.div_ceil(ROWS)).map(|_| AtomicU64::new(0)).collect();
+    par::for_chunks(&mut dx, ROWS * k, #[inline(always)] |c, out| {
+        let mut s = 0f64;
+        for (i, o) in out.chunks_mut(k).enumerate() {
+            let r = c * ROWS + i;
+            let wr = w[r].to();
+            if wr == 0.0 {
+                continue;
+            }
+            let mut row = 0f64;
+            for (j, o) in (r * k..).zip(o) {
+                let (l, d) = focal_one(x[j].to(), t[j].to(), f.alpha, f.gamma);
+                row += l;
+                *o = T::f(wr * d);
+            }
+            s += wr * row;
+        }
+        // each chunk owns its slot, so the sum below runs in chunk order
+        parts[c].store(s.to_bits(), Ordering::Relaxed);
+    });
+    let sum = parts.iter().map(|p| f64::from_bits(p.load(Ordering::Relaxed))).sum();
+    (sum, dx)
+}
+
 /// Inputs (logits, targets, row weights). Without `grad` the op is the weighted sum, a
 /// scalar; with `grad` (d loss / d sum) it is that sum's gradient in the logits.
 struct FocalOp {
     focal: Focal,
     grad: Option<f64>,
+    /// When the logits are tracked, the forward also computes the unscaled gradient and
+    /// leaves it here for the backward.
+    cache: Option<Mutex<Option<CpuStorage>>>,
 }
 
 impl CustomOp3 for FocalOp {
@@ -113,30 +147,38 @@ impl CustomOp3 for FocalOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        fn go<T: Real>(x: &[T], t: &[T], w: &[T], k: usize, op: &FocalOp) -> Vec<T> {
-            match op.grad {
-                None => vec![T::f(fwd(x, t, w, k, op.focal))],
-                Some(scale) => bwd(x, t, w, k, op.focal, scale),
+        /// The op's output, and the cached gradient when the op keeps one.
+        fn go<T: Real>(
+            x: &[T],
+            t: &[T],
+            w: &[T],
+            k: usize,
+            op: &FocalOp,
+        ) -> (Vec<T>, Option<Vec<T>>) {
+            match (op.grad, &op.cache) {
+                (Some(scale), _) => (bwd(x, t, w, k, op.focal, scale), None),
+                (None, Some(_)) => {
+                    let (sum, dx) = fwd_grad(x, t, w, k, op.focal);
+                    (vec![T::f(sum)], Some(dx))
+                }
+                (None, None) => (vec![T::f(fwd(x, t, w, k, op.focal))], None),
             }
         }
         let k = l1.shape().dims().last().copied().unwrap_or(1).max(1);
-        let out = match s1.dtype() {
-            DType::F32 => CpuStorage::F32(go::<f32>(
-                slice(s1, l1)?,
-                slice(s2, l2)?,
-                slice(s3, l3)?,
-                k,
-                self,
-            )),
-            DType::F64 => CpuStorage::F64(go::<f64>(
-                slice(s1, l1)?,
-                slice(s2, l2)?,
-                slice(s3, l3)?,
-                k,
-                self,
-            )),
+        let (out, grad) = match s1.dtype() {
+            DType::F32 => {
+                let (o, g) = go::<f32>(slice(s1, l1)?, slice(s2, l2)?, slice(s3, l3)?, k, self);
+                (CpuStorage::F32(o), g.map(CpuStorage::F32))
+            }
+            DType::F64 => {
+                let (o, g) = go::<f64>(slice(s1, l1)?, slice(s2, l2)?, slice(s3, l3)?, k, self);
+                (CpuStorage::F64(o), g.map(CpuStorage::F64))
+            }
             d => candle_core::bail!("focal loss: unsupported dtype {d:?}"),
         };
+        if let (Some(cache), Some(g)) = (&self.cache, grad) {
+            *cache.lock().unwrap_or_else(|e| e.into_inner()) = Some(g);
+        }
         let shape = match self.grad {
             None => Shape::from(()),
             Some(_) => l1.shape().clone(),
@@ -151,11 +193,29 @@ impl CustomOp3 for FocalOp {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let scale = dy.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        // targets and weights are data, not parameters: no gradient for them
+        let cached = self
+            .cache
+            .as_ref()
+            .and_then(|c| c.lock().unwrap_or_else(|e| e.into_inner()).take());
+        if let Some(g) = cached {
+            fn scaled<T: Real>(mut v: Vec<T>, scale: f64, x: &Tensor) -> Result<Tensor> {
+                v.iter_mut().for_each(|e| *e = T::f(scale * e.to()));
+                Tensor::from_vec(v, x.shape(), x.device())
+            }
+            let g = match g {
+                CpuStorage::F32(v) => scaled(v, scale, x)?,
+                CpuStorage::F64(v) => scaled(v, scale, x)?,
+                _ => candle_core::bail!("focal loss: cached gradient of an unexpected dtype"),
+            };
+            return Ok((Some(g), None, None));
+        }
         let op = FocalOp {
             focal: self.focal,
-            grad: Some(dy.to_dtype(DType::F64)?.to_scalar::<f64>()?),
+            grad: Some(scale),
+            cache: None,
         };
-        // targets and weights are data, not parameters: no gradient for them
         Ok((Some(x.apply_op3_no_bwd(t, w, &op)?), None, None))
     }
 }
@@ -190,6 +250,8 @@ pub fn weighted_focal_sum(
     let op = FocalOp {
         focal: Focal { alpha, gamma },
         grad: None,
+        // a backward will follow only if the logits are tracked
+        cache: x.track_op().then(|| Mutex::new(None)),
     };
     let (t, w) = (t.to_dtype(x.dtype())?, w.to_dtype(x.dtype())?);
     Ok(Some(x.contiguous()?.apply_op3(
@@ -259,6 +321,23 @@ mod tests {
             b.to_scalar::<f64>().unwrap(),
         );
         assert!((a - b).abs() < 1e-5 * b.abs());
+        // the gradient the forward cached equals the one the backward recomputes (a second
+        // backward of the same graph finds the cache taken)
+        let v = candle_core::Var::from_tensor(&x32).unwrap();
+        let t32 = t.to_dtype(DType::F32).unwrap();
+        let loss = (weighted_focal_sum(v.as_tensor(), &t32, &w, 0.25, 2.0)
+            .unwrap()
+            .unwrap()
+            * 0.5)
+            .unwrap();
+        let grad = |g: candle_core::backprop::GradStore| -> Vec<f32> {
+            g.get(v.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap()
+        };
+        let (g1, g2) = (grad(loss.backward().unwrap()), grad(loss.backward().unwrap()));
+        assert!(g1.iter().any(|&e| e != 0.0));
+        for (a, b) in g1.iter().zip(&g2) {
+            assert!((a - b).abs() <= 1e-6 * b.abs().max(1e-3), "{a} vs {b}");
+        }
         // shapes that do not fit are an error, not a panic
         let bad = Tensor::zeros((rows, k + 1), DType::F64, &dev).unwrap();
         assert!(weighted_focal_sum(&x, &bad, &w, 0.25, 1.5).is_err());

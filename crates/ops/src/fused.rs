@@ -107,16 +107,47 @@ impl Real for f64 {
     }
 }
 
+/// Adds `f(i)` for `i < n` in f64 over eight independent lanes, then folds the lanes in a
+/// fixed order: one running sum is a chain of dependent adds the compiler may not reorder,
+/// eight of them vectorise.
+#[inline(always)]
+fn lanes8<const S: usize>(n: usize, f: impl Fn(usize) -> [f64; S]) -> [f64; S] {
+    let mut acc = [[0f64; 8]; S];
+    let full = n / 8 * 8;
+    for i in (0..full).step_by(8) {
+        for k in 0..8 {
+            let v = f(i + k);
+            for s in 0..S {
+                acc[s][k] += v[s];
+            }
+        }
+    }
+    let mut out = [0f64; S];
+    for s in 0..S {
+        let a = &acc[s];
+        out[s] = ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
+    }
+    for i in full..n {
+        let v = f(i);
+        for s in 0..S {
+            out[s] += v[s];
+        }
+    }
+    out
+}
+
 /// Per-channel (mean, biased variance) of an NCHW buffer.
 fn moments<T: Real>(x: &[T], n: usize, c: usize, hw: usize) -> Vec<(f64, f64)> {
-    par::map(c, |ch| {
+    par::map(c, #[inline(always)] |ch| {
         let (mut s, mut ss) = (0f64, 0f64);
         for b in 0..n {
-            for &v in &x[(b * c + ch) * hw..(b * c + ch + 1) * hw] {
-                let v = v.to();
-                s += v;
-                ss += v * v;
-            }
+            let p = &x[(b * c + ch) * hw..][..hw];
+            let [ps, pss] = lanes8(hw, |i| {
+                let v = p[i].to();
+                [v, v * v]
+            });
+            s += ps;
+            ss += pss;
         }
         let m = (n * hw) as f64;
         let mean = s / m;
@@ -251,18 +282,18 @@ struct BnBackward {
     stats: Arc<Vec<(f64, f64)>>,
 }
 
-/// `dy * act'(z)` with z recomputed from x and the statistics; generic over the
+/// `dz = dy * act'(z)` into `d`, z recomputed from x and the statistics; generic over the
 /// derivative so it inlines into the loop.
 fn through_act<T: Real>(
+    d: &mut [T],
     x: &[T],
     dy: &[T],
     (g, beta): (&[T], &[T]),
     (c, hw): (usize, usize),
     st: &[(f64, f64)],
     grad: impl Fn(T) -> T + Sync,
-) -> Vec<T> {
-    let mut d = vec![T::f(0.0); x.len()];
-    par::for_chunks(&mut d, hw, |row, o| {
+) {
+    par::for_chunks(d, hw, #[inline(always)] |row, o| {
         let ch = row % c;
         let (mean, inv) = st[ch];
         let scale = inv * g[ch].to();
@@ -272,7 +303,6 @@ fn through_act<T: Real>(
             *v = dy[base + j] * grad(x[base + j] * scale + shift);
         }
     });
-    d
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -288,50 +318,52 @@ fn bn_bwd<T: Real>(
 ) -> Vec<T> {
     let (g, beta) = gb.split_at(c);
     let m = (n * hw) as f64;
-    // Through the activation first: dz = dy * act'(z), z recomputed from x.
-    let dz_buf: Vec<T>;
-    let dy: &[T] = match act {
-        Act::None => dy,
-        Act::Relu => {
-            dz_buf = through_act(x, dy, (g, beta), (c, hw), st, relu_grad);
-            &dz_buf
-        }
-        Act::Silu => {
-            dz_buf = through_act(x, dy, (g, beta), (c, hw), st, silu_grad);
-            &dz_buf
-        }
-    };
-    // per channel: sum(dy), sum(dy * xhat)
-    let sums: Vec<(f64, f64)> = par::map(c, |ch| {
-        let (mean, inv) = st[ch];
+    let mut out = vec![T::f(0.0); x.len() + 2 * c];
+    let (dx, rest) = out.split_at_mut(x.len());
+    // Through the activation first, into dx: dz = dy * act'(z), z recomputed from x;
+    // the last pass then rewrites dz into dx in place.
+    match act {
+        Act::None => dx.copy_from_slice(dy),
+        Act::Relu => through_act(dx, x, dy, (g, beta), (c, hw), st, relu_grad),
+        Act::Silu => through_act(dx, x, dy, (g, beta), (c, hw), st, silu_grad),
+    }
+    let dz: &[T] = dx;
+    // per channel: sum(dz), sum(dz * (x - mean))
+    let sums: Vec<(f64, f64)> = par::map(c, #[inline(always)] |ch| {
+        let mean = st[ch].0;
         let (mut sd, mut sdx) = (0f64, 0f64);
         for b in 0..n {
             let o = (b * c + ch) * hw;
-            for k in 0..hw {
-                let d = dy[o + k].to();
-                sd += d;
-                sdx += d * (x[o + k].to() - mean) * inv;
-            }
+            let (dp, xp) = (&dz[o..o + hw], &x[o..o + hw]);
+            let [a, b] = lanes8(hw, |k| {
+                let d = dp[k].to();
+                [d, d * (xp[k].to() - mean)]
+            });
+            sd += a;
+            sdx += b;
         }
         (sd, sdx)
     });
-    let mut out = vec![T::f(0.0); x.len() + 2 * c];
-    let (dx, rest) = out.split_at_mut(x.len());
-    par::for_chunks(dx, hw, |row, o| {
-        let ch = row % c;
-        let (mean, inv) = st[ch];
-        let (sd, sdx) = sums[ch];
-        let k = g[ch].to() * inv;
-        let a = sd / m;
-        let bcoef = sdx / m;
-        let base = row * hw;
-        for (j, v) in o.iter_mut().enumerate() {
-            let xhat = (x[base + j].to() - mean) * inv;
-            *v = T::f(k * (dy[base + j].to() - a - xhat * bcoef));
+    // dx = g inv (dz - mean(dz) - xhat mean(dz xhat)), with per-channel coefficients so
+    // the pass runs in T: dx = p dz + q (x - mean) + r.
+    let coef: Vec<(T, T, T, T)> = (0..c)
+        .map(|ch| {
+            let (mean, inv) = st[ch];
+            let (sd, sdx) = sums[ch];
+            let k = g[ch].to() * inv;
+            let q = -k * inv * inv * sdx / m;
+            (T::f(k), T::f(q), T::f(-k * sd / m), T::f(mean))
+        })
+        .collect();
+    par::for_chunks(dx, hw, #[inline(always)] |row, o| {
+        let (p, q, r, mean) = coef[row % c];
+        let xs = &x[row * hw..][..o.len()];
+        for (v, &xv) in o.iter_mut().zip(xs) {
+            *v = p * *v + q * (xv - mean) + r;
         }
     });
     for ch in 0..c {
-        rest[ch] = T::f(sums[ch].1);
+        rest[ch] = T::f(sums[ch].1 * st[ch].1);
         rest[c + ch] = T::f(sums[ch].0);
     }
     out
@@ -444,7 +476,7 @@ impl CustomOp1 for Silu {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         fn go<T: Real>(x: &[T]) -> Vec<T> {
             let mut y = vec![T::f(0.0); x.len()];
-            par::for_chunks(&mut y, 4096, |k, o| {
+            par::for_chunks(&mut y, 4096, #[inline(always)] |k, o| {
                 let i = &x[k * 4096..][..o.len()];
                 for (a, &b) in o.iter_mut().zip(i) {
                     *a = b * sig(b);
@@ -478,7 +510,7 @@ fn zip2_cpu<Z: Zip2>(
 ) -> Result<(CpuStorage, Shape)> {
     fn go<T: Real, Z: Zip2>(a: &[T], b: &[T]) -> Vec<T> {
         let mut out = vec![T::f(0.0); a.len()];
-        par::for_chunks(&mut out, 4096, |k, o| {
+        par::for_chunks(&mut out, 4096, #[inline(always)] |k, o| {
             let (xs, ys) = (&a[k * 4096..][..o.len()], &b[k * 4096..][..o.len()]);
             for ((o, &p), &q) in o.iter_mut().zip(xs).zip(ys) {
                 *o = Z::f(p, q);
@@ -536,7 +568,7 @@ struct Affine {
 
 fn affine_fwd<T: Real>(x: &[T], a: &[T], b: &[T], c: usize, hw: usize, act: Act) -> Vec<T> {
     let mut y = vec![T::f(0.0); x.len()];
-    par::for_chunks(&mut y, hw, |plane, o| {
+    par::for_chunks(&mut y, hw, #[inline(always)] |plane, o| {
         affine_plane(o, &x[plane * hw..][..hw], a[plane % c], b[plane % c], act);
     });
     y
@@ -642,7 +674,7 @@ pub fn affine_act(x: &Tensor, a: &Tensor, b: &Tensor, act: Act) -> Result<Tensor
 /// shortcut and the ReLU in one pass, so neither the normalised tensor nor the sum is stored.
 fn affine_add_relu_fwd<T: Real>(x: &[T], s: &[T], t: &[T], r: &[T], c: usize, hw: usize) -> Vec<T> {
     let mut y = vec![T::f(0.0); x.len()];
-    par::for_chunks(&mut y, hw, |plane, o| {
+    par::for_chunks(&mut y, hw, #[inline(always)] |plane, o| {
         let (a, b) = (s[plane % c], t[plane % c]);
         let (xs, rs) = (&x[plane * hw..][..hw], &r[plane * hw..][..hw]);
         for ((o, &v), &q) in o.iter_mut().zip(xs).zip(rs) {
@@ -889,7 +921,7 @@ impl CustomOp2 for PlaneScale {
         fn go<T: Real>(x: &[T], g: &[T]) -> Vec<T> {
             let hw = (x.len() / g.len().max(1)).max(1);
             let mut y = vec![T::f(0.0); x.len()];
-            par::for_chunks(&mut y, hw, |p, o| {
+            par::for_chunks(&mut y, hw, #[inline(always)] |p, o| {
                 let (i, s) = (&x[p * hw..][..o.len()], g[p]);
                 o.iter_mut().zip(i).for_each(|(o, &v)| *o = v * s)
             });

@@ -21,6 +21,7 @@ pub mod par;
 mod pool;
 mod resize;
 pub mod sgd;
+pub mod simd;
 mod softmax;
 mod storage;
 pub mod xent;

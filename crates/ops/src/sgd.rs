@@ -56,23 +56,41 @@ fn max_abs_nan(m: f32, x: f32) -> f32 {
 }
 
 fn stats_range(w: &[f32], g: &[f32], b: Option<&[f32]>, wd: f32) -> StepStats {
-    let (mut sq, mut md, mut mb, mut mw) = (0f64, 0f32, 0f32, 0f32);
-    for i in 0..w.len() {
-        let d = g[i] + wd * w[i];
-        sq += (d as f64) * (d as f64);
-        md = max_abs_nan(md, d);
-        mw = max_abs_nan(mw, w[i]);
+    let n = w.len().min(g.len());
+    let (w, g) = (&w[..n], &g[..n]);
+    // eight independent lanes: one running f64 sum is a chain of dependent adds
+    let (mut sq, mut md, mut mw) = ([0f64; 8], [0f32; 8], [0f32; 8]);
+    for (wc, gc) in w.chunks_exact(8).zip(g.chunks_exact(8)) {
+        for k in 0..8 {
+            let d = gc[k] + wd * wc[k];
+            sq[k] += (d as f64) * (d as f64);
+            md[k] = max_abs_nan(md[k], d);
+            mw[k] = max_abs_nan(mw[k], wc[k]);
+        }
     }
+    let mut sum = ((sq[0] + sq[4]) + (sq[1] + sq[5])) + ((sq[2] + sq[6]) + (sq[3] + sq[7]));
+    let (mut d_max, mut w_max) = (0f32, 0f32);
+    for k in 0..8 {
+        d_max = max_abs_nan(d_max, md[k]);
+        w_max = max_abs_nan(w_max, mw[k]);
+    }
+    for i in n / 8 * 8..n {
+        let d = g[i] + wd * w[i];
+        sum += (d as f64) * (d as f64);
+        d_max = max_abs_nan(d_max, d);
+        w_max = max_abs_nan(w_max, w[i]);
+    }
+    let mut mb = 0f32;
     if let Some(b) = b {
         for &x in b {
             mb = max_abs_nan(mb, x);
         }
     }
     StepStats {
-        sumsq: sq,
-        max_d: md as f64,
+        sumsq: sum,
+        max_d: d_max as f64,
         max_buf: mb as f64,
-        max_w: mw as f64,
+        max_w: w_max as f64,
     }
 }
 
@@ -112,17 +130,20 @@ pub fn step_stats(w: &Tensor, g: &Tensor, buf: Option<&Tensor>, wd: f64) -> Resu
     let wd = wd as f32;
     let n = wv.len();
     if n < PAR_MIN {
-        return Ok(stats_range(wv, gv, bv, wd));
+        return Ok(crate::simd::wide(|| stats_range(wv, gv, bv, wd)));
     }
     let parts = Mutex::new(Vec::new());
-    for_ranges(n.div_ceil(CHUNK), |r| {
+    for_ranges(n.div_ceil(CHUNK), #[inline(always)] |r| {
         let (a, b) = (r.start * CHUNK, (r.end * CHUNK).min(n));
         let s = stats_range(&wv[a..b], &gv[a..b], bv.map(|v| &v[a..b]), wd);
-        parts.lock().unwrap_or_else(|e| e.into_inner()).push(s);
+        parts.lock().unwrap_or_else(|e| e.into_inner()).push((a, s));
     });
-    let parts = parts.into_inner().unwrap_or_else(|e| e.into_inner());
+    let mut parts = parts.into_inner().unwrap_or_else(|e| e.into_inner());
+    // merged in element order, not in the order the threads finished
+    parts.sort_by_key(|p| p.0);
     Ok(parts
         .into_iter()
+        .map(|p| p.1)
         .fold(StepStats::default(), StepStats::merge))
 }
 
@@ -141,9 +162,9 @@ struct Descend {
 
 fn apply(out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
     if out.len() < PAR_MIN {
-        f(0, out);
+        crate::simd::wide(|| f(0, out));
     } else {
-        for_chunks_init(out, CHUNK, || (), |_, i, piece| f(i * CHUNK, piece));
+        for_chunks_init(out, CHUNK, || (), #[inline(always)] |_, i, piece| f(i * CHUNK, piece));
     }
 }
 

@@ -189,9 +189,11 @@ fn run_tasks<T: Real, S: Default + Send>(
 ) -> Vec<S> {
     let parts = parts.clamp(1, n.max(1));
     let run = |part: usize, st: &mut S, scratch: &mut Scratch<T>| {
-        for t in part * n / parts..(part + 1) * n / parts {
-            task(t, st, scratch);
-        }
+        crate::simd::wide(#[inline(always)] || {
+            for t in part * n / parts..(part + 1) * n / parts {
+                task(t, st, scratch);
+            }
+        })
     };
     if !parallel || parts < 2 {
         let mut scratch = Scratch::take();
@@ -285,6 +287,7 @@ unsafe fn fill_raw<T: Copy>(dst: *mut T, len: usize, v: T) {
 
 /// im2col of output rows `oy0..oy1` of one image-group `x` [cin, h, w] into
 /// `col` [cin*kh*kw, (oy1-oy0)*ow]; padding reads as zero.
+#[inline]
 fn im2col<T: Real>(x: &[T], g: &Geom, spans: &[Span], (oy0, oy1): (usize, usize), col: &mut [T]) {
     let w = &g.win;
     let pc = (oy1 - oy0) * w.ow;
@@ -319,6 +322,7 @@ fn im2col<T: Real>(x: &[T], g: &Geom, spans: &[Span], (oy0, oy1): (usize, usize)
 
 /// Adjoint of [`im2col`]: adds `col` [cb*kh*kw, (oy1-oy0)*ow] back onto the
 /// pixels of `dx` [cb, h, w] it was read from; padding taps are dropped.
+#[inline]
 fn col2im<T: Real>(col: &[T], g: &Geom, spans: &[Span], (oy0, oy1): (usize, usize), dx: &mut [T]) {
     let w = &g.win;
     let pc = (oy1 - oy0) * w.ow;
@@ -369,7 +373,7 @@ pub(crate) fn forward<T: Real>(x: &[T], wt: &[T], bias: Option<&[T]>, g: &Geom) 
         tasks,
         tasks,
         g.parallel(),
-        |t, _: &mut (), scratch: &mut Scratch<T>| {
+        #[inline(always)] |t, _: &mut (), scratch: &mut Scratch<T>| {
             let (ng, ch) = (t / chunks, t % chunks);
             let (oy0, oy1) = (ch * rows, ((ch + 1) * rows).min(win.oh));
             let (p0, pc) = (oy0 * win.ow, (oy1 - oy0) * win.ow);
@@ -428,7 +432,7 @@ pub(crate) fn backward_input<T: Real>(dy: &[T], wt: &[T], g: &Geom) -> Vec<T> {
         tasks,
         tasks,
         g.parallel(),
-        |t, _: &mut (), scratch: &mut Scratch<T>| {
+        #[inline(always)] |t, _: &mut (), scratch: &mut Scratch<T>| {
             let (ng, blk) = (t / blocks, t % blocks);
             let (c0, c1) = (blk * cb, ((blk + 1) * cb).min(g.cin));
             let grp = ng % g.groups;
@@ -501,7 +505,7 @@ pub(crate) fn backward_filter<T: Real>(x: &[T], dy: &[T], g: &Geom) -> Vec<T> {
         tasks,
         parts,
         g.parallel(),
-        |t, acc: &mut Vec<T>, scratch: &mut Scratch<T>| {
+        #[inline(always)] |t, acc: &mut Vec<T>, scratch: &mut Scratch<T>| {
             acc.resize(len, T::ZERO);
             let (ng, ch) = (t / chunks, t % chunks);
             let (oy0, oy1) = (ch * rows, ((ch + 1) * rows).min(win.oh));
@@ -550,7 +554,7 @@ pub(crate) fn backward_bias<T: Real>(dy: &[T], c: usize, plane: usize) -> Vec<T>
         c,
         c,
         dy.len() >= PAR_MIN_MACS,
-        |o, _: &mut (), _: &mut Scratch<T>| {
+        #[inline(always)] |o, _: &mut (), _: &mut Scratch<T>| {
             let s = (0..n).fold(T::ZERO, |s, b| s + sum(&dy[(b * c + o) * plane..][..plane]));
             // SAFETY: task o alone writes db[o].
             unsafe { *out.at(o) = s };

@@ -42,7 +42,7 @@ pub(crate) fn forward<T: Real>(x: &[T], w: &[T], c: usize, win: &Window) -> Vec<
     let (plane_in, plane_out, kk) = (win.h * win.w, win.oh * win.ow, win.kh * win.kw);
     let ph = Phased::new(win);
     let mut out = vec![T::ZERO; x.len() / plane_in * plane_out];
-    crate::par::for_chunks_init(&mut out, plane_out, Vec::new, |buf, p, o| {
+    crate::par::for_chunks_init(&mut out, plane_out, Vec::new, #[inline(always)] |buf, p, o| {
         let xi = &x[p * plane_in..][..plane_in];
         let wk = &w[(p % c) * kk..][..kk];
         ph.fill(xi, win.h, win.w, T::ZERO, buf);
@@ -62,7 +62,7 @@ pub(crate) fn backward_input<T: Real>(g: &[T], w: &[T], c: usize, win: &Window) 
     let (plane_in, plane_out, kk) = (win.h * win.w, win.oh * win.ow, win.kh * win.kw);
     let ph = Phased::new(win);
     let mut gx = vec![T::ZERO; g.len() / plane_out * plane_in];
-    crate::par::for_chunks_init(&mut gx, plane_in, Vec::new, |buf, p, gxi| {
+    crate::par::for_chunks_init(&mut gx, plane_in, Vec::new, #[inline(always)] |buf, p, gxi| {
         let gi = &g[p * plane_out..][..plane_out];
         let wk = &w[(p % c) * kk..][..kk];
         buf.clear();
@@ -93,7 +93,7 @@ pub(crate) fn backward_weight<T: Real>(
     let (plane_in, plane_out, kk) = (win.h * win.w, win.oh * win.ow, win.kh * win.kw);
     let ph = Phased::new(win);
     let mut gw = vec![T::ZERO; c * kk];
-    crate::par::for_chunks_init(&mut gw, kk, Vec::new, |buf, ch, gwk| {
+    crate::par::for_chunks_init(&mut gw, kk, Vec::new, #[inline(always)] |buf, ch, gwk| {
         for b in 0..n {
             let p = b * c + ch;
             ph.fill(&x[p * plane_in..][..plane_in], win.h, win.w, T::ZERO, buf);

@@ -114,6 +114,7 @@ impl Phased {
     }
 
     /// Writes `plane` (h x w) into `buf`, `fill` standing for the padding.
+    #[inline]
     pub fn fill<T: Real>(&self, plane: &[T], h: usize, w: usize, fill: T, buf: &mut Vec<T>) {
         buf.clear();
         buf.resize(self.size(), fill);
@@ -141,6 +142,7 @@ impl Phased {
 
     /// Inverse of `fill` for gradients: reads the unpadded plane back out of
     /// `buf`; pixels no window touched get zero.
+    #[inline]
     pub fn unfill<T: Real>(&self, buf: &[T], h: usize, w: usize, plane: &mut [T]) {
         for iy in 0..h {
             let dst = &mut plane[iy * w..(iy + 1) * w];

@@ -60,7 +60,7 @@ pub(crate) fn bilinear_forward<T: Real>(
     let ty = bilinear_taps::<T>(h, oh, align_corners);
     let tx = bilinear_taps::<T>(w, ow, align_corners);
     let mut out = vec![T::ZERO; x.len() / (h * w) * oh * ow];
-    crate::par::for_chunks(&mut out, oh * ow, |p, o| {
+    crate::par::for_chunks(&mut out, oh * ow, #[inline(always)] |p, o| {
         let xi = &x[p * h * w..][..h * w];
         for (orow, y) in o.chunks_exact_mut(ow).zip(&ty) {
             let r0 = &xi[y.i0 * w..][..w];
@@ -85,7 +85,7 @@ pub(crate) fn bilinear_backward<T: Real>(
     let ty = bilinear_taps::<T>(h, oh, align_corners);
     let tx = bilinear_taps::<T>(w, ow, align_corners);
     let mut gx = vec![T::ZERO; g.len() / (oh * ow) * h * w];
-    crate::par::for_chunks(&mut gx, h * w, |p, gxi| {
+    crate::par::for_chunks(&mut gx, h * w, #[inline(always)] |p, gxi| {
         let gi = &g[p * oh * ow..][..oh * ow];
         for (grow, y) in gi.chunks_exact(ow).zip(&ty) {
             for (&gv, t) in grow.iter().zip(&tx) {
@@ -108,7 +108,7 @@ pub(crate) fn nearest_forward<T: Real>(
     let iy = nearest_index(h, oh);
     let ix = nearest_index(w, ow);
     let mut out = vec![T::ZERO; x.len() / (h * w) * oh * ow];
-    crate::par::for_chunks(&mut out, oh * ow, |p, o| {
+    crate::par::for_chunks(&mut out, oh * ow, #[inline(always)] |p, o| {
         let xi = &x[p * h * w..][..h * w];
         for (orow, &y) in o.chunks_exact_mut(ow).zip(&iy) {
             let r = &xi[y * w..][..w];
@@ -128,7 +128,7 @@ pub(crate) fn nearest_backward<T: Real>(
     let iy = nearest_index(h, oh);
     let ix = nearest_index(w, ow);
     let mut gx = vec![T::ZERO; g.len() / (oh * ow) * h * w];
-    crate::par::for_chunks(&mut gx, h * w, |p, gxi| {
+    crate::par::for_chunks(&mut gx, h * w, #[inline(always)] |p, gxi| {
         let gi = &g[p * oh * ow..][..oh * ow];
         for (grow, &y) in gi.chunks_exact(ow).zip(&iy) {
             let r = &mut gxi[y * w..][..w];
