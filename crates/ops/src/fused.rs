@@ -107,33 +107,54 @@ impl Real for f64 {
     }
 }
 
-/// Adds `f(i)` for `i < n` in f64 over eight independent lanes, then folds the lanes in a
-/// fixed order: one running sum is a chain of dependent adds the compiler may not reorder,
-/// eight of them vectorise.
+/// Folds eight lanes in a fixed order.
 #[inline(always)]
-fn lanes8<const S: usize>(n: usize, f: impl Fn(usize) -> [f64; S]) -> [f64; S] {
-    let mut acc = [[0f64; 8]; S];
-    let full = n / 8 * 8;
-    for i in (0..full).step_by(8) {
+fn fold8(a: [f64; 8]) -> f64 {
+    ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]))
+}
+
+/// (sum v, sum v^2) in f64 over eight independent lanes: one running sum is a chain of
+/// dependent adds the compiler may not reorder; eight of them vectorise.
+#[inline(always)]
+fn sum_sumsq<T: Real>(v: &[T]) -> (f64, f64) {
+    let (mut s, mut q) = ([0f64; 8], [0f64; 8]);
+    let mut it = v.chunks_exact(8);
+    for c in &mut it {
         for k in 0..8 {
-            let v = f(i + k);
-            for s in 0..S {
-                acc[s][k] += v[s];
-            }
+            let x = c[k].to();
+            s[k] += x;
+            q[k] += x * x;
         }
     }
-    let mut out = [0f64; S];
-    for s in 0..S {
-        let a = &acc[s];
-        out[s] = ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
+    let (mut s, mut q) = (fold8(s), fold8(q));
+    for &x in it.remainder() {
+        let x = x.to();
+        s += x;
+        q += x * x;
     }
-    for i in full..n {
-        let v = f(i);
-        for s in 0..S {
-            out[s] += v[s];
+    (s, q)
+}
+
+/// (sum d, sum d (x - mean)) in f64 over eight lanes, as [`sum_sumsq`].
+#[inline(always)]
+fn sum_centered_dot<T: Real>(d: &[T], x: &[T], mean: f64) -> (f64, f64) {
+    let (mut s, mut q) = ([0f64; 8], [0f64; 8]);
+    let mut dc = d.chunks_exact(8);
+    let mut xc = x.chunks_exact(8);
+    for (a, b) in (&mut dc).zip(&mut xc) {
+        for k in 0..8 {
+            let v = a[k].to();
+            s[k] += v;
+            q[k] += v * (b[k].to() - mean);
         }
     }
-    out
+    let (mut s, mut q) = (fold8(s), fold8(q));
+    for (&a, &b) in dc.remainder().iter().zip(xc.remainder()) {
+        let v = a.to();
+        s += v;
+        q += v * (b.to() - mean);
+    }
+    (s, q)
 }
 
 /// Per-channel (mean, biased variance) of an NCHW buffer.
@@ -141,11 +162,7 @@ fn moments<T: Real>(x: &[T], n: usize, c: usize, hw: usize) -> Vec<(f64, f64)> {
     par::map(c, #[inline(always)] |ch| {
         let (mut s, mut ss) = (0f64, 0f64);
         for b in 0..n {
-            let p = &x[(b * c + ch) * hw..][..hw];
-            let [ps, pss] = lanes8(hw, |i| {
-                let v = p[i].to();
-                [v, v * v]
-            });
+            let (ps, pss) = sum_sumsq(&x[(b * c + ch) * hw..][..hw]);
             s += ps;
             ss += pss;
         }
@@ -298,9 +315,10 @@ fn through_act<T: Real>(
         let (mean, inv) = st[ch];
         let scale = inv * g[ch].to();
         let (scale, shift) = (T::f(scale), T::f(beta[ch].to() - mean * scale));
-        let base = row * hw;
-        for (j, v) in o.iter_mut().enumerate() {
-            *v = dy[base + j] * grad(x[base + j] * scale + shift);
+        // zipped slices, not indices: no bounds checks, so the loop vectorises
+        let (xs, ds) = (&x[row * hw..][..o.len()], &dy[row * hw..][..o.len()]);
+        for ((v, &xv), &d) in o.iter_mut().zip(xs).zip(ds) {
+            *v = d * grad(xv * scale + shift);
         }
     });
 }
@@ -334,11 +352,7 @@ fn bn_bwd<T: Real>(
         let (mut sd, mut sdx) = (0f64, 0f64);
         for b in 0..n {
             let o = (b * c + ch) * hw;
-            let (dp, xp) = (&dz[o..o + hw], &x[o..o + hw]);
-            let [a, b] = lanes8(hw, |k| {
-                let d = dp[k].to();
-                [d, d * (xp[k].to() - mean)]
-            });
+            let (a, b) = sum_centered_dot(&dz[o..o + hw], &x[o..o + hw], mean);
             sd += a;
             sdx += b;
         }

@@ -69,7 +69,7 @@ pub fn for_chunks<T: Send>(out: &mut [T], chunk: usize, f: impl Fn(usize, &mut [
 /// `(0..n).map(f).collect()` in parallel.
 pub fn map<R: Send + Default + Clone>(n: usize, f: impl Fn(usize) -> R + Sync) -> Vec<R> {
     let mut out = vec![R::default(); n];
-    for_chunks(&mut out, 1, |i, o| o[0] = f(i));
+    for_chunks(&mut out, 1, #[inline(always)] |i, o| o[0] = f(i));
     out
 }
 

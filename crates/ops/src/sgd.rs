@@ -55,6 +55,7 @@ fn max_abs_nan(m: f32, x: f32) -> f32 {
     }
 }
 
+#[inline(always)]
 fn stats_range(w: &[f32], g: &[f32], b: Option<&[f32]>, wd: f32) -> StepStats {
     let n = w.len().min(g.len());
     let (w, g) = (&w[..n], &g[..n]);

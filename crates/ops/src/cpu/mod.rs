@@ -113,22 +113,28 @@ impl Phased {
         (lo, hi, (lo * self.sw + q).saturating_sub(self.left))
     }
 
-    /// Writes `plane` (h x w) into `buf`, `fill` standing for the padding.
+    /// Writes `plane` (h x w) into `buf`, `fill` standing for the padding. Each element
+    /// is written once: padding runs are filled, real pixels copied.
     #[inline]
     pub fn fill<T: Real>(&self, plane: &[T], h: usize, w: usize, fill: T, buf: &mut Vec<T>) {
-        buf.clear();
-        buf.resize(self.size(), fill);
-        for r in 0..self.rows {
-            let Some(iy) = r.checked_sub(self.top).filter(|&iy| iy < h) else {
-                continue;
-            };
-            let src = &plane[iy * w..(iy + 1) * w];
-            for q in 0..self.sw {
-                let (lo, hi, ix0) = self.phase_span(q, w);
-                if lo == hi {
+        if buf.len() != self.size() {
+            buf.clear();
+            buf.resize(self.size(), fill);
+        }
+        for q in 0..self.sw {
+            let (lo, hi, ix0) = self.phase_span(q, w);
+            for r in 0..self.rows {
+                let row = &mut buf[(q * self.rows + r) * self.len..][..self.len];
+                // a phase may hold no real pixel (lo == hi, possibly past the row's end)
+                let iy = r.checked_sub(self.top).filter(|&iy| iy < h && lo < hi);
+                let Some(iy) = iy else {
+                    row.fill(fill);
                     continue;
-                }
-                let dst = &mut buf[(q * self.rows + r) * self.len..][lo..hi];
+                };
+                row[..lo].fill(fill);
+                row[hi..].fill(fill);
+                let src = &plane[iy * w..(iy + 1) * w];
+                let dst = &mut row[lo..hi];
                 if self.sw == 1 {
                     dst.copy_from_slice(&src[ix0..ix0 + dst.len()]);
                 } else {
@@ -218,8 +224,10 @@ mod tests {
             let wi = win(7, 9, 3, s, d, pad);
             let ph = Phased::new(&wi);
             let plane: Vec<f64> = (0..63).map(|v| v as f64 + 1.0).collect();
-            let mut buf = Vec::new();
+            // a reused buffer of stale values: fill must overwrite every element
+            let mut buf = vec![1e9; ph.size()];
             ph.fill(&plane, 7, 9, -1.0, &mut buf);
+            assert!(buf.iter().all(|&v| v != 1e9));
             // Every tap run must hold the padded pixels a direct lookup gives.
             for oy in 0..wi.oh {
                 for i in 0..3 {
