@@ -158,8 +158,16 @@ pub fn pseudo_label_all(
     }
     let (m, all) = pseudo::write_merged(out)?
         .ok_or_else(|| Error::msg(format!("{}: a shard is missing", out.display())))?;
+    let per_image = m.labels as f64 / m.images.max(1) as f64;
     if m.labels == 0 {
         eprintln!("WARNING: the teacher {} emitted no pseudo labels at threshold {} on {} images: the student will learn from human labels only", teacher_path.display(), m.score_threshold, m.images);
+    } else if let Some(human) = human_boxes_per_image(cfg).filter(|&h| floods(per_image, h)) {
+        eprintln!(
+            "WARNING: the teacher {} kept {per_image:.1} pseudo boxes per image at threshold {}, {:.0}x the {human:.1} per image of the human labels: it is likely firing on background (check it at selftrain.teacher_scales, or raise selftrain.score_threshold)",
+            teacher_path.display(),
+            m.score_threshold,
+            per_image / human.max(1e-9)
+        );
     } else if !quiet {
         eprintln!(
             "pseudo labels: {} on {} images ({:.2} per image); per class {:?}",
@@ -185,6 +193,33 @@ pub fn pseudo_label_all(
         cfg.selftrain.ignore_from,
     );
     Ok((Arc::new(ds), report))
+}
+
+/// Pseudo boxes per image past which a teacher is taken to fire on background: this many
+/// times the human labels' density (a sound teacher keeps fewer boxes than the truth holds).
+const FLOOD_FACTOR: f64 = 4.0;
+
+fn floods(pseudo_per_image: f64, human_per_image: f64) -> bool {
+    pseudo_per_image > FLOOD_FACTOR * human_per_image.max(1.0)
+}
+
+/// Boxes per image of a detection config's labeled training split, over at most 256
+/// evenly spaced samples; `None` for other tasks or when the split cannot be read.
+fn human_boxes_per_image(cfg: &TrainConfig) -> Option<f64> {
+    if cfg.task != TaskKind::Detection {
+        return None;
+    }
+    let (train, _) = crate::data::datasets(cfg).ok()?;
+    let n = train.len();
+    let take = n.min(256);
+    if take == 0 {
+        return None;
+    }
+    let mut boxes = 0usize;
+    for k in 0..take {
+        boxes += train.get(k * n / take).ok()?.boxes.len();
+    }
+    Some(boxes as f64 / take as f64)
 }
 
 /// Precision and recall of a teacher's labels against the truth: boxes at several score
@@ -396,4 +431,34 @@ pub fn pretrain(cfg: &TrainConfig, out: &Path, quiet: bool) -> Result<PathBuf> {
     c.task = TaskKind::Classification;
     let rt = Runtime::single(&c.device)?;
     Ok(train(&c, &rt, out, None, true, quiet)?.model_path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_teacher_floods_past_four_times_the_human_density() {
+        // the S4 seed whose teacher fired on background: 187 boxes per image on 3.5 digits
+        assert!(floods(187.0, 3.5));
+        assert!(!floods(3.2, 3.5));
+        assert!(!floods(14.0, 3.5));
+        assert!(floods(14.1, 3.5));
+        // sparse human labels: at least 4 boxes per image before it warns
+        assert!(!floods(3.9, 0.2));
+        assert!(floods(4.1, 0.2));
+    }
+
+    #[test]
+    fn the_human_density_is_read_from_the_labeled_split() {
+        let mut cfg = TrainConfig::default();
+        cfg.task = TaskKind::Detection;
+        cfg.data.digits.train = 16;
+        cfg.data.digits.val = 4;
+        let d = human_boxes_per_image(&cfg).unwrap();
+        // the digit scenes hold a few digits each
+        assert!((1.0..8.0).contains(&d), "{d}");
+        cfg.task = TaskKind::Segmentation;
+        assert_eq!(human_boxes_per_image(&cfg), None);
+    }
 }
