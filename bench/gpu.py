@@ -1,6 +1,6 @@
 """pupil vs PyTorch eager on one GPU, side by side in one run: EfficientNet-B0 (224 px, batch
 64) and a RetinaNet ResNet-50 FPN (640 px, batch 8), inference and one training step (forward,
-backward, SGD update), f32 and bf16; images/s and peak GPU memory.
+backward, SGD update), f32 and bf16; images/s, peak GPU memory and model FLOP utilisation.
 
     python bench/gpu.py --pupil target-cuda/dist/pupil [--quick]
 
@@ -61,8 +61,14 @@ for i in range(iters + 3):
     if i >= 3:
         ts.append((time.perf_counter() - t) * 1e3)
 ts.sort(); ms = ts[len(ts) // 2]
+peak = torch.cuda.max_memory_allocated()
+# FLOPs of one forward pass (convolutions and matrix products), per image
+from torch.utils.flop_counter import FlopCounterMode
+m.eval()
+with torch.no_grad(), FlopCounterMode(display=False) as fc:
+    infer(m)
 print(json.dumps({"impl": "torch", "ms": round(ms, 2), "img_per_s": round(batch * 1e3 / ms, 1),
-                  "peak_mb": round(torch.cuda.max_memory_allocated() / 2**20)}))
+                  "peak_mb": round(peak / 2**20), "gflop_per_img": round(fc.get_total_flops() / batch / 1e9, 2)}))
 '''
 
 CASES = [
@@ -84,6 +90,8 @@ def main():
     ap.add_argument("--pupil", required=True)
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--quick", action="store_true", help="f32 only, 5 iterations")
+    ap.add_argument("--peak-tflops", type=float, default=989.0,
+                    help="the GPU's dense bf16 peak, for model FLOP utilisation (H100/H200 SXM: 989)")
     a = ap.parse_args()
     iters = 5 if a.quick else a.iters
     rows = []
@@ -100,14 +108,19 @@ def main():
                          mode, str(batch), str(size), precision, str(iters)])
                 rows.append((name, precision, mode, batch, p, t))
                 print(json.dumps({"case": [name, precision, mode], "pupil": p, "torch": t}), flush=True)
-    print("| model | precision | mode | batch | pupil img/s | torch img/s | pupil/torch throughput | pupil peak MB | torch peak MB |")
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+    # model FLOP utilisation: forward FLOPs per image (counted on PyTorch's model), x3 for a
+    # training step, over the dense bf16 peak
+    def mfu(r, mode, gflop):
+        return f"{r['img_per_s'] * gflop * (3 if mode == 'train' else 1) / (a.peak_tflops * 1e3) * 100:.1f} %"
+    print("| model | precision | mode | batch | pupil img/s | torch img/s | pupil/torch throughput | pupil MFU | torch MFU | pupil peak MB | torch peak MB |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, prec, mode, batch, p, t in rows:
         if "error" in p or "error" in t:
-            print(f"| {name} | {prec} | {mode} | {batch} | {p.get('error', p.get('img_per_s'))} | {t.get('error', t.get('img_per_s'))} | - | - | - |")
+            print(f"| {name} | {prec} | {mode} | {batch} | {p.get('error', p.get('img_per_s'))} | {t.get('error', t.get('img_per_s'))} | - | - | - | - | - |")
             continue
+        g = t["gflop_per_img"]
         print(f"| {name} | {prec} | {mode} | {batch} | {p['img_per_s']} | {t['img_per_s']} | "
-              f"{p['img_per_s'] / t['img_per_s']:.2f}x | {p['peak_mb']:.0f} | {t['peak_mb']:.0f} |")
+              f"{p['img_per_s'] / t['img_per_s']:.2f}x | {mfu(p, mode, g)} | {mfu(t, mode, g)} | {p['peak_mb']:.0f} | {t['peak_mb']:.0f} |")
 
 
 if __name__ == "__main__":

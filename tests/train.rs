@@ -612,6 +612,28 @@ fn data_parallel_training_runs_two_cpu_ranks_and_reports_a_failing_rank() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(d.path().join("one/model.safetensors").exists());
+    // the backend override: NCCL needs CUDA, and an unknown name is refused
+    for (backend, msg) in [
+        ("nccl", "PUPIL_DIST_BACKEND=nccl needs a CUDA device"),
+        ("gloo", "PUPIL_DIST_BACKEND=gloo: expected nccl or tcp"),
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_pupil"))
+            .args(["train", "--config", cfg.to_str().unwrap(), "--out"])
+            .arg(d.path().join(backend))
+            .envs([
+                ("WORLD_SIZE", "1"),
+                ("RANK", "0"),
+                ("MASTER_ADDR", "127.0.0.1"),
+                ("PUPIL_DIST_BACKEND", backend),
+            ])
+            .env("MASTER_PORT", free_port())
+            .output()
+            .unwrap();
+        assert!(!o.status.success());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(msg), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
     // 3 ranks cannot split a batch of 2: every rank fails and the launcher says which
     let port = free_port();
     let o = run(&[

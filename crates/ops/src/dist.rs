@@ -20,6 +20,11 @@ pub trait Collective: Send + Sync {
     fn all_reduce_f64(&self, buf: &mut [f64]) -> Result<()>;
     /// Rank `root`'s bytes on every rank.
     fn broadcast_bytes(&self, bytes: Vec<u8>, root: usize) -> Result<Vec<u8>>;
+    /// Whether [`Collective::reduce_cuda`] sums CUDA buffers on the device (NCCL); other
+    /// groups reduce CUDA tensors through host memory.
+    fn reduces_on_gpu(&self) -> bool {
+        false
+    }
     /// Sum of a contiguous CUDA buffer on the device; `None` when the group cannot.
     #[cfg(feature = "cuda")]
     fn reduce_cuda(
@@ -352,17 +357,19 @@ impl CustomOp1 for AllReduce {
     }
 }
 
-/// Element-wise sum of `t` over the group's ranks, differentiable. CUDA tensors need the
-/// NCCL group; tensors on other devices are reduced through host memory.
+/// Element-wise sum of `t` over the group's ranks, differentiable. CUDA tensors are summed
+/// on the GPUs by the NCCL group; with other groups, and for tensors on other devices, they
+/// go through host memory.
 pub fn all_reduce(t: &Tensor, group: &Arc<dyn Collective>) -> Result<Tensor> {
-    if group.world_size() == 1 && !t.device().is_cuda() {
+    let on_gpu = t.device().is_cuda() && group.reduces_on_gpu();
+    if group.world_size() == 1 && !on_gpu {
         return Ok(t.clone());
     }
     // A CUDA group of one still reduces, so one GPU exercises the NCCL path.
     let op = AllReduce {
         group: group.clone(),
     };
-    if t.device().is_cpu() || t.device().is_cuda() {
+    if t.device().is_cpu() || on_gpu {
         return t.contiguous()?.apply_op1(op);
     }
     let cpu = candle_core::Device::Cpu;
@@ -463,6 +470,9 @@ mod nccl {
         }
         fn broadcast_bytes(&self, bytes: Vec<u8>, root: usize) -> Result<Vec<u8>> {
             self.tcp.broadcast_bytes(bytes, root)
+        }
+        fn reduces_on_gpu(&self) -> bool {
+            true
         }
         fn reduce_cuda(&self, s: &CudaStorage, l: &Layout) -> Result<Option<CudaStorage>> {
             self.reduce(s, l).map(Some)

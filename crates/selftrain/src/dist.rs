@@ -83,7 +83,8 @@ pub fn device_spec_for(configured: &str, env: &DistEnv) -> String {
     }
 }
 
-/// Joins the job's process group: TCP on CPU, NCCL (rendezvous over TCP) on CUDA.
+/// Joins the job's process group: TCP on CPU, NCCL (rendezvous over TCP) on CUDA;
+/// `PUPIL_DIST_BACKEND=tcp|nccl` overrides.
 pub fn init_group(env: &DistEnv, device: &Device) -> Result<Arc<dyn Collective>> {
     let addr = env
         .master
@@ -95,8 +96,19 @@ pub fn init_group(env: &DistEnv, device: &Device) -> Result<Arc<dyn Collective>>
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(300);
+    let backend = std::env::var("PUPIL_DIST_BACKEND").unwrap_or_default();
+    let nccl = match backend.as_str() {
+        "" => device.is_cuda(),
+        "nccl" => true,
+        "tcp" => false,
+        other => bail!("PUPIL_DIST_BACKEND={other}: expected nccl or tcp"),
+    };
+    if nccl && !device.is_cuda() {
+        bail!("PUPIL_DIST_BACKEND=nccl needs a CUDA device")
+    }
     let tcp = TcpGroup::connect(addr, env.rank, env.world, Duration::from_secs(timeout))?;
-    if device.is_cuda() {
+    // TCP on CUDA (through host memory) serves where NCCL cannot, e.g. two ranks on one GPU.
+    if nccl {
         #[cfg(feature = "nccl")]
         return Ok(Arc::new(pupil_ops::dist::NcclGroup::new(tcp, device)?));
         #[cfg(not(feature = "nccl"))]
