@@ -451,8 +451,8 @@ mod tests {
 
     #[test]
     fn the_human_density_is_read_from_the_labeled_split() {
+        // the default task is detection
         let mut cfg = TrainConfig::default();
-        cfg.task = TaskKind::Detection;
         cfg.data.digits.train = 16;
         cfg.data.digits.val = 4;
         let d = human_boxes_per_image(&cfg).unwrap();
