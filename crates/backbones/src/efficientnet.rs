@@ -273,6 +273,17 @@ impl EfficientNet {
             blocks.push(stage);
             stage_channels.push(cout);
         }
+        if cfg.drop_path > 0.0 && !blocks.iter().flatten().any(|b: &Block| b.skip) {
+            // stochastic depth drops residual branches; at low depth every block changes
+            // shape, so there is none and the setting would do nothing
+            static ONCE: std::sync::Once = std::sync::Once::new();
+            ONCE.call_once(|| {
+                eprintln!(
+                    "WARNING: drop_path = {} has no effect: this EfficientNet (depth {}) has no residual block to drop",
+                    cfg.drop_path, cfg.depth
+                )
+            });
+        }
         let head = if cfg.num_classes > 0 {
             let ch = cfg.round_filters(1280);
             Some((

@@ -1,6 +1,8 @@
 //! ResNet-50/101 (v1.5, stride on the 3x3 conv) with torchvision's parameter names.
 use candle_core::{Module, Result, Tensor};
-use pupil_nn::layers::{global_avg_pool, Act, BatchNorm2d, Conv2d, ConvCfg, Linear, PadMode};
+use pupil_nn::layers::{
+    drop_path, global_avg_pool, Act, BatchNorm2d, Conv2d, ConvCfg, Linear, PadMode,
+};
 use pupil_nn::params::Vb;
 use pupil_nn::{Backbone, Classifier, FeatureMaps, LevelInfo};
 
@@ -14,6 +16,10 @@ pub struct ResNetConfig {
     pub in_channels: usize,
     pub bn_eps: f64,
     pub bn_momentum: f64,
+    /// Stochastic depth of the last block (timm's `drop_path_rate`); block `i` of `n` drops
+    /// its residual branch with rate `drop_path * i / (n - 1)`.
+    #[serde(default)]
+    pub drop_path: f64,
 }
 
 impl ResNetConfig {
@@ -31,6 +37,7 @@ impl ResNetConfig {
             in_channels: 3,
             bn_eps: 1e-5,
             bn_momentum: 0.1,
+            drop_path: 0.0,
         })
     }
 }
@@ -43,6 +50,8 @@ struct Bottleneck {
     conv3: Conv2d,
     bn3: BatchNorm2d,
     downsample: Option<(Conv2d, BatchNorm2d)>,
+    drop_path: f64,
+    vb: Vb,
 }
 
 impl Bottleneck {
@@ -59,6 +68,10 @@ impl Bottleneck {
             Some((c, b)) => b.forward_t(&c.forward(x)?, train)?,
             None => x.clone(),
         };
+        if train && self.drop_path > 0.0 {
+            let y = self.bn3.forward_t(&self.conv3.forward(&y)?, train)?;
+            return (drop_path(&y, self.drop_path, train, &self.vb)? + id)?.relu();
+        }
         self.bn3
             .forward_add_relu(&self.conv3.forward(&y)?, &id, train)
     }
@@ -87,6 +100,8 @@ impl ResNet {
         let mut cin = w0;
         let mut layers = Vec::new();
         let mut channels = [0; 4];
+        let total: usize = cfg.layers.iter().sum();
+        let mut idx = 0usize;
         for (s, &n) in cfg.layers.iter().enumerate() {
             let width = w0 << s;
             let cout = width * 4;
@@ -110,8 +125,11 @@ impl ResNet {
                     conv3: Conv2d::new(&b.pp("conv3"), width, cout, 1, c(1, 0))?,
                     bn3: bn(&b.pp("bn3"), cout)?,
                     downsample,
+                    drop_path: cfg.drop_path * idx as f64 / total.saturating_sub(1).max(1) as f64,
+                    vb: b.clone(),
                 });
                 cin = cout;
+                idx += 1;
             }
             layers.push(blocks);
             channels[s] = cout;
@@ -191,5 +209,51 @@ impl Classifier for ResNet {
     }
     fn num_classes(&self) -> usize {
         self.config.num_classes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+    use pupil_nn::params::ParamStore;
+
+    fn tiny(drop_path: f64) -> (ParamStore, ResNet) {
+        let cfg = ResNetConfig {
+            layers: [1, 1, 1, 1],
+            base_width: 4,
+            num_classes: 5,
+            drop_path,
+            ..ResNetConfig::depth(50).unwrap()
+        };
+        let s = ParamStore::new(&Device::Cpu, DType::F32, 3);
+        let m = ResNet::new(&s.root(), &cfg).unwrap();
+        (s, m)
+    }
+
+    #[test]
+    fn stochastic_depth_rises_to_the_last_block_and_acts_only_in_training() {
+        let (_s, m) = tiny(0.6);
+        let rates: Vec<f64> = m.layers.iter().flatten().map(|b| b.drop_path).collect();
+        assert_eq!(rates.len(), 4);
+        for (r, want) in rates.iter().zip([0.0, 0.2, 0.4, 0.6]) {
+            assert!((r - want).abs() < 1e-12, "{rates:?}");
+        }
+        let x = Tensor::randn(0f32, 1.0, (8, 3, 32, 32), &Device::Cpu).unwrap();
+        let run = |m: &ResNet, train| {
+            m.logits_t(&x, train)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        };
+        // evaluation: deterministic, and the same as without stochastic depth
+        let (_s0, m0) = tiny(0.0);
+        assert_eq!(run(&m, false), run(&m, false));
+        assert_eq!(run(&m, false), run(&m0, false));
+        // training: the branches drop at random, so two passes differ
+        assert_ne!(run(&m, true), run(&m, true));
+        assert_eq!(run(&m0, true), run(&m0, true));
     }
 }

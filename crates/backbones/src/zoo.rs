@@ -102,6 +102,9 @@ pub fn build(vb: &Vb, cfg: &BackboneConfig) -> Result<AnyBackbone> {
             .ok()
             .and_then(ResNetConfig::depth)
             .ok_or_else(unknown)?;
+        if let Some(p) = cfg.drop_path {
+            c.drop_path = p;
+        }
         c.num_classes = cfg.num_classes;
         c.in_channels = cfg.in_channels;
         return Ok(AnyBackbone::ResNet(ResNet::new(vb, &c)?));
@@ -223,6 +226,19 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(e.contains("unknown backbone"), "{e}");
+    }
+
+    #[test]
+    fn drop_path_reaches_resnet() {
+        let s = ParamStore::new(&Device::Cpu, DType::F32, 0);
+        let cfg = BackboneConfig {
+            drop_path: Some(0.3),
+            ..BackboneConfig::named("resnet-50")
+        };
+        match build(&s.root(), &cfg).unwrap() {
+            AnyBackbone::ResNet(m) => assert_eq!(m.config.drop_path, 0.3),
+            _ => panic!("resnet-50 built something else"),
+        }
     }
 
     #[test]
