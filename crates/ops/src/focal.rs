@@ -57,38 +57,47 @@ const ROWS: usize = 256;
 
 fn fwd<T: Real>(x: &[T], t: &[T], w: &[T], k: usize, f: Focal) -> f64 {
     let rows = w.len();
-    let parts = par::map(rows.div_ceil(ROWS), #[inline(always)] |c| {
-        let mut s = 0f64;
-        for r in c * ROWS..((c + 1) * ROWS).min(rows) {
-            let wr = w[r].to();
-            if wr == 0.0 {
-                continue;
+    let parts = par::map(
+        rows.div_ceil(ROWS),
+        #[inline(always)]
+        |c| {
+            let mut s = 0f64;
+            for r in c * ROWS..((c + 1) * ROWS).min(rows) {
+                let wr = w[r].to();
+                if wr == 0.0 {
+                    continue;
+                }
+                let mut row = 0f64;
+                for j in r * k..(r + 1) * k {
+                    row += focal_one(x[j].to(), t[j].to(), f.alpha, f.gamma).0;
+                }
+                s += wr * row;
             }
-            let mut row = 0f64;
-            for j in r * k..(r + 1) * k {
-                row += focal_one(x[j].to(), t[j].to(), f.alpha, f.gamma).0;
-            }
-            s += wr * row;
-        }
-        s
-    });
+            s
+        },
+    );
     parts.iter().sum()
 }
 
 fn bwd<T: Real>(x: &[T], t: &[T], w: &[T], k: usize, f: Focal, scale: f64) -> Vec<T> {
     let mut dx = vec![T::f(0.0); x.len()];
-    par::for_chunks(&mut dx, ROWS * k, #[inline(always)] |c, out| {
-        for (i, o) in out.chunks_mut(k).enumerate() {
-            let r = c * ROWS + i;
-            let wr = scale * w[r].to();
-            if wr == 0.0 {
-                continue;
+    par::for_chunks(
+        &mut dx,
+        ROWS * k,
+        #[inline(always)]
+        |c, out| {
+            for (i, o) in out.chunks_mut(k).enumerate() {
+                let r = c * ROWS + i;
+                let wr = scale * w[r].to();
+                if wr == 0.0 {
+                    continue;
+                }
+                for (j, o) in (r * k..).zip(o) {
+                    *o = T::f(wr * focal_one(x[j].to(), t[j].to(), f.alpha, f.gamma).1);
+                }
             }
-            for (j, o) in (r * k..).zip(o) {
-                *o = T::f(wr * focal_one(x[j].to(), t[j].to(), f.alpha, f.gamma).1);
-            }
-        }
-    });
+        },
+    );
     dx
 }
 
@@ -97,27 +106,37 @@ fn bwd<T: Real>(x: &[T], t: &[T], w: &[T], k: usize, f: Focal, scale: f64) -> Ve
 fn fwd_grad<T: Real>(x: &[T], t: &[T], w: &[T], k: usize, f: Focal) -> (f64, Vec<T>) {
     let rows = w.len();
     let mut dx = vec![T::f(0.0); x.len()];
-    let parts: Vec<AtomicU64> = (0..rows.div_ceil(ROWS)).map(|_| AtomicU64::new(0)).collect();
-    par::for_chunks(&mut dx, ROWS * k, #[inline(always)] |c, out| {
-        let mut s = 0f64;
-        for (i, o) in out.chunks_mut(k).enumerate() {
-            let r = c * ROWS + i;
-            let wr = w[r].to();
-            if wr == 0.0 {
-                continue;
+    let parts: Vec<AtomicU64> = (0..rows.div_ceil(ROWS))
+        .map(|_| AtomicU64::new(0))
+        .collect();
+    par::for_chunks(
+        &mut dx,
+        ROWS * k,
+        #[inline(always)]
+        |c, out| {
+            let mut s = 0f64;
+            for (i, o) in out.chunks_mut(k).enumerate() {
+                let r = c * ROWS + i;
+                let wr = w[r].to();
+                if wr == 0.0 {
+                    continue;
+                }
+                let mut row = 0f64;
+                for (j, o) in (r * k..).zip(o) {
+                    let (l, d) = focal_one(x[j].to(), t[j].to(), f.alpha, f.gamma);
+                    row += l;
+                    *o = T::f(wr * d);
+                }
+                s += wr * row;
             }
-            let mut row = 0f64;
-            for (j, o) in (r * k..).zip(o) {
-                let (l, d) = focal_one(x[j].to(), t[j].to(), f.alpha, f.gamma);
-                row += l;
-                *o = T::f(wr * d);
-            }
-            s += wr * row;
-        }
-        // each chunk owns its slot, so the sum below runs in chunk order
-        parts[c].store(s.to_bits(), Ordering::Relaxed);
-    });
-    let sum = parts.iter().map(|p| f64::from_bits(p.load(Ordering::Relaxed))).sum();
+            // each chunk owns its slot, so the sum below runs in chunk order
+            parts[c].store(s.to_bits(), Ordering::Relaxed);
+        },
+    );
+    let sum = parts
+        .iter()
+        .map(|p| f64::from_bits(p.load(Ordering::Relaxed)))
+        .sum();
     (sum, dx)
 }
 
@@ -331,9 +350,17 @@ mod tests {
             * 0.5)
             .unwrap();
         let grad = |g: candle_core::backprop::GradStore| -> Vec<f32> {
-            g.get(v.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap()
+            g.get(v.as_tensor())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap()
         };
-        let (g1, g2) = (grad(loss.backward().unwrap()), grad(loss.backward().unwrap()));
+        let (g1, g2) = (
+            grad(loss.backward().unwrap()),
+            grad(loss.backward().unwrap()),
+        );
         assert!(g1.iter().any(|&e| e != 0.0));
         for (a, b) in g1.iter().zip(&g2) {
             assert!((a - b).abs() <= 1e-6 * b.abs().max(1e-3), "{a} vs {b}");

@@ -159,17 +159,21 @@ fn sum_centered_dot<T: Real>(d: &[T], x: &[T], mean: f64) -> (f64, f64) {
 
 /// Per-channel (mean, biased variance) of an NCHW buffer.
 fn moments<T: Real>(x: &[T], n: usize, c: usize, hw: usize) -> Vec<(f64, f64)> {
-    par::map(c, #[inline(always)] |ch| {
-        let (mut s, mut ss) = (0f64, 0f64);
-        for b in 0..n {
-            let (ps, pss) = sum_sumsq(&x[(b * c + ch) * hw..][..hw]);
-            s += ps;
-            ss += pss;
-        }
-        let m = (n * hw) as f64;
-        let mean = s / m;
-        (mean, (ss / m - mean * mean).max(0.0))
-    })
+    par::map(
+        c,
+        #[inline(always)]
+        |ch| {
+            let (mut s, mut ss) = (0f64, 0f64);
+            for b in 0..n {
+                let (ps, pss) = sum_sumsq(&x[(b * c + ch) * hw..][..hw]);
+                s += ps;
+                ss += pss;
+            }
+            let m = (n * hw) as f64;
+            let mean = s / m;
+            (mean, (ss / m - mean * mean).max(0.0))
+        },
+    )
 }
 
 /// Per-channel (mean, biased variance) of a contiguous NCHW tensor on CPU.
@@ -310,17 +314,22 @@ fn through_act<T: Real>(
     st: &[(f64, f64)],
     grad: impl Fn(T) -> T + Sync,
 ) {
-    par::for_chunks(d, hw, #[inline(always)] |row, o| {
-        let ch = row % c;
-        let (mean, inv) = st[ch];
-        let scale = inv * g[ch].to();
-        let (scale, shift) = (T::f(scale), T::f(beta[ch].to() - mean * scale));
-        // zipped slices, not indices: no bounds checks, so the loop vectorises
-        let (xs, ds) = (&x[row * hw..][..o.len()], &dy[row * hw..][..o.len()]);
-        for ((v, &xv), &d) in o.iter_mut().zip(xs).zip(ds) {
-            *v = d * grad(xv * scale + shift);
-        }
-    });
+    par::for_chunks(
+        d,
+        hw,
+        #[inline(always)]
+        |row, o| {
+            let ch = row % c;
+            let (mean, inv) = st[ch];
+            let scale = inv * g[ch].to();
+            let (scale, shift) = (T::f(scale), T::f(beta[ch].to() - mean * scale));
+            // zipped slices, not indices: no bounds checks, so the loop vectorises
+            let (xs, ds) = (&x[row * hw..][..o.len()], &dy[row * hw..][..o.len()]);
+            for ((v, &xv), &d) in o.iter_mut().zip(xs).zip(ds) {
+                *v = d * grad(xv * scale + shift);
+            }
+        },
+    );
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -347,17 +356,21 @@ fn bn_bwd<T: Real>(
     }
     let dz: &[T] = dx;
     // per channel: sum(dz), sum(dz * (x - mean))
-    let sums: Vec<(f64, f64)> = par::map(c, #[inline(always)] |ch| {
-        let mean = st[ch].0;
-        let (mut sd, mut sdx) = (0f64, 0f64);
-        for b in 0..n {
-            let o = (b * c + ch) * hw;
-            let (a, b) = sum_centered_dot(&dz[o..o + hw], &x[o..o + hw], mean);
-            sd += a;
-            sdx += b;
-        }
-        (sd, sdx)
-    });
+    let sums: Vec<(f64, f64)> = par::map(
+        c,
+        #[inline(always)]
+        |ch| {
+            let mean = st[ch].0;
+            let (mut sd, mut sdx) = (0f64, 0f64);
+            for b in 0..n {
+                let o = (b * c + ch) * hw;
+                let (a, b) = sum_centered_dot(&dz[o..o + hw], &x[o..o + hw], mean);
+                sd += a;
+                sdx += b;
+            }
+            (sd, sdx)
+        },
+    );
     // dx = g inv (dz - mean(dz) - xhat mean(dz xhat)), with per-channel coefficients so
     // the pass runs in T: dx = p dz + q (x - mean) + r.
     let coef: Vec<(T, T, T, T)> = (0..c)
@@ -369,13 +382,18 @@ fn bn_bwd<T: Real>(
             (T::f(k), T::f(q), T::f(-k * sd / m), T::f(mean))
         })
         .collect();
-    par::for_chunks(dx, hw, #[inline(always)] |row, o| {
-        let (p, q, r, mean) = coef[row % c];
-        let xs = &x[row * hw..][..o.len()];
-        for (v, &xv) in o.iter_mut().zip(xs) {
-            *v = p * *v + q * (xv - mean) + r;
-        }
-    });
+    par::for_chunks(
+        dx,
+        hw,
+        #[inline(always)]
+        |row, o| {
+            let (p, q, r, mean) = coef[row % c];
+            let xs = &x[row * hw..][..o.len()];
+            for (v, &xv) in o.iter_mut().zip(xs) {
+                *v = p * *v + q * (xv - mean) + r;
+            }
+        },
+    );
     for ch in 0..c {
         rest[ch] = T::f(sums[ch].1 * st[ch].1);
         rest[c + ch] = T::f(sums[ch].0);
@@ -490,12 +508,17 @@ impl CustomOp1 for Silu {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         fn go<T: Real>(x: &[T]) -> Vec<T> {
             let mut y = vec![T::f(0.0); x.len()];
-            par::for_chunks(&mut y, 4096, #[inline(always)] |k, o| {
-                let i = &x[k * 4096..][..o.len()];
-                for (a, &b) in o.iter_mut().zip(i) {
-                    *a = b * sig(b);
-                }
-            });
+            par::for_chunks(
+                &mut y,
+                4096,
+                #[inline(always)]
+                |k, o| {
+                    let i = &x[k * 4096..][..o.len()];
+                    for (a, &b) in o.iter_mut().zip(i) {
+                        *a = b * sig(b);
+                    }
+                },
+            );
             y
         }
         let out = match s.dtype() {
@@ -524,12 +547,17 @@ fn zip2_cpu<Z: Zip2>(
 ) -> Result<(CpuStorage, Shape)> {
     fn go<T: Real, Z: Zip2>(a: &[T], b: &[T]) -> Vec<T> {
         let mut out = vec![T::f(0.0); a.len()];
-        par::for_chunks(&mut out, 4096, #[inline(always)] |k, o| {
-            let (xs, ys) = (&a[k * 4096..][..o.len()], &b[k * 4096..][..o.len()]);
-            for ((o, &p), &q) in o.iter_mut().zip(xs).zip(ys) {
-                *o = Z::f(p, q);
-            }
-        });
+        par::for_chunks(
+            &mut out,
+            4096,
+            #[inline(always)]
+            |k, o| {
+                let (xs, ys) = (&a[k * 4096..][..o.len()], &b[k * 4096..][..o.len()]);
+                for ((o, &p), &q) in o.iter_mut().zip(xs).zip(ys) {
+                    *o = Z::f(p, q);
+                }
+            },
+        );
         out
     }
     if l1.shape() != l2.shape() {
@@ -582,9 +610,14 @@ struct Affine {
 
 fn affine_fwd<T: Real>(x: &[T], a: &[T], b: &[T], c: usize, hw: usize, act: Act) -> Vec<T> {
     let mut y = vec![T::f(0.0); x.len()];
-    par::for_chunks(&mut y, hw, #[inline(always)] |plane, o| {
-        affine_plane(o, &x[plane * hw..][..hw], a[plane % c], b[plane % c], act);
-    });
+    par::for_chunks(
+        &mut y,
+        hw,
+        #[inline(always)]
+        |plane, o| {
+            affine_plane(o, &x[plane * hw..][..hw], a[plane % c], b[plane % c], act);
+        },
+    );
     y
 }
 
@@ -688,13 +721,18 @@ pub fn affine_act(x: &Tensor, a: &Tensor, b: &Tensor, act: Act) -> Result<Tensor
 /// shortcut and the ReLU in one pass, so neither the normalised tensor nor the sum is stored.
 fn affine_add_relu_fwd<T: Real>(x: &[T], s: &[T], t: &[T], r: &[T], c: usize, hw: usize) -> Vec<T> {
     let mut y = vec![T::f(0.0); x.len()];
-    par::for_chunks(&mut y, hw, #[inline(always)] |plane, o| {
-        let (a, b) = (s[plane % c], t[plane % c]);
-        let (xs, rs) = (&x[plane * hw..][..hw], &r[plane * hw..][..hw]);
-        for ((o, &v), &q) in o.iter_mut().zip(xs).zip(rs) {
-            *o = relu(v * a + b + q);
-        }
-    });
+    par::for_chunks(
+        &mut y,
+        hw,
+        #[inline(always)]
+        |plane, o| {
+            let (a, b) = (s[plane % c], t[plane % c]);
+            let (xs, rs) = (&x[plane * hw..][..hw], &r[plane * hw..][..hw]);
+            for ((o, &v), &q) in o.iter_mut().zip(xs).zip(rs) {
+                *o = relu(v * a + b + q);
+            }
+        },
+    );
     y
 }
 
@@ -935,10 +973,15 @@ impl CustomOp2 for PlaneScale {
         fn go<T: Real>(x: &[T], g: &[T]) -> Vec<T> {
             let hw = (x.len() / g.len().max(1)).max(1);
             let mut y = vec![T::f(0.0); x.len()];
-            par::for_chunks(&mut y, hw, #[inline(always)] |p, o| {
-                let (i, s) = (&x[p * hw..][..o.len()], g[p]);
-                o.iter_mut().zip(i).for_each(|(o, &v)| *o = v * s)
-            });
+            par::for_chunks(
+                &mut y,
+                hw,
+                #[inline(always)]
+                |p, o| {
+                    let (i, s) = (&x[p * hw..][..o.len()], g[p]);
+                    o.iter_mut().zip(i).for_each(|(o, &v)| *o = v * s)
+                },
+            );
             y
         }
         let out = match s1.dtype() {

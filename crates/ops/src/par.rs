@@ -15,12 +15,18 @@ pub fn for_ranges(n: usize, f: impl Fn(Range<usize>) + Sync) {
     // candle runs nested calls from its workers inline, but the calling thread also works
     // on the batch and a nested call from it would deadlock on the pool's lock.
     if INSIDE.with(|i| i.get()) {
-        crate::simd::wide(#[inline(always)] || f(0..n));
+        crate::simd::wide(
+            #[inline(always)]
+            || f(0..n),
+        );
         return;
     }
     candle_core::utils::barrier_pool().execute_chunked(n, |r| {
         let was = INSIDE.with(|i| i.replace(true));
-        crate::simd::wide(#[inline(always)] || f(r));
+        crate::simd::wide(
+            #[inline(always)]
+            || f(r),
+        );
         INSIDE.with(|i| i.set(was));
     });
 }
@@ -47,29 +53,44 @@ pub fn for_chunks_init<T: Send, S>(
     let chunk = chunk.max(1);
     let len = out.len();
     let ptr = SendPtr(out.as_mut_ptr());
-    for_ranges(len.div_ceil(chunk), #[inline(always)] |r| {
-        let p = ptr;
-        let mut state = init();
-        for i in r {
-            let start = i * chunk;
-            let n = chunk.min(len - start);
-            // SAFETY: chunk i covers start..start+n of `out`, disjoint from every other
-            // chunk, and `out` is mutably borrowed for the whole call.
-            let piece = unsafe { std::slice::from_raw_parts_mut(p.0.add(start), n) };
-            f(&mut state, i, piece);
-        }
-    });
+    for_ranges(
+        len.div_ceil(chunk),
+        #[inline(always)]
+        |r| {
+            let p = ptr;
+            let mut state = init();
+            for i in r {
+                let start = i * chunk;
+                let n = chunk.min(len - start);
+                // SAFETY: chunk i covers start..start+n of `out`, disjoint from every other
+                // chunk, and `out` is mutably borrowed for the whole call.
+                let piece = unsafe { std::slice::from_raw_parts_mut(p.0.add(start), n) };
+                f(&mut state, i, piece);
+            }
+        },
+    );
 }
 
 /// Calls `f(i, chunk_i)` for every `chunk`-sized piece of `out` in parallel.
 pub fn for_chunks<T: Send>(out: &mut [T], chunk: usize, f: impl Fn(usize, &mut [T]) + Sync) {
-    for_chunks_init(out, chunk, || (), #[inline(always)] |_, i, c| f(i, c));
+    for_chunks_init(
+        out,
+        chunk,
+        || (),
+        #[inline(always)]
+        |_, i, c| f(i, c),
+    );
 }
 
 /// `(0..n).map(f).collect()` in parallel.
 pub fn map<R: Send + Default + Clone>(n: usize, f: impl Fn(usize) -> R + Sync) -> Vec<R> {
     let mut out = vec![R::default(); n];
-    for_chunks(&mut out, 1, #[inline(always)] |i, o| o[0] = f(i));
+    for_chunks(
+        &mut out,
+        1,
+        #[inline(always)]
+        |i, o| o[0] = f(i),
+    );
     out
 }
 

@@ -134,11 +134,15 @@ pub fn step_stats(w: &Tensor, g: &Tensor, buf: Option<&Tensor>, wd: f64) -> Resu
         return Ok(crate::simd::wide(|| stats_range(wv, gv, bv, wd)));
     }
     let parts = Mutex::new(Vec::new());
-    for_ranges(n.div_ceil(CHUNK), #[inline(always)] |r| {
-        let (a, b) = (r.start * CHUNK, (r.end * CHUNK).min(n));
-        let s = stats_range(&wv[a..b], &gv[a..b], bv.map(|v| &v[a..b]), wd);
-        parts.lock().unwrap_or_else(|e| e.into_inner()).push((a, s));
-    });
+    for_ranges(
+        n.div_ceil(CHUNK),
+        #[inline(always)]
+        |r| {
+            let (a, b) = (r.start * CHUNK, (r.end * CHUNK).min(n));
+            let s = stats_range(&wv[a..b], &gv[a..b], bv.map(|v| &v[a..b]), wd);
+            parts.lock().unwrap_or_else(|e| e.into_inner()).push((a, s));
+        },
+    );
     let mut parts = parts.into_inner().unwrap_or_else(|e| e.into_inner());
     // merged in element order, not in the order the threads finished
     parts.sort_by_key(|p| p.0);
@@ -165,7 +169,13 @@ fn apply(out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
     if out.len() < PAR_MIN {
         crate::simd::wide(|| f(0, out));
     } else {
-        for_chunks_init(out, CHUNK, || (), #[inline(always)] |_, i, piece| f(i * CHUNK, piece));
+        for_chunks_init(
+            out,
+            CHUNK,
+            || (),
+            #[inline(always)]
+            |_, i, piece| f(i * CHUNK, piece),
+        );
     }
 }
 

@@ -25,7 +25,8 @@ pub fn wide<R>(f: impl FnOnce() -> R) -> R {
 static ENABLED: OnceLock<AtomicBool> = OnceLock::new();
 
 fn enabled() -> &'static AtomicBool {
-    ENABLED.get_or_init(|| AtomicBool::new(std::env::var_os("PUPIL_NO_AVX2").is_none_or(|v| v != "1")))
+    ENABLED
+        .get_or_init(|| AtomicBool::new(std::env::var_os("PUPIL_NO_AVX2").is_none_or(|v| v != "1")))
 }
 
 /// Turns the AVX2 path on or off for the whole process (tests compare the two).

@@ -23,41 +23,50 @@ fn log_sum_exp<T: Real>(x: &[T], k: usize, hw: usize) -> Vec<f64> {
     let mut lse = vec![0f64; x.len() / k.max(1)];
     // image by image, so that a chunk of pixels reads one contiguous run of each plane
     for (b, img) in lse.chunks_mut(hw.max(1)).enumerate() {
-        par::for_chunks(img, PIXELS, #[inline(always)] |i, out| {
-            let n = out.len();
-            let plane = |c: usize| &x[(b * k + c) * hw + i * PIXELS..][..n];
-            let mut m = vec![f64::NEG_INFINITY; n];
-            for c in 0..k {
-                for (mj, &v) in m.iter_mut().zip(plane(c)) {
-                    *mj = mj.max(v.to());
+        par::for_chunks(
+            img,
+            PIXELS,
+            #[inline(always)]
+            |i, out| {
+                let n = out.len();
+                let plane = |c: usize| &x[(b * k + c) * hw + i * PIXELS..][..n];
+                let mut m = vec![f64::NEG_INFINITY; n];
+                for c in 0..k {
+                    for (mj, &v) in m.iter_mut().zip(plane(c)) {
+                        *mj = mj.max(v.to());
+                    }
                 }
-            }
-            out.fill(0.0);
-            for c in 0..k {
-                for ((o, &v), &mj) in out.iter_mut().zip(plane(c)).zip(&m) {
-                    *o += (v.to() - mj).exp();
+                out.fill(0.0);
+                for c in 0..k {
+                    for ((o, &v), &mj) in out.iter_mut().zip(plane(c)).zip(&m) {
+                        *o += (v.to() - mj).exp();
+                    }
                 }
-            }
-            for (o, &mj) in out.iter_mut().zip(&m) {
-                *o = o.ln() + mj;
-            }
-        });
+                for (o, &mj) in out.iter_mut().zip(&m) {
+                    *o = o.ln() + mj;
+                }
+            },
+        );
     }
     lse
 }
 
 fn fwd<T: Real>(x: &[T], op: &Xent, k: usize, hw: usize) -> f64 {
     let lse = log_sum_exp(x, k, hw);
-    let parts = par::map(lse.len().div_ceil(PIXELS), #[inline(always)] |i| {
-        let mut s = 0f64;
-        for p in i * PIXELS..((i + 1) * PIXELS).min(lse.len()) {
-            let l = op.labels[p];
-            if l != op.ignore {
-                s += lse[p] - x[(p / hw * k + l as usize) * hw + p % hw].to();
+    let parts = par::map(
+        lse.len().div_ceil(PIXELS),
+        #[inline(always)]
+        |i| {
+            let mut s = 0f64;
+            for p in i * PIXELS..((i + 1) * PIXELS).min(lse.len()) {
+                let l = op.labels[p];
+                if l != op.ignore {
+                    s += lse[p] - x[(p / hw * k + l as usize) * hw + p % hw].to();
+                }
             }
-        }
-        s
-    });
+            s
+        },
+    );
     parts.iter().sum()
 }
 
@@ -65,19 +74,24 @@ fn bwd<T: Real>(x: &[T], op: &Xent, k: usize, hw: usize, scale: f64) -> Vec<T> {
     let lse = log_sum_exp(x, k, hw);
     let mut dx = vec![T::f(0.0); x.len()];
     // one task per class plane of one image: softmax minus the one-hot label
-    par::for_chunks(&mut dx, hw, #[inline(always)] |plane, out| {
-        let (b, c) = (plane / k, (plane % k) as u32);
-        let xs = &x[plane * hw..][..hw];
-        let (labels, lse) = (&op.labels[b * hw..][..hw], &lse[b * hw..][..hw]);
-        for (j, o) in out.iter_mut().enumerate() {
-            let l = labels[j];
-            if l == op.ignore {
-                continue;
+    par::for_chunks(
+        &mut dx,
+        hw,
+        #[inline(always)]
+        |plane, out| {
+            let (b, c) = (plane / k, (plane % k) as u32);
+            let xs = &x[plane * hw..][..hw];
+            let (labels, lse) = (&op.labels[b * hw..][..hw], &lse[b * hw..][..hw]);
+            for (j, o) in out.iter_mut().enumerate() {
+                let l = labels[j];
+                if l == op.ignore {
+                    continue;
+                }
+                let p = (xs[j].to() - lse[j]).exp();
+                *o = T::f(scale * (p - if l == c { 1.0 } else { 0.0 }));
             }
-            let p = (xs[j].to() - lse[j]).exp();
-            *o = T::f(scale * (p - if l == c { 1.0 } else { 0.0 }));
-        }
-    });
+        },
+    );
     dx
 }
 

@@ -33,18 +33,42 @@ fn run_all() -> Vec<Vec<u32>> {
     let g = Var::from_tensor(&(gen(&[10], 4) + 1.5).unwrap()).unwrap();
     let b = Var::from_tensor(&gen(&[10], 5)).unwrap();
 
-    let y = pupil_ops::depthwise_conv2d(x.as_tensor(), wd.as_tensor(), None, (2, 2), (1, 1), Pad2d::new(1, 1, 1, 1)).unwrap();
+    let y = pupil_ops::depthwise_conv2d(
+        x.as_tensor(),
+        wd.as_tensor(),
+        None,
+        (2, 2),
+        (1, 1),
+        Pad2d::new(1, 1, 1, 1),
+    )
+    .unwrap();
     let y = fused::silu(&y).unwrap();
     let y = pupil_ops::conv2d(&y, wc.as_tensor(), None, 1, Pad2d::new(1, 1, 1, 1), 1, 1).unwrap();
-    let (y, _) = fused::batch_norm_train_act(&y, g.as_tensor(), b.as_tensor(), 1e-3, Act::Silu).unwrap();
-    let (z, _) = fused::batch_norm_train_add_relu(&y, g.as_tensor(), b.as_tensor(), 1e-3, &y).unwrap();
+    let (y, _) =
+        fused::batch_norm_train_act(&y, g.as_tensor(), b.as_tensor(), 1e-3, Act::Silu).unwrap();
+    let (z, _) =
+        fused::batch_norm_train_add_relu(&y, g.as_tensor(), b.as_tensor(), 1e-3, &y).unwrap();
     let z = pupil_ops::max_pool2d(&z, (3, 3), (2, 2), Pad2d::new(1, 1, 1, 1)).unwrap();
     let z = pupil_ops::resize_bilinear(&z, 13, 17, false).unwrap();
     let (n, c, h, w) = z.dims4().unwrap();
-    let logits = z.permute((0, 2, 3, 1)).unwrap().reshape((n * h * w, c)).unwrap();
-    let t = gen(&[n * h * w, c], 6).ge(0.6).unwrap().to_dtype(DType::F32).unwrap();
-    let rw = gen(&[n * h * w, 1], 7).ge(-0.8).unwrap().to_dtype(DType::F32).unwrap();
-    let focal = pupil_ops::focal::weighted_focal_sum(&logits, &t, &rw, 0.25, 1.5).unwrap().unwrap();
+    let logits = z
+        .permute((0, 2, 3, 1))
+        .unwrap()
+        .reshape((n * h * w, c))
+        .unwrap();
+    let t = gen(&[n * h * w, c], 6)
+        .ge(0.6)
+        .unwrap()
+        .to_dtype(DType::F32)
+        .unwrap();
+    let rw = gen(&[n * h * w, 1], 7)
+        .ge(-0.8)
+        .unwrap()
+        .to_dtype(DType::F32)
+        .unwrap();
+    let focal = pupil_ops::focal::weighted_focal_sum(&logits, &t, &rw, 0.25, 1.5)
+        .unwrap()
+        .unwrap();
     let labels: Vec<u32> = (0..n * h * w).map(|i| (i % (c + 1)) as u32).collect();
     let xent = pupil_ops::xent::softmax_xent_sum(&z, &Arc::new(labels), c as u32)
         .unwrap()

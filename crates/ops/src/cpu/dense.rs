@@ -189,11 +189,14 @@ fn run_tasks<T: Real, S: Default + Send>(
 ) -> Vec<S> {
     let parts = parts.clamp(1, n.max(1));
     let run = |part: usize, st: &mut S, scratch: &mut Scratch<T>| {
-        crate::simd::wide(#[inline(always)] || {
-            for t in part * n / parts..(part + 1) * n / parts {
-                task(t, st, scratch);
-            }
-        })
+        crate::simd::wide(
+            #[inline(always)]
+            || {
+                for t in part * n / parts..(part + 1) * n / parts {
+                    task(t, st, scratch);
+                }
+            },
+        )
     };
     if !parallel || parts < 2 {
         let mut scratch = Scratch::take();
@@ -373,7 +376,8 @@ pub(crate) fn forward<T: Real>(x: &[T], wt: &[T], bias: Option<&[T]>, g: &Geom) 
         tasks,
         tasks,
         g.parallel(),
-        #[inline(always)] |t, _: &mut (), scratch: &mut Scratch<T>| {
+        #[inline(always)]
+        |t, _: &mut (), scratch: &mut Scratch<T>| {
             let (ng, ch) = (t / chunks, t % chunks);
             let (oy0, oy1) = (ch * rows, ((ch + 1) * rows).min(win.oh));
             let (p0, pc) = (oy0 * win.ow, (oy1 - oy0) * win.ow);
@@ -432,7 +436,8 @@ pub(crate) fn backward_input<T: Real>(dy: &[T], wt: &[T], g: &Geom) -> Vec<T> {
         tasks,
         tasks,
         g.parallel(),
-        #[inline(always)] |t, _: &mut (), scratch: &mut Scratch<T>| {
+        #[inline(always)]
+        |t, _: &mut (), scratch: &mut Scratch<T>| {
             let (ng, blk) = (t / blocks, t % blocks);
             let (c0, c1) = (blk * cb, ((blk + 1) * cb).min(g.cin));
             let grp = ng % g.groups;
@@ -505,7 +510,8 @@ pub(crate) fn backward_filter<T: Real>(x: &[T], dy: &[T], g: &Geom) -> Vec<T> {
         tasks,
         parts,
         g.parallel(),
-        #[inline(always)] |t, acc: &mut Vec<T>, scratch: &mut Scratch<T>| {
+        #[inline(always)]
+        |t, acc: &mut Vec<T>, scratch: &mut Scratch<T>| {
             acc.resize(len, T::ZERO);
             let (ng, ch) = (t / chunks, t % chunks);
             let (oy0, oy1) = (ch * rows, ((ch + 1) * rows).min(win.oh));
@@ -554,7 +560,8 @@ pub(crate) fn backward_bias<T: Real>(dy: &[T], c: usize, plane: usize) -> Vec<T>
         c,
         c,
         dy.len() >= PAR_MIN_MACS,
-        #[inline(always)] |o, _: &mut (), _: &mut Scratch<T>| {
+        #[inline(always)]
+        |o, _: &mut (), _: &mut Scratch<T>| {
             let s = (0..n).fold(T::ZERO, |s, b| s + sum(&dy[(b * c + o) * plane..][..plane]));
             // SAFETY: task o alone writes db[o].
             unsafe { *out.at(o) = s };

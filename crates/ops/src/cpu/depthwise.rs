@@ -70,28 +70,41 @@ fn forward_in<T: Real>(x: &[T], w: &[T], c: usize, win: &Window, flat: Flat) -> 
     let ph = Phased::new(win);
     let mut out = vec![T::ZERO; x.len() / plane_in * plane_out];
     let init = || (Vec::new(), Vec::new());
-    crate::par::for_chunks_init(&mut out, plane_out, init, #[inline(always)] |(buf, tmp), p, o| {
-        let xi = &x[p * plane_in..][..plane_in];
-        let wk = &w[(p % c) * kk..][..kk];
-        ph.fill(xi, win.h, win.w, T::ZERO, buf);
-        if let Some((pitch, len)) = flat {
-            tmp.clear();
-            tmp.resize(len, T::ZERO);
-            for i in 0..win.kh {
-                row_taps(tmp, buf, &ph, i * win.dh, &wk[i * win.kw..][..win.kw], win.dw);
+    crate::par::for_chunks_init(
+        &mut out,
+        plane_out,
+        init,
+        #[inline(always)]
+        |(buf, tmp), p, o| {
+            let xi = &x[p * plane_in..][..plane_in];
+            let wk = &w[(p % c) * kk..][..kk];
+            ph.fill(xi, win.h, win.w, T::ZERO, buf);
+            if let Some((pitch, len)) = flat {
+                tmp.clear();
+                tmp.resize(len, T::ZERO);
+                for i in 0..win.kh {
+                    row_taps(
+                        tmp,
+                        buf,
+                        &ph,
+                        i * win.dh,
+                        &wk[i * win.kw..][..win.kw],
+                        win.dw,
+                    );
+                }
+                for (oy, orow) in o.chunks_exact_mut(win.ow).enumerate() {
+                    orow.copy_from_slice(&tmp[oy * pitch..][..win.ow]);
+                }
+                return;
             }
             for (oy, orow) in o.chunks_exact_mut(win.ow).enumerate() {
-                orow.copy_from_slice(&tmp[oy * pitch..][..win.ow]);
+                for i in 0..win.kh {
+                    let r = oy * win.sh + i * win.dh;
+                    row_taps(orow, buf, &ph, r, &wk[i * win.kw..][..win.kw], win.dw);
+                }
             }
-            return;
-        }
-        for (oy, orow) in o.chunks_exact_mut(win.ow).enumerate() {
-            for i in 0..win.kh {
-                let r = oy * win.sh + i * win.dh;
-                row_taps(orow, buf, &ph, r, &wk[i * win.kw..][..win.kw], win.dw);
-            }
-        }
-    });
+        },
+    );
     out
 }
 
@@ -116,32 +129,38 @@ fn backward_input_in<T: Real>(g: &[T], w: &[T], c: usize, win: &Window, flat: Fl
     let ph = Phased::new(win);
     let mut gx = vec![T::ZERO; g.len() / plane_out * plane_in];
     let init = || (Vec::new(), Vec::new());
-    crate::par::for_chunks_init(&mut gx, plane_in, init, #[inline(always)] |(buf, tmp), p, gxi| {
-        let gi = &g[p * plane_out..][..plane_out];
-        let wk = &w[(p % c) * kk..][..kk];
-        buf.clear();
-        buf.resize(ph.size(), T::ZERO);
-        if let Some((pitch, len)) = flat {
-            spread(gi, win.ow, pitch, len, tmp);
-            for i in 0..win.kh {
-                for j in 0..win.kw {
-                    let start = ph.run_start(i * win.dh, j * win.dw);
-                    axpy(&mut buf[start..start + len], tmp, wk[i * win.kw + j]);
-                }
-            }
-        } else {
-            for (oy, grow) in gi.chunks_exact(win.ow).enumerate() {
+    crate::par::for_chunks_init(
+        &mut gx,
+        plane_in,
+        init,
+        #[inline(always)]
+        |(buf, tmp), p, gxi| {
+            let gi = &g[p * plane_out..][..plane_out];
+            let wk = &w[(p % c) * kk..][..kk];
+            buf.clear();
+            buf.resize(ph.size(), T::ZERO);
+            if let Some((pitch, len)) = flat {
+                spread(gi, win.ow, pitch, len, tmp);
                 for i in 0..win.kh {
-                    let r = oy * win.sh + i * win.dh;
                     for j in 0..win.kw {
-                        let start = ph.run_start(r, j * win.dw);
-                        axpy(&mut buf[start..start + win.ow], grow, wk[i * win.kw + j]);
+                        let start = ph.run_start(i * win.dh, j * win.dw);
+                        axpy(&mut buf[start..start + len], tmp, wk[i * win.kw + j]);
+                    }
+                }
+            } else {
+                for (oy, grow) in gi.chunks_exact(win.ow).enumerate() {
+                    for i in 0..win.kh {
+                        let r = oy * win.sh + i * win.dh;
+                        for j in 0..win.kw {
+                            let start = ph.run_start(r, j * win.dw);
+                            axpy(&mut buf[start..start + win.ow], grow, wk[i * win.kw + j]);
+                        }
                     }
                 }
             }
-        }
-        ph.unfill(buf, win.h, win.w, gxi);
-    });
+            ph.unfill(buf, win.h, win.w, gxi);
+        },
+    );
     gx
 }
 
@@ -169,32 +188,38 @@ fn backward_weight_in<T: Real>(
     let ph = Phased::new(win);
     let mut gw = vec![T::ZERO; c * kk];
     let init = || (Vec::new(), Vec::new());
-    crate::par::for_chunks_init(&mut gw, kk, init, #[inline(always)] |(buf, tmp), ch, gwk| {
-        for b in 0..n {
-            let p = b * c + ch;
-            ph.fill(&x[p * plane_in..][..plane_in], win.h, win.w, T::ZERO, buf);
-            let gi = &g[p * plane_out..][..plane_out];
-            if let Some((pitch, len)) = flat {
-                spread(gi, win.ow, pitch, len, tmp);
-                for i in 0..win.kh {
-                    for j in 0..win.kw {
-                        let start = ph.run_start(i * win.dh, j * win.dw);
-                        gwk[i * win.kw + j] += dot(tmp, &buf[start..start + len]);
+    crate::par::for_chunks_init(
+        &mut gw,
+        kk,
+        init,
+        #[inline(always)]
+        |(buf, tmp), ch, gwk| {
+            for b in 0..n {
+                let p = b * c + ch;
+                ph.fill(&x[p * plane_in..][..plane_in], win.h, win.w, T::ZERO, buf);
+                let gi = &g[p * plane_out..][..plane_out];
+                if let Some((pitch, len)) = flat {
+                    spread(gi, win.ow, pitch, len, tmp);
+                    for i in 0..win.kh {
+                        for j in 0..win.kw {
+                            let start = ph.run_start(i * win.dh, j * win.dw);
+                            gwk[i * win.kw + j] += dot(tmp, &buf[start..start + len]);
+                        }
+                    }
+                    continue;
+                }
+                for (oy, grow) in gi.chunks_exact(win.ow).enumerate() {
+                    for i in 0..win.kh {
+                        let r = oy * win.sh + i * win.dh;
+                        for j in 0..win.kw {
+                            let start = ph.run_start(r, j * win.dw);
+                            gwk[i * win.kw + j] += dot(grow, &buf[start..start + win.ow]);
+                        }
                     }
                 }
-                continue;
             }
-            for (oy, grow) in gi.chunks_exact(win.ow).enumerate() {
-                for i in 0..win.kh {
-                    let r = oy * win.sh + i * win.dh;
-                    for j in 0..win.kw {
-                        let start = ph.run_start(r, j * win.dw);
-                        gwk[i * win.kw + j] += dot(grow, &buf[start..start + win.ow]);
-                    }
-                }
-            }
-        }
-    });
+        },
+    );
     gw
 }
 
@@ -204,7 +229,9 @@ mod tests {
     use crate::Pad2d;
 
     fn data(n: usize, seed: u32) -> Vec<f64> {
-        (0..n).map(|i| (((i as u32).wrapping_mul(2654435761) ^ seed) % 1000) as f64 / 500.0 - 1.0).collect()
+        (0..n)
+            .map(|i| (((i as u32).wrapping_mul(2654435761) ^ seed) % 1000) as f64 / 500.0 - 1.0)
+            .collect()
     }
 
     #[test]
@@ -221,7 +248,12 @@ mod tests {
         ];
         let (n, c) = (2, 3);
         for (h, w, k, s, d, (t, b, l, r)) in cases {
-            let pad = Pad2d { top: t, bottom: b, left: l, right: r };
+            let pad = Pad2d {
+                top: t,
+                bottom: b,
+                left: l,
+                right: r,
+            };
             let win = Window::new("dw", (h, w), (k, k), (s, s), (d, d), pad).unwrap();
             let ph = Phased::new(&win);
             let pitch = win.sh * ph.len;
@@ -233,11 +265,18 @@ mod tests {
             let close = |a: &[f64], b: &[f64], name: &str| {
                 assert_eq!(a.len(), b.len());
                 for (i, (p, q)) in a.iter().zip(b).enumerate() {
-                    assert!((p - q).abs() <= 1e-12 * (1.0 + q.abs()), "{name} {what} [{i}]: {p} vs {q}");
+                    assert!(
+                        (p - q).abs() <= 1e-12 * (1.0 + q.abs()),
+                        "{name} {what} [{i}]: {p} vs {q}"
+                    );
                 }
             };
             // the forward adds the taps in the same order either way: same bits
-            assert_eq!(forward_in(&x, &wt, c, &win, flat), forward_in(&x, &wt, c, &win, None), "{what}");
+            assert_eq!(
+                forward_in(&x, &wt, c, &win, flat),
+                forward_in(&x, &wt, c, &win, None),
+                "{what}"
+            );
             close(
                 &backward_input_in(&g, &wt, c, &win, flat),
                 &backward_input_in(&g, &wt, c, &win, None),

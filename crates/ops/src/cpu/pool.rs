@@ -9,23 +9,29 @@ pub(crate) fn forward<T: Real>(x: &[T], win: &Window) -> Vec<T> {
     let (plane_in, plane_out) = (win.h * win.w, win.oh * win.ow);
     let ph = Phased::new(win);
     let mut out = vec![T::NEG_INF; x.len() / plane_in * plane_out];
-    crate::par::for_chunks_init(&mut out, plane_out, Vec::new, #[inline(always)] |buf, p, o| {
-        let xi = &x[p * plane_in..][..plane_in];
-        ph.fill(xi, win.h, win.w, T::NEG_INF, buf);
-        for (oy, orow) in o.chunks_exact_mut(win.ow).enumerate() {
-            for i in 0..win.kh {
-                let r = oy * win.sh + i * win.dh;
-                for j in 0..win.kw {
-                    let run = &buf[ph.run_start(r, j * win.dw)..][..win.ow];
-                    for (m, &v) in orow.iter_mut().zip(run) {
-                        if v > *m {
-                            *m = v;
+    crate::par::for_chunks_init(
+        &mut out,
+        plane_out,
+        Vec::new,
+        #[inline(always)]
+        |buf, p, o| {
+            let xi = &x[p * plane_in..][..plane_in];
+            ph.fill(xi, win.h, win.w, T::NEG_INF, buf);
+            for (oy, orow) in o.chunks_exact_mut(win.ow).enumerate() {
+                for i in 0..win.kh {
+                    let r = oy * win.sh + i * win.dh;
+                    for j in 0..win.kw {
+                        let run = &buf[ph.run_start(r, j * win.dw)..][..win.ow];
+                        for (m, &v) in orow.iter_mut().zip(run) {
+                            if v > *m {
+                                *m = v;
+                            }
                         }
                     }
                 }
             }
-        }
-    });
+        },
+    );
     out
 }
 
@@ -38,7 +44,8 @@ pub(crate) fn backward<T: Real>(x: &[T], g: &[T], win: &Window) -> Vec<T> {
         &mut gx,
         plane_in,
         || (Vec::new(), Vec::new(), Vec::new()),
-        #[inline(always)] |(buf, best, arg), p, gxi| {
+        #[inline(always)]
+        |(buf, best, arg), p, gxi| {
             let xi = &x[p * plane_in..][..plane_in];
             let gi = &g[p * plane_out..][..plane_out];
             ph.fill(xi, win.h, win.w, T::NEG_INF, buf);

@@ -60,17 +60,22 @@ pub(crate) fn bilinear_forward<T: Real>(
     let ty = bilinear_taps::<T>(h, oh, align_corners);
     let tx = bilinear_taps::<T>(w, ow, align_corners);
     let mut out = vec![T::ZERO; x.len() / (h * w) * oh * ow];
-    crate::par::for_chunks(&mut out, oh * ow, #[inline(always)] |p, o| {
-        let xi = &x[p * h * w..][..h * w];
-        for (orow, y) in o.chunks_exact_mut(ow).zip(&ty) {
-            let r0 = &xi[y.i0 * w..][..w];
-            let r1 = &xi[y.i1 * w..][..w];
-            for (v, t) in orow.iter_mut().zip(&tx) {
-                *v = y.l0 * (t.l0 * r0[t.i0] + t.l1 * r0[t.i1])
-                    + y.l1 * (t.l0 * r1[t.i0] + t.l1 * r1[t.i1]);
+    crate::par::for_chunks(
+        &mut out,
+        oh * ow,
+        #[inline(always)]
+        |p, o| {
+            let xi = &x[p * h * w..][..h * w];
+            for (orow, y) in o.chunks_exact_mut(ow).zip(&ty) {
+                let r0 = &xi[y.i0 * w..][..w];
+                let r1 = &xi[y.i1 * w..][..w];
+                for (v, t) in orow.iter_mut().zip(&tx) {
+                    *v = y.l0 * (t.l0 * r0[t.i0] + t.l1 * r0[t.i1])
+                        + y.l1 * (t.l0 * r1[t.i0] + t.l1 * r1[t.i1]);
+                }
             }
-        }
-    });
+        },
+    );
     out
 }
 
@@ -85,18 +90,23 @@ pub(crate) fn bilinear_backward<T: Real>(
     let ty = bilinear_taps::<T>(h, oh, align_corners);
     let tx = bilinear_taps::<T>(w, ow, align_corners);
     let mut gx = vec![T::ZERO; g.len() / (oh * ow) * h * w];
-    crate::par::for_chunks(&mut gx, h * w, #[inline(always)] |p, gxi| {
-        let gi = &g[p * oh * ow..][..oh * ow];
-        for (grow, y) in gi.chunks_exact(ow).zip(&ty) {
-            for (&gv, t) in grow.iter().zip(&tx) {
-                let (a, b) = (y.l0 * gv, y.l1 * gv);
-                gxi[y.i0 * w + t.i0] += a * t.l0;
-                gxi[y.i0 * w + t.i1] += a * t.l1;
-                gxi[y.i1 * w + t.i0] += b * t.l0;
-                gxi[y.i1 * w + t.i1] += b * t.l1;
+    crate::par::for_chunks(
+        &mut gx,
+        h * w,
+        #[inline(always)]
+        |p, gxi| {
+            let gi = &g[p * oh * ow..][..oh * ow];
+            for (grow, y) in gi.chunks_exact(ow).zip(&ty) {
+                for (&gv, t) in grow.iter().zip(&tx) {
+                    let (a, b) = (y.l0 * gv, y.l1 * gv);
+                    gxi[y.i0 * w + t.i0] += a * t.l0;
+                    gxi[y.i0 * w + t.i1] += a * t.l1;
+                    gxi[y.i1 * w + t.i0] += b * t.l0;
+                    gxi[y.i1 * w + t.i1] += b * t.l1;
+                }
             }
-        }
-    });
+        },
+    );
     gx
 }
 
@@ -108,15 +118,20 @@ pub(crate) fn nearest_forward<T: Real>(
     let iy = nearest_index(h, oh);
     let ix = nearest_index(w, ow);
     let mut out = vec![T::ZERO; x.len() / (h * w) * oh * ow];
-    crate::par::for_chunks(&mut out, oh * ow, #[inline(always)] |p, o| {
-        let xi = &x[p * h * w..][..h * w];
-        for (orow, &y) in o.chunks_exact_mut(ow).zip(&iy) {
-            let r = &xi[y * w..][..w];
-            for (v, &x) in orow.iter_mut().zip(&ix) {
-                *v = r[x];
+    crate::par::for_chunks(
+        &mut out,
+        oh * ow,
+        #[inline(always)]
+        |p, o| {
+            let xi = &x[p * h * w..][..h * w];
+            for (orow, &y) in o.chunks_exact_mut(ow).zip(&iy) {
+                let r = &xi[y * w..][..w];
+                for (v, &x) in orow.iter_mut().zip(&ix) {
+                    *v = r[x];
+                }
             }
-        }
-    });
+        },
+    );
     out
 }
 
@@ -128,15 +143,20 @@ pub(crate) fn nearest_backward<T: Real>(
     let iy = nearest_index(h, oh);
     let ix = nearest_index(w, ow);
     let mut gx = vec![T::ZERO; g.len() / (oh * ow) * h * w];
-    crate::par::for_chunks(&mut gx, h * w, #[inline(always)] |p, gxi| {
-        let gi = &g[p * oh * ow..][..oh * ow];
-        for (grow, &y) in gi.chunks_exact(ow).zip(&iy) {
-            let r = &mut gxi[y * w..][..w];
-            for (&gv, &x) in grow.iter().zip(&ix) {
-                r[x] += gv;
+    crate::par::for_chunks(
+        &mut gx,
+        h * w,
+        #[inline(always)]
+        |p, gxi| {
+            let gi = &g[p * oh * ow..][..oh * ow];
+            for (grow, &y) in gi.chunks_exact(ow).zip(&iy) {
+                let r = &mut gxi[y * w..][..w];
+                for (&gv, &x) in grow.iter().zip(&ix) {
+                    r[x] += gv;
+                }
             }
-        }
-    });
+        },
+    );
     gx
 }
 
