@@ -161,7 +161,12 @@ pub fn pseudo_label_all(
     let per_image = m.labels as f64 / m.images.max(1) as f64;
     if m.labels == 0 {
         eprintln!("WARNING: the teacher {} emitted no pseudo labels at threshold {} on {} images: the student will learn from human labels only", teacher_path.display(), m.score_threshold, m.images);
-    } else if let Some(human) = human_boxes_per_image(cfg).filter(|&h| floods(per_image, h)) {
+    } else if let Some(human) = floods(per_image, 0.0)
+        // the human density floors at 1, so below this no read of the labeled split is needed
+        .then(|| human_boxes_per_image(cfg))
+        .flatten()
+        .filter(|&h| floods(per_image, h))
+    {
         eprintln!(
             "WARNING: the teacher {} kept {per_image:.1} pseudo boxes per image at threshold {}, {:.0}x the {human:.1} per image of the human labels: it is likely firing on background (check it at selftrain.teacher_scales, or raise selftrain.score_threshold)",
             teacher_path.display(),

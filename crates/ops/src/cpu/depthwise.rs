@@ -41,20 +41,21 @@ fn row_taps<T: Real>(out: &mut [T], buf: &[T], ph: &Phased, r: usize, wrow: &[T]
 /// `oy * pitch` of a scratch buffer, where `pitch` (`sh` rows of the phase-split input) is
 /// how far one output row moves every tap's run, so a tap is one long run instead of `oh`
 /// short ones. The scratch's extra columns cost `pitch - ow` elements a row, which pays
-/// while rows are short or the stride is 1. `(pitch, len)` or `None` for row by row.
+/// while rows are short or the stride is 1.
 #[inline]
-fn whole_plane(win: &Window, ph: &Phased) -> Flat {
+fn whole_plane(win: &Window) -> bool {
     // PUPIL_DW_ROWS=1 keeps every plane row by row, for side-by-side timing
     static ROWS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    if *ROWS.get_or_init(|| std::env::var_os("PUPIL_DW_ROWS").is_some_and(|v| v == "1")) {
-        return None;
-    }
-    let pitch = win.sh * ph.len;
-    (win.sh == 1 || win.ow <= FLAT_MAX_OW).then(|| (pitch, (win.oh - 1) * pitch + win.ow))
+    let rows = *ROWS.get_or_init(|| std::env::var_os("PUPIL_DW_ROWS").is_some_and(|v| v == "1"));
+    !rows && (win.sh == 1 || win.ow <= FLAT_MAX_OW)
 }
 
-/// The whole-plane layout's `(pitch, len)`, or `None` for row by row.
-type Flat = Option<(usize, usize)>;
+/// The whole-plane layout's `(pitch, len)` when `flat`, or `None` for row by row.
+#[inline]
+fn layout(win: &Window, ph: &Phased, flat: bool) -> Option<(usize, usize)> {
+    let pitch = win.sh * ph.len;
+    flat.then(|| (pitch, (win.oh - 1) * pitch + win.ow))
+}
 
 /// Widest strided output row the whole-plane layout takes (`bench`: the stride-2 layers
 /// at 96-px inputs gain, those of 224-px ones lose).
@@ -62,12 +63,13 @@ const FLAT_MAX_OW: usize = 32;
 
 /// x: [n, c, h, w], w: [c, 1, kh, kw] -> [n, c, oh, ow].
 pub(crate) fn forward<T: Real>(x: &[T], w: &[T], c: usize, win: &Window) -> Vec<T> {
-    forward_in(x, w, c, win, whole_plane(win, &Phased::new(win)))
+    forward_in(x, w, c, win, whole_plane(win))
 }
 
-fn forward_in<T: Real>(x: &[T], w: &[T], c: usize, win: &Window, flat: Flat) -> Vec<T> {
+fn forward_in<T: Real>(x: &[T], w: &[T], c: usize, win: &Window, flat: bool) -> Vec<T> {
     let (plane_in, plane_out, kk) = (win.h * win.w, win.oh * win.ow, win.kh * win.kw);
     let ph = Phased::new(win);
+    let flat = layout(win, &ph, flat);
     let mut out = vec![T::ZERO; x.len() / plane_in * plane_out];
     let init = || (Vec::new(), Vec::new());
     crate::par::for_chunks_init(
@@ -121,12 +123,13 @@ fn spread<T: Real>(gi: &[T], ow: usize, pitch: usize, len: usize, tmp: &mut Vec<
 /// Gradient w.r.t. the input: the output gradient scattered back through
 /// every tap into the padded, phase-split buffer, then unpadded.
 pub(crate) fn backward_input<T: Real>(g: &[T], w: &[T], c: usize, win: &Window) -> Vec<T> {
-    backward_input_in(g, w, c, win, whole_plane(win, &Phased::new(win)))
+    backward_input_in(g, w, c, win, whole_plane(win))
 }
 
-fn backward_input_in<T: Real>(g: &[T], w: &[T], c: usize, win: &Window, flat: Flat) -> Vec<T> {
+fn backward_input_in<T: Real>(g: &[T], w: &[T], c: usize, win: &Window, flat: bool) -> Vec<T> {
     let (plane_in, plane_out, kk) = (win.h * win.w, win.oh * win.ow, win.kh * win.kw);
     let ph = Phased::new(win);
+    let flat = layout(win, &ph, flat);
     let mut gx = vec![T::ZERO; g.len() / plane_out * plane_in];
     let init = || (Vec::new(), Vec::new());
     crate::par::for_chunks_init(
@@ -173,7 +176,7 @@ pub(crate) fn backward_weight<T: Real>(
     c: usize,
     win: &Window,
 ) -> Vec<T> {
-    backward_weight_in(x, g, n, c, win, whole_plane(win, &Phased::new(win)))
+    backward_weight_in(x, g, n, c, win, whole_plane(win))
 }
 
 fn backward_weight_in<T: Real>(
@@ -182,10 +185,11 @@ fn backward_weight_in<T: Real>(
     n: usize,
     c: usize,
     win: &Window,
-    flat: Flat,
+    flat: bool,
 ) -> Vec<T> {
     let (plane_in, plane_out, kk) = (win.h * win.w, win.oh * win.ow, win.kh * win.kw);
     let ph = Phased::new(win);
+    let flat = layout(win, &ph, flat);
     let mut gw = vec![T::ZERO; c * kk];
     let init = || (Vec::new(), Vec::new());
     crate::par::for_chunks_init(
@@ -255,9 +259,6 @@ mod tests {
                 right: r,
             };
             let win = Window::new("dw", (h, w), (k, k), (s, s), (d, d), pad).unwrap();
-            let ph = Phased::new(&win);
-            let pitch = win.sh * ph.len;
-            let flat = Some((pitch, (win.oh - 1) * pitch + win.ow));
             let x = data(n * c * h * w, 1);
             let wt = data(c * k * k, 2);
             let g = data(n * c * win.oh * win.ow, 3);
@@ -273,18 +274,18 @@ mod tests {
             };
             // the forward adds the taps in the same order either way: same bits
             assert_eq!(
-                forward_in(&x, &wt, c, &win, flat),
-                forward_in(&x, &wt, c, &win, None),
+                forward_in(&x, &wt, c, &win, true),
+                forward_in(&x, &wt, c, &win, false),
                 "{what}"
             );
             close(
-                &backward_input_in(&g, &wt, c, &win, flat),
-                &backward_input_in(&g, &wt, c, &win, None),
+                &backward_input_in(&g, &wt, c, &win, true),
+                &backward_input_in(&g, &wt, c, &win, false),
                 "input grad",
             );
             close(
-                &backward_weight_in(&x, &g, n, c, &win, flat),
-                &backward_weight_in(&x, &g, n, c, &win, None),
+                &backward_weight_in(&x, &g, n, c, &win, true),
+                &backward_weight_in(&x, &g, n, c, &win, false),
                 "weight grad",
             );
         }
